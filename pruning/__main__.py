@@ -1,0 +1,146 @@
+"""Command line: ``python -m pruning <command>``.
+
+    run CONFIG           train every (technique, reinit, seed) of CONFIG; finished runs are skipped
+    fetch [DATASET...]   place and verify raw data under data/raw/
+    table RESULTS        print the tidy results table (one row per training)
+    notebooks RESULTS    execute every figure notebook with papermill for RESULTS
+    report RESULTS       render the paper and the poster for RESULTS
+    all [CONFIG]         run, notebooks, report (the README's main job)
+
+Every error that a user can fix is printed as one line that says what to do; the exit code is 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
+
+
+def results_folder(cfg_name: str, given: str | None) -> Path:
+    return Path(given) if given else REPO_ROOT / "results" / cfg_name
+
+
+def _cmd_run(args) -> int:
+    from . import config, runner
+
+    cfg = config.load_experiment(args.config)
+    runner.run_experiment(cfg, results_folder(cfg.name, args.results), source=str(args.config), quiet=args.quiet,
+                          trainer=args.trainer, device=args.device)
+    return 0
+
+
+def _cmd_fetch(args) -> int:
+    from . import datasets
+
+    for name in args.datasets or ["mnist"]:
+        datasets.fetch(name, quiet=args.quiet)
+    return 0
+
+
+def _cmd_table(args) -> int:
+    import pandas as pd
+
+    from . import store
+
+    table = store.load_results(args.results)
+    with pd.option_context("display.max_rows", args.rows, "display.width", 200):
+        print(table.drop(columns=["run_dir", "file"]).to_string(max_rows=args.rows))
+    return 0
+
+
+def _cmd_notebooks(args) -> int:
+    from . import notebooks
+
+    notebooks.execute_all(args.results, force=args.force, quiet=args.quiet)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from . import report
+
+    report.render(args.results, renderer=args.renderer, quiet=args.quiet)
+    return 0
+
+
+def _cmd_all(args) -> int:
+    from . import config, notebooks, report, runner
+
+    cfg = config.load_experiment(args.config)
+    results = results_folder(cfg.name, args.results)
+    runner.run_experiment(cfg, results, source=str(args.config), quiet=args.quiet, trainer=args.trainer,
+                          device=args.device)
+    notebooks.execute_all(results, quiet=args.quiet)
+    report.render(results, renderer=args.renderer, quiet=args.quiet)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pruning", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, results_positional=False):
+        sp.add_argument("--quiet", action="store_true", help="no progress bars and no log lines")
+        if results_positional:
+            sp.add_argument("results", help="a results folder, e.g. results/smoke")
+
+    r = sub.add_parser("run", help="train the runs of a config")
+    r.add_argument("config", type=Path)
+    r.add_argument("--results", help="results folder (default: results/<config name>)")
+    r.add_argument("--trainer", choices=["single", "population"], help="force a trainer (default: the faster one)")
+    r.add_argument("--device", choices=["cpu", "cuda"], help="override the config's device")
+    common(r)
+    r.set_defaults(func=_cmd_run)
+
+    f = sub.add_parser("fetch", help="fetch and verify raw datasets")
+    f.add_argument("datasets", nargs="*")
+    common(f)
+    f.set_defaults(func=_cmd_fetch)
+
+    t = sub.add_parser("table", help="print the results table")
+    t.add_argument("--rows", type=int, default=40)
+    common(t, True)
+    t.set_defaults(func=_cmd_table)
+
+    n = sub.add_parser("notebooks", help="execute the figure notebooks for a results folder")
+    n.add_argument("--force", action="store_true", help="re-execute even unchanged notebooks")
+    common(n, True)
+    n.set_defaults(func=_cmd_notebooks)
+
+    rep = sub.add_parser("report", help="render the paper and poster for a results folder")
+    rep.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
+    common(rep, True)
+    rep.set_defaults(func=_cmd_report)
+
+    a = sub.add_parser("all", help="run + notebooks + report")
+    a.add_argument("config", type=Path, nargs="?", default=DEFAULT_CONFIG)
+    a.add_argument("--results")
+    a.add_argument("--trainer", choices=["single", "population"])
+    a.add_argument("--device", choices=["cpu", "cuda"])
+    a.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
+    common(a)
+    a.set_defaults(func=_cmd_all)
+    return p
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError
+    from .datasets import DataError
+    from .store import StoreError
+
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trainings are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Training and evaluation of one network: SGD over batches indexed from tensors on the device.
+
+No DataLoader and no per-sample transforms: each epoch draws a permutation from a generator seeded
+by (seed, iteration, epoch) and slices it into batches. Losses stay on the device; the host reads
+them once per epoch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainingConfig
+from .datasets import Split, Tensors
+from .seeds import derive_seed, generator
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    loss: float
+    logits: torch.Tensor  # (N, classes), on the CPU
+
+
+def epoch_order(seed: int, iteration: int, epoch: int, train_idx: torch.Tensor) -> torch.Tensor:
+    """The training indices in the order of one epoch (on ``train_idx``'s device)."""
+    perm = torch.randperm(len(train_idx), generator=generator(seed, "order", iteration, epoch))
+    return train_idx[perm.to(train_idx.device)]
+
+
+def augment(x: torch.Tensor, seed: int, iteration: int, epoch: int, step: int) -> torch.Tensor:
+    """Random crop (pad 2) and horizontal flip, drawn per sample, on the batch's device."""
+    g = generator(seed, "augment", iteration, epoch, step)
+    b, _, h, w = x.shape
+    flip = torch.rand(b, generator=g) < 0.5
+    dy = torch.randint(0, 5, (b,), generator=g)
+    dx = torch.randint(0, 5, (b,), generator=g)
+    x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+    padded = F.pad(x, (2, 2, 2, 2))
+    rows = (torch.arange(h)[None, :] + dy[:, None]).to(x.device)  # (b, h)
+    cols = (torch.arange(w)[None, :] + dx[:, None]).to(x.device)  # (b, w)
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def train(model: nn.Module, data: Tensors, split: Split, cfg: TrainingConfig, *, seed: int, iteration: int,
+          on_epoch_end=None, progress=None) -> dict:
+    """Train ``model`` in place for ``cfg.epochs`` epochs. Returns the mean training loss of the last epoch."""
+    torch.manual_seed(derive_seed(seed, "train", iteration))  # dropout, if the model has any
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    device = data.train_x.device
+    train_idx = split.train_idx.to(device)
+    n, bs = len(train_idx), cfg.batch_size
+    start = time.perf_counter()
+    last_loss = float("nan")
+    for epoch in range(cfg.epochs):
+        order = epoch_order(seed, iteration, epoch, train_idx)
+        total = torch.zeros((), device=device)
+        for step, i in enumerate(range(0, n, bs)):
+            idx = order[i:i + bs]
+            x, y = data.train_x[idx], data.train_y[idx]
+            if cfg.augment:
+                x = augment(x, seed, iteration, epoch, step)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(idx)
+        last_loss = float(total) / n
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, model)
+        if progress is not None:
+            progress.update(1)
+    return {"train_loss": last_loss, "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> Evaluation:
+    model.eval()
+    logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    loss = F.cross_entropy(logits, y).item()
+    acc = (logits.argmax(1) == y).float().mean().item()
+    model.train()
+    return Evaluation(acc, loss, logits.float().cpu())
