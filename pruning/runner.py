@@ -122,8 +122,8 @@ def finish_training(rc: RunConfig, model, rd: RunData, masks, stats: dict, itera
         "weights_remaining": sum(remaining.values()),
         "params_remaining": sum(remaining.values()) + n_bias,
         "remaining": remaining,
-        "val_acc": 100.0 * val.accuracy, "val_loss": val.loss,
-        "test_acc": 100.0 * test.accuracy, "test_loss": test.loss,
+        "val_acc": round(100.0 * val.accuracy, 6), "val_loss": val.loss,
+        "test_acc": round(100.0 * test.accuracy, 6), "test_loss": test.loss,
         "train_loss": stats["train_loss"], "seconds": stats["seconds"],
     }
     return state, record, metrics
