@@ -163,15 +163,12 @@ def run_single(rc: RunConfig, root: Path, device: str, bar=None, say=print) -> N
         if k == 0 and rc.reinit == "late_rewind":
             rewind_point = st.load_rewind_point()
         trained, record, metrics = finish_training(rc, model, rd, masks, stats, k)
-        st.save_training(k, trained, record=record, masks=trained_masks(record), metrics=metrics)
+        masks = record["masks"]  # every layer's mask, exactly what a resumed run reads from the checkpoint
+        st.save_training(k, trained, masks, record, metrics)
         say(log_line(rc, metrics))
         if bar is not None:
             bar.update(1)
     st.mark_done({"iterations": rc.iterations})
-
-
-def trained_masks(record: dict):
-    return record["masks"]
 
 
 # ----------------------------------------------------------------------------- an experiment
