@@ -1,0 +1,251 @@
+"""Execute the figure notebooks (``notebooks/*.ipynb``) for a results folder, skipping unchanged ones.
+
+:func:`execute_all` runs every source notebook with papermill into
+``build/<results folder name>/notebooks/<name>.ipynb``; the sources stay untouched. A notebook is
+re-executed only when its inputs changed: the cell sources of the source notebook, the parameters it
+receives, the results (``experiment.json`` and every ``trainings/*.json``, which carry the checksum of
+their tensors) or the code of the ``pruning`` package. The hash of these inputs is stored beside the
+output as ``<name>.inputs.json``. Outputs are written to a temporary file and renamed, so an
+interrupted run never leaves half a notebook.
+
+The source notebooks are committed with their outputs on ``results/smoke`` (``pytest --nbval-lax
+notebooks/`` compares their ``# NBVAL_CHECK_OUTPUT`` cells); :func:`refresh_sources` re-executes
+them in place after a change.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from .store import StoreError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BUILD_DIR = REPO_ROOT / "build"
+PACKAGE_DIR = Path(__file__).resolve().parent
+KERNEL = "python3"
+
+
+class NotebookError(StoreError):
+    """A notebook that failed or cannot be run; one line that names it and what to open or do.
+
+    A StoreError so that the command line prints it as one line (exit code 2).
+    """
+
+
+# ----------------------------------------------------------------------------- used inside the notebooks
+
+def resolve_results(results) -> Path:
+    """The results folder a notebook parameter names, as an absolute path.
+
+    An absolute path is taken as is. A relative one is looked up from the working directory, then from
+    ``notebooks/`` (the parameter's default ``../results/smoke`` is relative to the notebooks), so a
+    notebook finds its results whether it runs from the repository root, ``notebooks/`` or elsewhere.
+    A folder found nowhere is returned relative to the working directory (the error then names it).
+    """
+    path = Path(results).expanduser()
+    if path.is_absolute():
+        return path
+    for base in (Path.cwd(), NOTEBOOKS_DIR):
+        if (base / path).is_dir():
+            return (base / path).resolve()
+    return (Path.cwd() / path).resolve()
+
+
+# ----------------------------------------------------------------------------- inputs and their hash
+
+def sources() -> list[Path]:
+    """The source notebooks, sorted by name."""
+    return sorted(p for p in NOTEBOOKS_DIR.glob("*.ipynb") if not p.name.startswith("."))
+
+
+def _read_notebook(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NotebookError(f"{path} cannot be read as a notebook ({exc.__class__.__name__}); restore it from git") from None
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def declared_parameters(nb: dict) -> list[str]:
+    """Names assigned in the notebook's cell tagged ``parameters`` (papermill's convention)."""
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            try:
+                tree = ast.parse(_source(cell))
+            except SyntaxError:
+                return []
+            names = []
+            for node in tree.body:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                    if isinstance(node, ast.AnnAssign) else []
+                names += [t.id for t in targets if isinstance(t, ast.Name)]
+            return names
+    return []
+
+
+def results_fingerprint(results: Path) -> str:
+    """sha256 over experiment.json and every run's trainings/*.json (path relative to the folder + content)."""
+    results = Path(results)
+    h = hashlib.sha256()
+    files = [results / "experiment.json"] + sorted(results.glob("run_*/trainings/*.json"))
+    for path in files:
+        h.update(str(path.relative_to(results)).encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except FileNotFoundError:
+            h.update(b"<missing>")
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def code_fingerprint() -> str:
+    """sha256 of the ``pruning`` package's sources: the notebooks' figures depend on them."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def inputs_hash(nb: dict, parameters: dict, results_fp: str, code_fp: str) -> str:
+    cells = [[c.get("cell_type"), _source(c)] for c in nb.get("cells", [])]
+    text = json.dumps({"cells": cells, "parameters": parameters, "results": results_fp, "code": code_fp},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- executing
+
+def output_folder(results) -> Path:
+    """``build/<results folder name>/notebooks``."""
+    return BUILD_DIR / Path(results).resolve().name / "notebooks"
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _execute(source: Path, target: Path, parameters: dict) -> None:
+    """papermill ``source`` -> ``target`` atomically; NotebookError (one line) on failure."""
+    import papermill as pm  # imported here: the notebooks themselves import this module
+
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.ipynb")
+    failed = target.with_name(f"{target.stem}.failed.ipynb")
+    try:
+        pm.execute_notebook(str(source), str(tmp), parameters=parameters, kernel_name=KERNEL, cwd=str(source.parent),
+                            progress_bar=False, log_output=False, report_mode=False)
+    except pm.PapermillExecutionError as exc:
+        os.replace(tmp, failed)
+        raise NotebookError(f"notebook {source.name} failed in cell {exc.exec_count}: {exc.ename}: "
+                            f"{_one_line(exc.evalue)}; open {failed} to see the failing cell") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+    failed.unlink(missing_ok=True)
+
+
+def execute_all(results, force: bool = False, quiet: bool = False, notebooks=None, parameters=None) -> list[Path]:
+    """Execute the figure notebooks for ``results`` into ``build/<results name>/notebooks/``.
+
+    ``notebooks``: names (``"accuracy"`` or ``"accuracy.ipynb"``) to run, default all; ``parameters``:
+    extra papermill parameters, each passed only to the notebooks that declare it. A notebook whose
+    inputs are unchanged since its last execution is skipped unless ``force``. Every notebook is
+    attempted; the first failure is then raised as a one-line :class:`NotebookError`. Returns the
+    paths of the executed (or unchanged) notebooks.
+    """
+    from .store import read_experiment
+
+    results = Path(results).expanduser().resolve()
+    read_experiment(results)  # StoreError (one line) for a missing or damaged folder
+    parameters = dict(parameters or {})
+    available = sources()
+    if not available:
+        raise NotebookError(f"no notebooks in {NOTEBOOKS_DIR}; restore notebooks/*.ipynb from git")
+    if notebooks is not None:
+        wanted = [Path(n).stem for n in ([notebooks] if isinstance(notebooks, str) else notebooks)]
+        names = {p.stem for p in available}
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise NotebookError(f"unknown notebook {', '.join(unknown)} (available: {', '.join(sorted(names))})")
+        available = [p for p in available if p.stem in wanted]
+    loaded = {p: _read_notebook(p) for p in available}
+    declared = {p: declared_parameters(nb) for p, nb in loaded.items()}
+    unused = [k for k in parameters if not any(k in names for names in declared.values())]
+    if unused:
+        known = sorted({n for names in declared.values() for n in names} - {"results"})
+        raise NotebookError(f"no notebook takes parameter {', '.join(unused)} (parameters: {', '.join(known)})")
+
+    out_dir = output_folder(results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_fp, code_fp = results_fingerprint(results), code_fingerprint()
+    done, errors = [], []
+    for source, nb in loaded.items():
+        params = {"results": str(results), **{k: v for k, v in parameters.items() if k in declared[source]}}
+        target = out_dir / source.name
+        stamp = out_dir / f"{source.stem}.inputs.json"
+        digest = inputs_hash(nb, params, results_fp, code_fp)
+        if not force and target.exists() and stamp.exists():
+            try:
+                if json.loads(stamp.read_text()).get("hash") == digest:
+                    done.append(target)
+                    if not quiet:
+                        print(f"{source.name}: unchanged, skipped")
+                    continue
+            except (OSError, json.JSONDecodeError):
+                pass
+        stamp.unlink(missing_ok=True)
+        start = time.perf_counter()
+        try:
+            _execute(source, target, params)
+        except NotebookError as exc:
+            target.unlink(missing_ok=True)  # never leave a stale figure beside a failed run
+            errors.append(str(exc))
+            if not quiet:
+                print(f"{source.name}: FAILED")
+            continue
+        seconds = time.perf_counter() - start
+        _write_json({"hash": digest, "parameters": params, "seconds": round(seconds, 1)}, stamp)
+        done.append(target)
+        if not quiet:
+            print(f"{source.name}: executed in {seconds:.1f}s")
+    if errors:
+        more = f" ({len(errors) - 1} more notebook(s) failed too)" if len(errors) > 1 else ""
+        raise NotebookError(errors[0] + more)
+    return done
+
+
+def _write_json(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def refresh_sources(notebooks=None, timeout: int = 600) -> list[Path]:
+    """Re-execute the source notebooks in place on their default parameters (``../results/smoke``).
+
+    For maintainers after changing a notebook or the analysis: the committed outputs are what
+    ``pytest --nbval-lax notebooks/`` compares against. Uses nbclient without timing metadata, so
+    the files change only where the outputs do.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    paths = sources() if notebooks is None else [NOTEBOOKS_DIR / f"{Path(n).stem}.ipynb" for n in notebooks]
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, record_timing=False,
+                       resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}).execute()
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.ipynb")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
+    return paths

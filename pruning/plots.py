@@ -1,0 +1,247 @@
+"""Plotting helpers shared by the figure notebooks: one colour per technique, one style, a few axes.
+
+Every figure of the report goes through here so that a technique has the same colour, marker and
+label everywhere. The colours are colour-blind friendly (Okabe-Ito based) and grouped by family:
+structured techniques are blues, unstructured ones orange/vermillion, hybrid reddish purple and
+fc-only bluish green; random techniques are drawn dashed. Labels are the poster's names
+(:func:`pruning.techniques.label`).
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import patches, ticker
+
+from . import techniques as _techniques
+
+# ----------------------------------------------------------------------------- identity of a technique
+
+COLORS: dict[str, str] = {
+    # structured: blues, dark to light
+    "l1_s": "#08306B",
+    "l2_s": "#2171B5",
+    "linf_s": "#56B4E9",
+    "lneginf_s": "#6A51A3",
+    "random_s": "#7F9CB8",
+    # unstructured: vermillion / orange
+    "l1_us": "#D55E00",
+    "random_us": "#E69F00",
+    # distinct
+    "hybrid": "#CC79A7",
+    "fc_only_l1_us": "#009E73",
+}
+MARKERS: dict[str, str] = {
+    "l1_s": "o", "l2_s": "s", "linf_s": "^", "lneginf_s": "v", "random_s": "D",
+    "l1_us": "o", "random_us": "D", "hybrid": "P", "fc_only_l1_us": "X",
+}
+_FALLBACK = ["#444444", "#999933", "#882255", "#44AA99", "#AA4499"]
+
+FIGSIZE = (7.0, 4.0)
+DPI = 110
+REINIT_LABELS = {"rewind": "rewind", "finetune": "fine-tune", "late_rewind": "late rewind",
+                 "random_reinit": "random reinit"}
+
+
+def order(names) -> list[str]:
+    """Techniques in the registry's order (unknown names last, alphabetically)."""
+    known = list(_techniques.TECHNIQUES)
+    names = list(dict.fromkeys(names))
+    return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
+
+
+def label(name: str) -> str:
+    """The poster's name of a technique (e.g. "L1 US")."""
+    return _techniques.label(name)
+
+
+def color(name: str) -> str:
+    if name in COLORS:
+        return COLORS[name]
+    return _FALLBACK[sum(map(ord, name)) % len(_FALLBACK)]
+
+
+def style(name: str) -> dict:
+    """Keyword arguments for ``ax.plot``: colour, marker, line style and label of a technique."""
+    random = name in _techniques.TECHNIQUES and _techniques.TECHNIQUES[name].random
+    return {"color": color(name), "marker": MARKERS.get(name, "o"), "linestyle": "--" if random else "-",
+            "label": label(name)}
+
+
+def use_style() -> None:
+    """A style readable at report size: 7x4 in figures, fonts >= 10 pt, PNG at ~110 dpi."""
+    mpl.rcParams.update({
+        "figure.figsize": FIGSIZE, "figure.dpi": DPI, "savefig.dpi": DPI,
+        "font.size": 10.5, "axes.titlesize": 11, "axes.labelsize": 10.5, "legend.fontsize": 10,
+        "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.titlesize": 12,
+        "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+        "lines.linewidth": 1.6, "lines.markersize": 4.5, "legend.frameon": False,
+        "image.cmap": "viridis", "svg.hashsalt": "pruning",
+    })
+
+
+# ----------------------------------------------------------------------------- accuracy vs sparsity axes
+
+def remaining_percent(sparsity) -> np.ndarray:
+    """% of prunable weights remaining, from sparsity as a fraction removed (0..1)."""
+    return 100.0 * (1.0 - np.asarray(sparsity, dtype=float))
+
+
+def remaining_axis(ax, remaining, fraction: float = 0.2, max_ticks: int = 8) -> None:
+    """x = % weights remaining on a log scale, decreasing left to right, ticked at the pruning ladder.
+
+    ``remaining`` are the plotted x values (in %); ticks sit at 100 * (1 - fraction)^k.
+    """
+    remaining = np.asarray(remaining, dtype=float)
+    low = float(np.nanmin(remaining)) if remaining.size else 1.0
+    ax.set_xscale("log")
+    ticks = [100.0 * (1 - fraction) ** k for k in range(200) if 100.0 * (1 - fraction) ** k >= low * 0.98]
+    step = max(1, math.ceil(len(ticks) / max_ticks))
+    ticks = ticks[::step]
+    ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.set_xlim(104, low * 0.93)  # decreasing left to right
+    ax.set_xlabel("weights remaining (%, log scale)")
+
+
+def sparsity_axis(ax) -> None:
+    """x = sparsity in % of prunable weights removed, linear."""
+    ax.set_xlim(-2, 102)
+    ax.set_xlabel("sparsity (% of weights removed)")
+
+
+def curve(ax, x, mean, std=None, technique: str = "", band: bool = True, **kwargs):
+    """One technique's mean line with a ±std band (std over seeds)."""
+    kw = {**style(technique), **kwargs}
+    x, mean = np.asarray(x, dtype=float), np.asarray(mean, dtype=float)
+    line, = ax.plot(x, mean, **kw)
+    if band and std is not None:
+        std = np.nan_to_num(np.asarray(std, dtype=float))
+        ax.fill_between(x, mean - std, mean + std, color=kw["color"], alpha=0.15, linewidth=0)
+    return line
+
+
+def legend_below(fig, ax=None, ncol: int = 5, **kwargs):
+    """One figure-level legend under the axes (figures made with ``layout="constrained"``)."""
+    ax = ax if ax is not None else fig.axes[0]
+    handles, labels = ax.get_legend_handles_labels()
+    return fig.legend(handles, labels, loc="outside lower center", ncol=ncol, **kwargs)
+
+
+# ----------------------------------------------------------------------------- heatmaps
+
+def heatmap(ax, matrix, fmt: str = "{:.2f}", cmap: str = "viridis", vmin=None, vmax=None, cbar_label: str = "",
+            labels: bool = True):
+    """An annotated heatmap of a square or rectangular DataFrame (index = rows, columns = columns).
+
+    Row/column names that are technique keys are shown with their poster labels. Cell text is
+    black on light cells and white on dark ones. Returns the image (for a shared colour bar).
+    """
+    values = np.asarray(matrix, dtype=float)
+    im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    rows = [label(str(r)) if labels else str(r) for r in getattr(matrix, "index", range(values.shape[0]))]
+    cols = [label(str(c)) if labels else str(c) for c in getattr(matrix, "columns", range(values.shape[1]))]
+    ax.set_xticks(range(values.shape[1]), cols, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(values.shape[0]), rows)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    norm = im.norm
+    cm = im.get_cmap()
+    size = 9 if max(values.shape) <= 9 else 7.5
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            v = values[i, j]
+            if not np.isfinite(v):
+                continue
+            r, g, b, _ = cm(norm(v))
+            text_color = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=size, color=text_color)
+    cbar = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    if cbar_label:
+        cbar.set_label(cbar_label)
+    return im
+
+
+# ----------------------------------------------------------------------------- kernel grids
+
+KERNEL_CMAP = "RdBu_r"
+EMPTY_COLOR = "#555555"
+
+
+def _to_numpy(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy() if hasattr(tensor, "detach") else np.asarray(tensor)
+
+
+def kernel_mosaic(kernels, gap: int = 1) -> tuple[np.ndarray, list[tuple[int, int, bool]]]:
+    """Lay out conv kernels {iteration: (out, in, k, k)} as one image.
+
+    One row of kernels per iteration; along a row, the kernels of filter 0 (all its input channels),
+    then filter 1, and so on. Gaps between kernels are NaN (drawn as background). Returns the image
+    and, for every kernel, (row pixel, column pixel, emptied?) of its top-left corner.
+    """
+    iterations = list(kernels)
+    first = _to_numpy(kernels[iterations[0]])
+    out_c, in_c, kh, kw = first.shape
+    n_cols = out_c * in_c
+    height = len(iterations) * (kh + gap) - gap
+    width = n_cols * (kw + gap) - gap + (out_c - 1) * gap  # an extra gap between filters
+    image = np.full((height, width), np.nan)
+    cells = []
+    for r, it in enumerate(iterations):
+        w = _to_numpy(kernels[it])
+        y = r * (kh + gap)
+        for o in range(out_c):
+            for i in range(in_c):
+                x = (o * in_c + i) * (kw + gap) + o * gap
+                image[y:y + kh, x:x + kw] = w[o, i]
+                cells.append((y, x, bool(np.all(w[o, i] == 0))))
+    return image, cells
+
+
+def kernel_grid(ax, kernels, vmax: float | None = None, title: str = "", row_labels=None):
+    """Draw conv kernels across iterations (rows) with a diverging colormap centred at 0.
+
+    A pruned weight is exactly 0 and shows white; a kernel whose weights were all pruned is
+    additionally outlined in dark grey and crossed, so emptied kernels and filters stand out.
+    Returns the image (for a shared colour bar).
+    """
+    image, cells = kernel_mosaic(kernels)
+    first = _to_numpy(next(iter(kernels.values())))
+    out_c, in_c, kh, kw = first.shape
+    if vmax is None:
+        vmax = float(np.nanmax(np.abs(image))) or 1.0
+    cmap = mpl.colormaps[KERNEL_CMAP].copy()
+    cmap.set_bad("white", alpha=0)
+    im = ax.imshow(image, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    for y, x, empty in cells:
+        if empty:
+            ax.add_patch(patches.Rectangle((x - 0.5, y - 0.5), kw, kh, fill=False, edgecolor=EMPTY_COLOR,
+                                           linewidth=0.9, linestyle="-"))
+            ax.plot([x - 0.5, x + kw - 0.5], [y - 0.5, y + kh - 0.5], color=EMPTY_COLOR, linewidth=0.7,
+                    marker="", linestyle="-")
+    iterations = list(kernels)
+    ax.set_yticks([r * (kh + 1) + (kh - 1) / 2 for r in range(len(iterations))],
+                  row_labels if row_labels is not None else [str(i) for i in iterations])
+    starts = [o * in_c * (kw + 1) + o for o in range(out_c)]
+    ax.set_xticks([x0 + (in_c * (kw + 1) - 2) / 2 for x0 in starts], [str(o) for o in range(out_c)])
+    ax.set_xlabel("filter" if in_c == 1 else "filter (its input-channel kernels side by side)")
+    ax.tick_params(length=0)
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title)
+    return im
+
+
+def empty_marker_handle():
+    """A legend entry explaining the emptied-kernel outline."""
+    return patches.Patch(facecolor="white", edgecolor=EMPTY_COLOR, linewidth=0.9, label="kernel fully pruned")
+
+
+def close_all() -> None:
+    plt.close("all")

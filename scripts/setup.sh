@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine; fast and silent when it is already set up.
+#   bash scripts/setup.sh           venv from requirements.txt, `pruning` in editable mode, MNIST verified
+#   bash scripts/setup.sh --test    the same, plus headless Chromium for the report's browser tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing requirements.txt into .venv (torch from the local wheel cache takes about a minute)"
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch, torchvision, pandas, papermill, nbval, pypandoc" \
+    || { echo "setup: the install failed; see the pip messages above"; exit 1; }
+  echo "$want" > "$stamp"
+fi
+# Notebooks run on the kernel named python3: make it the venv's own.
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pruning)" >/dev/null
+
+.venv/bin/python -m pruning fetch mnist --quiet
+
+if [ "${1:-}" = "--test" ]; then
+  if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "setup: installing Chromium and Fashion-MNIST from Debian's packages"
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium dataset-fashion-mnist >/dev/null
+    else
+      echo "setup: the browser tests need Chromium; install it (Debian: apt-get install chromium dataset-fashion-mnist)"
+    fi
+  fi
+fi
+echo "setup: ready (.venv, pruning, data/raw/mnist verified)"

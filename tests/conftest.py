@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny real-MNIST experiments written to tmp folders."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(path: Path, **overrides) -> Path:
+    """A tiny experiment on real MNIST: 2 iterations, 1 epoch on 1,000 images, 1,000 test images."""
+    cfg = {
+        "name": path.stem,
+        "techniques": ["l1_us", "random_s"],
+        "reinit": ["rewind", "finetune"],
+        "seeds": [0],
+        "iterations": 2,
+        "training": {"epochs": 1, "lr": 0.1},
+        "data": {"train_subset": 1000, "val_subset": 500, "test_subset": 1000},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def cli(*args, check=False, timeout=600):
+    """Run ``python -m pruning ARGS`` in a subprocess; returns the CompletedProcess."""
+    proc = subprocess.run([sys.executable, "-m", "pruning", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(proc.stderr[-2000:])
+    return proc
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    return write_config(tmp_path / "tiny.yaml")

@@ -1,0 +1,87 @@
+"""Bad input gets one line that names the problem and what to do, a non-zero exit, and no traceback."""
+from __future__ import annotations
+
+import pytest
+
+from pruning import config
+from pruning.__main__ import main
+from conftest import cli, write_config
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``python -m pruning ARGS`` in this process: (exit code, stderr)."""
+    def call(*args):
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err
+    return call
+
+
+def _one_line_error(result, *needles):
+    code, stderr = (result.returncode, result.stderr) if hasattr(result, "returncode") else result
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("overrides, needles", [
+    ({"techniques": ["l1_us", "l3_s"]}, ["unknown technique 'l3_s'", "choose from"]),
+    ({"arch": "resnet"}, ["unknown architecture 'resnet'"]),
+    ({"dataset": "mnits"}, ["unknown dataset 'mnits'", "did you mean 'mnist'"]),
+    ({"reinit": ["rewnd"]}, ["unknown reinit mode 'rewnd'", "did you mean 'rewind'"]),
+    ({"tecniques": ["l1_us"]}, ["unknown key 'tecniques'", "did you mean 'techniques'"]),
+    ({"training": {"epochs": "thirty"}}, ["'training.epochs' must be int", "'thirty'"]),
+    ({"training": {"lrate": 0.1}}, ["unknown key 'training.lrate'"]),
+    ({"prune_fraction": 1.5}, ["prune_fraction"]),
+    ({"seeds": [0, 0]}, ["must not repeat"]),
+])
+def test_config_errors(tmp_path, run_cli, overrides, needles):
+    path = write_config(tmp_path / "bad.yaml", **overrides)
+    _one_line_error(run_cli("run", path, "--results", tmp_path / "out"), *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_config_file(tmp_path):
+    # once through a real subprocess: the exit code and stderr a user sees
+    _one_line_error(cli("run", tmp_path / "nope.yaml"), "does not exist")
+
+
+def test_invalid_yaml(tmp_path, run_cli):
+    path = tmp_path / "broken.yaml"
+    path.write_text("techniques: [l1_us\nseeds: 0")
+    _one_line_error(run_cli("run", path), "not valid YAML")
+
+
+def test_ints_are_accepted_where_floats_are_expected(tmp_path):
+    cfg = config.load_experiment(write_config(tmp_path / "ok.yaml", training={"lr": 1}))
+    assert cfg.training.lr == 1.0 and isinstance(cfg.training.lr, float)
+
+
+def test_missing_data_file(tmp_path, monkeypatch, run_cli):
+    path = write_config(tmp_path / "ok.yaml")
+    monkeypatch.setenv("PRUNING_DATA", str(tmp_path / "nodata"))
+    _one_line_error(run_cli("run", path, "--results", tmp_path / "out"), "is missing", "python -m pruning fetch mnist")
+
+
+def test_corrupt_data_file(tmp_path, monkeypatch, run_cli):
+    from pruning import datasets
+
+    raw = tmp_path / "data" / "raw" / "mnist"
+    raw.mkdir(parents=True)
+    for name in datasets.IDX_FILES:
+        (raw / name).write_bytes((datasets.data_root() / "mnist" / name).read_bytes())
+    damaged = raw / "t10k-labels-idx1-ubyte"
+    data = bytearray(damaged.read_bytes())
+    data[100] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setenv("PRUNING_DATA", str(tmp_path / "data"))
+    path = write_config(tmp_path / "ok.yaml")
+    _one_line_error(run_cli("run", path, "--results", tmp_path / "out"), "corrupt", "md5", "fetch mnist")
+
+
+def test_missing_results_folder(tmp_path, run_cli):
+    _one_line_error(run_cli("table", tmp_path / "nothing"), "does not exist", "python -m pruning run")

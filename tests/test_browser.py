@@ -1,0 +1,126 @@
+"""The rendered paper and poster in a real browser: headless Chromium (Debian's), driven by Selenium.
+
+Renders from build/smoke (results/smoke and its executed notebooks) when present, else from the
+synthetic results and generated notebooks of test_report into a tmp folder. Screenshots of both
+pages are kept under build/test-artifacts/ for a person to look at.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pruning import report
+
+from test_report import REPORT, float_order, make_results, write_notebooks
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = REPO / "build" / "test-artifacts"
+SMOKE_RESULTS = REPO / "results" / "smoke"
+SMOKE_BUILD = REPO / "build" / "smoke"
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory):
+    """{"paper": path, "poster": path} rendered offline into a tmp folder."""
+    build = tmp_path_factory.mktemp("browser-build")
+    if (SMOKE_BUILD / "notebooks").is_dir() and (SMOKE_RESULTS / "experiment.json").exists():
+        results = SMOKE_RESULTS
+        (build / "notebooks").symlink_to(SMOKE_BUILD / "notebooks", target_is_directory=True)
+    else:
+        results = make_results(tmp_path_factory.mktemp("browser-results") / "synthetic")
+        write_notebooks(build / "notebooks")
+    out = report.render(results, renderer="pandoc", quiet=True, build=build)
+    return {"paper": out["paper"], "poster": out["poster"]}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                f"--user-data-dir={profile}", "--window-size=1920,1080", "--hide-scrollbars"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(driver, path: Path) -> list[dict]:
+    """Load ``path``, wait until every image is decoded; returns the console messages it logged."""
+    driver.get_log("browser")  # drop what earlier pages logged
+    driver.get(path.as_uri())
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "Promise.all([...document.images].map(i => i.decode().catch(() => null))).then(() => done(true));")
+    return driver.get_log("browser")
+
+
+def screenshot(driver, name: str) -> Path:
+    """A full-page PNG (the whole scroll height) saved under build/test-artifacts/."""
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = metrics["cssContentSize"]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+def broken_images(driver) -> list[str]:
+    return driver.execute_script(
+        "return [...document.images].filter(i => !i.complete || i.naturalWidth === 0)"
+        ".map(i => (i.closest('[id]') || {}).id || i.src.slice(0, 40));")
+
+
+@pytest.mark.parametrize("name", ["paper", "poster"])
+def test_page_loads_without_console_errors_and_every_image_shows(browser, pages, name):
+    logs = open_page(browser, pages[name])
+    errors = [entry["message"] for entry in logs if entry["level"] == "SEVERE"]
+    assert not errors, errors
+    n_images = browser.execute_script("return document.images.length")
+    figures = [label for label in float_order(REPORT / f"{name}.qmd") if label.startswith("fig-")]
+    assert n_images >= len(figures) > 0
+    assert broken_images(browser) == []
+    caption = browser.execute_script(
+        "const t = document.getElementById('tbl-ensembles'); return t && t.querySelector('table') ? t.innerText : null")
+    assert caption and "Table" in caption  # the ensemble table, with its numbered caption
+    path = screenshot(browser, name)
+    assert path.stat().st_size > 10_000
+
+
+def test_poster_is_a_banner_over_four_columns(browser, pages):
+    open_page(browser, pages["poster"])
+    boxes = browser.execute_script(
+        "const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; };"
+        "return {banner: r(document.querySelector('.banner')),"
+        "        cols: [...document.querySelectorAll('.poster-col')].map(r),"
+        "        title: parseFloat(getComputedStyle(document.querySelector('.banner h1')).fontSize),"
+        "        body: parseFloat(getComputedStyle(document.querySelector('.block p')).fontSize),"
+        "        page: document.documentElement.scrollWidth};")
+    banner, cols = boxes["banner"], boxes["cols"]
+    assert len(cols) == 4
+    lefts = [c[0] for c in cols]
+    assert lefts == sorted(lefts) and len(set(round(x) for x in lefts)) == 4  # side by side
+    assert all(abs(c[1] - cols[0][1]) < 2 for c in cols)  # top-aligned
+    assert all(c[1] >= banner[1] + banner[3] for c in cols)  # under the banner
+    assert banner[2] >= 0.95 * boxes["page"]  # the banner spans the page
+    assert all(c[2] > 300 for c in cols)  # readable columns
+    assert boxes["title"] >= 36 and boxes["body"] >= 14

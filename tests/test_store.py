@@ -1,0 +1,146 @@
+"""The run store: hashed run names, skipping, resuming after kill -9, damaged files, the tidy table."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from pruning import store
+from pruning.config import ExperimentConfig, RunConfig, load_experiment
+from conftest import REPO, cli, write_config
+
+
+def test_run_hash_ignores_compute_only_fields_and_noop_defaults():
+    a = ExperimentConfig(device="cpu", trainer="single").runs()[0]
+    b = ExperimentConfig(device="cuda", trainer="population").runs()[0]
+    assert a.run_hash() == b.run_hash()
+    c = RunConfig()
+    assert "rewind_epoch" not in c.hash_dict() and "augment" not in c.hash_dict()["training"]
+    c.training.augment = True
+    assert c.run_hash() != RunConfig().run_hash()
+    d = RunConfig(seed=1)
+    assert d.run_hash() != RunConfig().run_hash()
+
+
+def _snapshot(folder):
+    table = store.load_results(folder)
+    out = {}
+    for row in table.itertuples():
+        rec = store.load_training(row.file)
+        out[(row.technique, row.reinit, row.seed, row.iteration)] = (rec, row.test_acc)
+    return out
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        (ra, acc_a), (rb, acc_b) = a[key], b[key]
+        assert acc_a == acc_b, key
+        assert torch.equal(ra["predictions"], rb["predictions"]), key
+        assert torch.equal(ra["logits"], rb["logits"]), key
+        for layer in ra["masks"]:
+            assert torch.equal(ra["masks"][layer], rb["masks"][layer]), (key, layer)
+        for name in ra["weights"]:
+            assert torch.equal(ra["weights"][name], rb["weights"][name]), (key, name)
+
+
+def test_finished_runs_are_skipped_and_their_files_untouched(tmp_path, tiny_config):
+    out = tmp_path / "res"
+    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "experiment.json"}
+    proc = cli("run", tiny_config, "--results", out, check=True)
+    assert "4 already finished, 0 to train" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+
+
+def test_kill_9_mid_run_resumes_to_the_same_results(tmp_path):
+    cfg = write_config(tmp_path / "k.yaml", techniques=["l1_us", "random_us"], reinit=["rewind", "finetune"],
+                       iterations=3)
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    cli("run", cfg, "--results", ref, "--quiet", check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pruning", "run", str(cfg), "--results", str(killed), "--quiet"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    # kill once the second run is half-way: one run finished, one part-done, two not started
+    while time.time() < deadline:
+        done = list(killed.glob("run_*/done.json"))
+        partial = [p for p in killed.glob("run_*/trainings/001.json") if not (p.parent.parent / "done.json").exists()]
+        if done and partial:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(killed.glob("run_*/done.json"))) < 4, "the run finished before it could be killed"
+    resumed = cli("run", cfg, "--results", killed, check=True)
+    assert "already finished" in resumed.stderr
+    _assert_same(_snapshot(ref), _snapshot(killed))
+    assert not list(killed.rglob("*.tmp")) or all(p.name.startswith(".") for p in killed.rglob("*.tmp"))
+
+
+def test_resume_completes_a_record_whose_checkpoint_was_written(tmp_path, tiny_config):
+    """kill -9 between checkpoint.pt and trainings/NNN.pt: the record is rebuilt from the checkpoint."""
+    out = tmp_path / "res"
+    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    ref = _snapshot(out)
+    run_dir = sorted(out.glob("run_*"))[0]
+    last = sorted((run_dir / "trainings").glob("*.json"))[-1]
+    (run_dir / "done.json").unlink()
+    last.unlink()
+    last.with_suffix(".pt").unlink()
+    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    _assert_same(ref, _snapshot(out))
+
+
+def test_a_truncated_training_file_gives_a_one_line_error_and_touches_nothing(tmp_path, tiny_config):
+    out = tmp_path / "res"
+    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    run_dir = sorted(out.glob("run_*"))[0]
+    (run_dir / "done.json").unlink()  # make the runner look at this run again
+    victim = run_dir / "trainings" / "000.pt"
+    victim.write_bytes(victim.read_bytes()[:100])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "experiment.json"}
+    proc = cli("run", tiny_config, "--results", out)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "000.pt" in lines[0] and "damaged" in lines[0] and "delete" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_damaged_config_json_is_reported(tmp_path, tiny_config):
+    out = tmp_path / "res"
+    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    run_dir = sorted(out.glob("run_*"))[0]
+    (run_dir / "done.json").unlink()
+    (run_dir / "config.json").write_text("{not json")
+    proc = cli("run", tiny_config, "--results", out)
+    assert proc.returncode == 2 and "config.json is damaged" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_table_has_one_row_per_training_with_the_documented_columns(tmp_path, tiny_config):
+    out = tmp_path / "res"
+    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    table = store.load_results(out)
+    cfg = load_experiment(tiny_config)
+    assert len(table) == len(cfg.runs()) * (cfg.iterations + 1)
+    assert set(store.TABLE_COLUMNS) <= set(table.columns)
+    dense = table[table.iteration == 0]
+    assert (dense.sparsity == 0).all() and (dense.weights_remaining == 59838).all()
+    assert (dense.params_remaining == 60074).all()
+    # sparsity and remaining weights agree with the stored masks
+    row = table[table.iteration == 2].iloc[0]
+    rec = store.load_training(row)
+    kept = sum(int(m.sum()) for m in rec["masks"].values())
+    assert kept == row.weights_remaining
+    assert abs(row.sparsity - (1 - kept / 59838)) < 1e-12
+    assert abs(row.test_acc - 100 * float((rec["predictions"] == rec["targets"]).double().mean())) < 1e-9
+    # stored weights are masked: pruned entries are exactly zero
+    for layer, mask in rec["masks"].items():
+        assert bool((rec["weights"][f"{layer}.weight"][~mask] == 0).all())
+    exp = json.loads((out / "experiment.json").read_text())
+    assert {r["hash"] for r in exp["runs"]} == set(table.run_hash)
