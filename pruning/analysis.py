@@ -57,7 +57,7 @@ def load(results) -> pd.DataFrame:
     if not (folder / "experiment.json").exists():
         raise ParameterError(f"{folder} is not a results folder (no experiment.json); "
                              f"run `python -m pruning run configs/<name>.yaml --results {folder}` first")
-    table = store.load_results(folder)
+    table = store.load_results(folder.resolve())  # absolute files: records load whatever the working directory
     if table.empty:
         raise ParameterError(f"results folder {folder} holds no finished training yet; "
                              f"wait for `python -m pruning run` to finish one, or run it")
@@ -125,7 +125,9 @@ def check(table: pd.DataFrame, *, iteration=None, techniques=None, reinit=None, 
         available = technique_order(table)
         if t not in available:
             what = f"technique '{t}' is not in {where}" if t in _techniques.TECHNIQUES else f"unknown technique '{t}'"
-            raise ParameterError(f"{what} (available: {', '.join(available)})")
+            keys = {tech.label: key for key, tech in _techniques.TECHNIQUES.items()}
+            hint = f"; did you mean '{keys[t]}'? (labels are for display)" if t in keys else ""
+            raise ParameterError(f"{what} (available: {', '.join(available)}){hint}")
     if techniques is not None:
         sel = sel[sel["technique"].isin(_as_list(techniques))]
     for r in _as_list(reinit):
@@ -244,15 +246,20 @@ def accuracy_summary(table: pd.DataFrame, metric: str = "test_acc") -> pd.DataFr
 # ----------------------------------------------------------------------------- mask similarity
 
 
+def _np(x) -> np.ndarray:
+    """A tensor or array as a numpy array (no copy for CPU tensors): numpy counts far faster than torch here."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def _jaccard_counts(a: dict, b: dict) -> dict[str, tuple[int, int]]:
     if set(a) != set(b):
         raise ValueError(f"masks cover different layers: {sorted(a)} vs {sorted(b)}")
     out = {}
     for name in a:
-        ma, mb = a[name].bool(), b[name].bool()
+        ma, mb = _np(a[name]).astype(bool, copy=False), _np(b[name]).astype(bool, copy=False)
         if ma.shape != mb.shape:
             raise ValueError(f"layer {name}: mask shapes differ, {tuple(ma.shape)} vs {tuple(mb.shape)}")
-        out[name] = (int((ma & mb).sum()), int((ma | mb).sum()))
+        out[name] = (int(np.count_nonzero(ma & mb)), int(np.count_nonzero(ma | mb)))
     return out
 
 
@@ -374,10 +381,10 @@ def agreement_matrix(table: pd.DataFrame, iteration: int, reinit: str = "rewind"
                 continue
             same = []
             for s in seeds:
-                pa, pb = record(files[ta, s])["predictions"], record(files[tb, s])["predictions"]
+                pa, pb = _np(record(files[ta, s])["predictions"]), _np(record(files[tb, s])["predictions"])
                 if pa.shape != pb.shape:
                     raise ValueError(f"{ta} and {tb} (seed {s}) were tested on different numbers of images")
-                same.append(int((pa == pb).sum()))
+                same.append(int(np.count_nonzero(pa == pb)))
             out.loc[ta, tb] = out.loc[tb, ta] = float(np.mean(same))
     return out
 
@@ -391,21 +398,20 @@ def ensemble_predictions(logits: list[torch.Tensor] | None = None, predictions: 
     the lowest class index.
     """
     if method == "mean_prob":
-        probs = torch.stack([torch.softmax(x.double(), dim=1) for x in logits]).mean(0)
-        return _first_argmax(probs)
+        probs = np.zeros(_np(logits[0]).shape, dtype=np.float64)
+        for x in logits:
+            z = _np(x).astype(np.float64)
+            z = np.exp(z - z.max(axis=1, keepdims=True))
+            probs += z / z.sum(axis=1, keepdims=True)
+        return torch.from_numpy(np.argmax(probs / len(logits), axis=1))  # np.argmax: first maximum wins
     if method == "vote":
-        preds = torch.stack([p.long() for p in predictions])
+        preds = np.stack([_np(p).astype(np.int64) for p in predictions])
         k = num_classes or int(preds.max()) + 1
-        votes = torch.nn.functional.one_hot(preds, k).sum(0)
-        return _first_argmax(votes)
+        votes = np.zeros((preds.shape[1], k), dtype=np.int64)
+        for p in preds:
+            votes[np.arange(len(p)), p] += 1
+        return torch.from_numpy(np.argmax(votes, axis=1))
     raise ParameterError(f"unknown ensemble method '{method}' (available: {', '.join(ENSEMBLE_METHODS)})")
-
-
-def _first_argmax(scores: torch.Tensor) -> torch.Tensor:
-    """Row-wise argmax that returns the lowest index among equal maxima (explicitly, whatever the backend)."""
-    is_max = scores == scores.max(dim=1, keepdim=True).values
-    idx = torch.arange(scores.shape[1]).expand_as(scores)
-    return torch.where(is_max, idx, scores.shape[1]).min(dim=1).values
 
 
 def ensemble_accuracy(table: pd.DataFrame, iteration: int, members, reinit: str = "rewind",
@@ -421,7 +427,6 @@ def ensemble_accuracy(table: pd.DataFrame, iteration: int, members, reinit: str 
     members = _as_list(members)
     if not members:
         raise ParameterError("an ensemble needs at least one member technique")
-    check(table, reinit=reinit, techniques=members)
     check(table, iteration=iteration, reinit=reinit, techniques=members)
     files = _files(table, reinit, iteration)
     seeds = sorted(s for (t, s) in files if t == members[0] and all((m, s) in files for m in members))
@@ -431,7 +436,7 @@ def ensemble_accuracy(table: pd.DataFrame, iteration: int, members, reinit: str 
     for s in seeds:
         recs = [record(files[m, s]) for m in members]
         targets = recs[0]["targets"]
-        if any(r["targets"].shape != targets.shape or not torch.equal(r["targets"], targets) for r in recs):
+        if any(not np.array_equal(_np(r["targets"]), _np(targets)) for r in recs):
             raise ValueError(f"members {members} (seed {s}) were tested on different images")
         if method == "mean_prob":
             if any(r.get("logits") is None for r in recs):
@@ -441,7 +446,7 @@ def ensemble_accuracy(table: pd.DataFrame, iteration: int, members, reinit: str 
         else:
             k = recs[0]["logits"].shape[1] if recs[0].get("logits") is not None else None
             pred = ensemble_predictions(predictions=[r["predictions"] for r in recs], method="vote", num_classes=k)
-        acc[s] = 100.0 * float((pred == targets).double().mean())
+        acc[s] = 100.0 * float(np.mean(_np(pred) == _np(targets)))
     return pd.Series(acc, name="accuracy", dtype=float).rename_axis("seed")
 
 
@@ -554,10 +559,10 @@ def mean_abs_delta(before: dict, after: dict, layers: list[str]) -> tuple[float,
     """
     total, count = 0.0, 0
     for layer in layers:
-        both = before["masks"][layer] & after["masks"][layer]
+        both = _np(before["masks"][layer]) & _np(after["masks"][layer])
         key = f"{layer}.weight"
-        delta = (after["weights"][key] - before["weights"][key]).abs()[both]
-        total += float(delta.double().sum())
+        w0, w1 = _np(before["weights"][key])[both], _np(after["weights"][key])[both]
+        total += float(np.abs(w1.astype(np.float64) - w0).sum())
         count += int(both.sum())
     return (total / count if count else math.nan), count
 
@@ -679,38 +684,33 @@ def effective_sparsity(masks: dict[str, torch.Tensor], layers_in_order: list[str
     LeNet's conv2 (16) -> fc1 (400 = 16 x 5 x 5)).
     """
     names = list(layers_in_order or masks)
-    conn = [masks[n].bool().flatten(2).any(2) if masks[n].dim() > 2 else masks[n].bool() for n in names]  # (out, in)
+    full = [_np(masks[n]).astype(bool, copy=False) for n in names]
+    conn = [m.reshape(m.shape[0], m.shape[1], -1).any(2) if m.ndim > 2 else m for m in full]  # (out, in)
     repeat = []  # for each layer after the first: how many of its inputs each previous output feeds
     for prev, cur, name_p, name_c in zip(conn, conn[1:], names, names[1:]):
         if cur.shape[1] % prev.shape[0]:
-            raise ValueError(f"layers {name_p} ({prev.shape[0]} outputs) and {name_c} ({cur.shape[1]} inputs) do not chain")
+            raise ValueError(f"layers {name_p} ({prev.shape[0]} outputs) and {name_c} ({cur.shape[1]} inputs) "
+                             f"do not chain")
         repeat.append(cur.shape[1] // prev.shape[0])
-    # forward: which output units are reachable from the input
-    reach_in = torch.ones(conn[0].shape[1], dtype=torch.bool)
-    reach_in_of = []
-    for i, c in enumerate(conn):
-        reach_in_of.append(reach_in)
-        reach_out = (c & reach_in).any(1)
-        if i + 1 < len(conn):
-            reach_in = reach_out.repeat_interleave(repeat[i])
-    # backward: which input units reach an output
-    useful_out = torch.ones(conn[-1].shape[0], dtype=torch.bool)
-    useful_out_of = [None] * len(conn)
-    for i in range(len(conn) - 1, -1, -1):
-        useful_out_of[i] = useful_out
-        useful_in = (conn[i] & useful_out[:, None]).any(0)
-        if i > 0:
-            useful_out = useful_in.view(-1, repeat[i - 1]).any(1)
+    # forward: which input units of each layer are reachable from the network's input
+    reach_in = [np.ones(conn[0].shape[1], dtype=bool)]
+    for i, c in enumerate(conn[:-1]):
+        reach_out = (c & reach_in[i]).any(1)
+        reach_in.append(np.repeat(reach_out, repeat[i]))
+    # backward: which output units of each layer reach the network's output
+    useful_out = [None] * len(conn)
+    useful_out[-1] = np.ones(conn[-1].shape[0], dtype=bool)
+    for i in range(len(conn) - 1, 0, -1):
+        useful_in = (conn[i] & useful_out[i][:, None]).any(0)
+        useful_out[i - 1] = useful_in.reshape(-1, repeat[i - 1]).any(1)
     out, kept_total, size_total = {}, 0, 0
-    for i, name in enumerate(names):
-        m = masks[name].bool()
-        alive = useful_out_of[i][:, None] & reach_in_of[i][None, :]  # (out, in)
-        if m.dim() > 2:
-            alive = alive.view(*alive.shape, *([1] * (m.dim() - 2)))
-        kept = int((m & alive).sum())
-        out[name] = 1.0 - kept / m.numel() if m.numel() else 0.0
+    for i, (name, m) in enumerate(zip(names, full)):
+        alive = useful_out[i][:, None] & reach_in[i][None, :]  # (out, in)
+        kept = int(np.count_nonzero(m.reshape(m.shape[0], m.shape[1], -1) & alive[:, :, None])) if m.ndim > 2 \
+            else int(np.count_nonzero(m & alive))
+        out[name] = 1.0 - kept / m.size if m.size else 0.0
         kept_total += kept
-        size_total += m.numel()
+        size_total += m.size
     out["all"] = 1.0 - kept_total / size_total if size_total else 0.0
     return out
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -54,7 +53,8 @@ ACC_IT2 = {"l1_us": 50.0, "l1_s": 40.0, "hybrid": 10.0}  # = 70 - 30 * stability
 
 
 def _mask(pair):
-    return {"a": torch.tensor(pair[0], dtype=torch.bool).view(2, 2), "b": torch.tensor(pair[1], dtype=torch.bool).view(1, 2)}
+    return {"a": torch.tensor(pair[0], dtype=torch.bool).view(2, 2),
+            "b": torch.tensor(pair[1], dtype=torch.bool).view(1, 2)}
 
 
 def _weights(technique, iteration, masks):
@@ -252,7 +252,8 @@ def test_mask_distance_curve_by_hand(table):
     assert c["sparsity"].iloc[2] == pytest.approx(13 / 24)
     every = A.mask_distance_curve(table)
     assert len(every) == 3 * 3  # 3 pairs x 3 iterations
-    assert set(zip(every.technique_a, every.technique_b)) == {("l1_us", "l1_s"), ("l1_us", "hybrid"), ("l1_s", "hybrid")}
+    pairs = set(zip(every.technique_a, every.technique_b))
+    assert pairs == {("l1_us", "l1_s"), ("l1_us", "hybrid"), ("l1_s", "hybrid")}
     row = every[(every.technique_a == "l1_s") & (every.technique_b == "hybrid") & (every.iteration == 2)].iloc[0]
     # seed 0: ∩ 1 (b0) ∪ 4 -> 3/4; seed 1 (l1_s = l1_us): ∩ 2 ∪ 4 -> 1/2
     assert row["mean"] == pytest.approx(5 / 8)
@@ -261,7 +262,7 @@ def test_mask_distance_curve_by_hand(table):
 def test_rewind_vs_finetune_by_hand(table):
     r = A.rewind_vs_finetune(table)
     us = r[r.technique == "l1_us"].set_index("iteration")
-    # identical masks up to iteration 1; at 2, seed 0 a=[1,0,0,0] vs [0,1,0,0] with b kept: ∩ 2 ∪ 4 -> 1/2, seed 1 -> 0
+    # identical masks up to iteration 1; at 2, seed 0: a=[1,0,0,0] vs [0,1,0,0], b kept: ∩ 2 ∪ 4 -> 1/2; seed 1: 0
     assert list(us["mean"]) == pytest.approx([0.0, 0.0, 0.25])
     assert us.loc[2, "std"] == pytest.approx(0.5 / math.sqrt(2))
     assert (r.loc[r.technique != "l1_us", "mean"] == 0).all()
@@ -458,7 +459,7 @@ def test_invariants_on_a_real_tiny_run(tmp_path):
 
     cfg = ExperimentConfig(name="tiny", techniques=["l1_us", "l1_s"], reinit=["rewind", "finetune"], seeds=[0],
                            iterations=2, training=TrainingConfig(epochs=1, lr=0.1),
-                           data=DataConfig(train_subset=320, val_subset=100, test_subset=300), device="cpu")
+                           data=DataConfig(train_subset=64, val_subset=100, test_subset=300), device="cpu")
     runner.run_experiment(cfg, tmp_path / "tiny", quiet=True)
     table = A.load(tmp_path / "tiny")
     assert len(table) == 2 * 2 * 3 and A.last_iteration(table) == 2
@@ -478,13 +479,13 @@ def test_invariants_on_a_real_tiny_run(tmp_path):
         assert acc[0] == pytest.approx(float(stored.iloc[0]), abs=1e-3)
     kernels = A.filter_kernels(table, "l1_s", layer="conv1")
     assert set(kernels) == {0, 1, 2} and kernels[0].shape == (6, 1, 3, 3)
-    masks = A.record(table[(table.technique == "l1_s") & (table.reinit == "rewind") & (table.iteration == 2)].iloc[0])["masks"]
+    last = table[(table.technique == "l1_s") & (table.reinit == "rewind") & (table.iteration == 2)].iloc[0]
+    masks = A.record(last)["masks"]
     assert (kernels[2][~masks["conv1"]] == 0).all()
     # structured pruning of conv1 (6 filters, round(.2 * 6) = 1 then round(.2 * 5) = 1) empties 2 filters
     assert A.empty_kernels(kernels[2])["empty_filters"] == 2
     eff = A.effective_sparsity(masks)
-    sp = float(table[(table.technique == "l1_s") & (table.reinit == "rewind") & (table.iteration == 2)].sparsity.iloc[0])
-    assert eff["all"] >= sp - 1e-9
+    assert eff["all"] >= float(last["sparsity"]) - 1e-9
     traces = A.weight_traces(table, "l1_us", n_weights=5)
     assert len(traces) == 5 * 3 and (traces.loc[~traces.survives, "value"] == 0).all()
     stab = A.weight_stability(table)
