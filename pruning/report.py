@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
 import json
 import math
 import os
@@ -32,8 +31,9 @@ from pathlib import Path
 
 import yaml
 
-from . import store
+from . import analysis, store
 from .store import StoreError
+from .techniques import label as _label
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE = REPO_ROOT / "report"
@@ -41,6 +41,8 @@ BUILD = REPO_ROOT / "build"
 DOCUMENTS = ("paper.qmd", "poster.qmd")
 RENDERERS = ("auto", "quarto", "pandoc")
 NEAR_DENSE_MARGIN = 2.0  # points of accuracy: a technique "keeps the dense accuracy" within this margin
+ARCH_NAMES = {"lenet": "LeNet", "alexnet": "AlexNet", "vgg11": "VGG11"}
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
 class ReportError(StoreError):
@@ -69,12 +71,6 @@ def _fmt(x, digits: int = 1) -> str:
     return f"{float(x):,.{digits}f}"
 
 
-def _label(name: str) -> str:
-    from .techniques import label
-
-    return label(name)
-
-
 def _and(items: list[str]) -> str:
     items = list(items)
     if not items:
@@ -83,10 +79,8 @@ def _and(items: list[str]) -> str:
 
 
 def report_iteration(table) -> int:
-    """The iteration the text quotes: the poster's (18) or, in a shorter experiment, the last one every run reached."""
-    from . import analysis
-
-    return min(analysis.POSTER_ITERATION, analysis.last_iteration(table))
+    """The iteration the text quotes: the figure notebooks' default, the last one that every run reached."""
+    return analysis.last_iteration(table)
 
 
 def variables(results) -> dict[str, str]:
@@ -97,8 +91,6 @@ def variables(results) -> dict[str, str]:
     :func:`report_iteration`, for the main reinitialisation (rewind when present). A number the
     results cannot give (e.g. random US when that technique was not run) is "n/a".
     """
-    from . import analysis
-
     folder = Path(results)
     try:
         table = analysis.load(folder)
@@ -110,10 +102,11 @@ def variables(results) -> dict[str, str]:
     reinits = [r for r in (cfg.get("reinit") or sorted(set(table["reinit"]))) if r in set(table["reinit"])]
     main = "rewind" if "rewind" in reinits else reinits[0]
     sel = table[table["reinit"] == main]
-    it = report_iteration(sel)
+    it = report_iteration(table)
     techs = analysis.technique_order(sel)
     seeds = sorted(int(s) for s in set(table["seed"]))
     runs_done = sum(1 for r in exp.get("runs", []) if (folder / f"run_{r['hash']}" / "done.json").exists())
+    arch, dataset = str(table["arch"].iloc[0]), str(table["dataset"].iloc[0])
 
     v: dict[str, str] = {
         "results_folder": folder.resolve().name,
@@ -127,10 +120,8 @@ def variables(results) -> dict[str, str]:
         "hardware": str(exp.get("hardware", "unknown")),
         "date": str(exp.get("updated", exp.get("started", "")))[:10] or "n/a",
         "rendered": _dt.date.today().isoformat(),
-        "arch": {"lenet": "LeNet", "alexnet": "AlexNet", "vgg11": "VGG11"}.get(str(table["arch"].iloc[0]),
-                                                                             str(table["arch"].iloc[0])),
-        "dataset": {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "fashion-mnist": "Fashion-MNIST",
-                    "cifar10": "CIFAR-10"}.get(str(table["dataset"].iloc[0]), str(table["dataset"].iloc[0])),
+        "arch": ARCH_NAMES.get(arch, arch),
+        "dataset": DATASET_NAMES.get(dataset, dataset),
         "techniques_n": str(len(analysis.technique_order(table))),
         "techniques_list": _and([_label(t) for t in analysis.technique_order(table)]),
         "reinits": _and(reinits),
@@ -150,8 +141,9 @@ def variables(results) -> dict[str, str]:
     us = at[at["technique"] == "l1_us"] if "l1_us" in techs else at
     v["remaining_pct"] = _fmt(100 * (1 - float(us["sparsity"].mean())))
     v["test_images"] = f"{int(analysis.record(at.iloc[0])['targets'].numel()):,}"
-    v.update(_accuracy_variables(sel, it, techs))
-    v.update(_mask_variables(sel, it, main, techs, v))
+    accuracy, near_dense = _accuracy_variables(sel, it, techs)
+    v.update(accuracy)
+    v.update(_mask_variables(sel, it, main, near_dense))
     v.update(_agreement_variables(sel, it, main))
     v.update(_ensemble_variables(sel, it, main))
     v.update(_stability_variables(sel, it, main))
@@ -159,7 +151,8 @@ def variables(results) -> dict[str, str]:
     return v
 
 
-def _accuracy_variables(sel, it: int, techs: list[str]) -> dict[str, str]:
+def _accuracy_variables(sel, it: int, techs: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Accuracies at ``it`` (mean over seeds), and the techniques within NEAR_DENSE_MARGIN of the dense network."""
     acc = sel[sel["iteration"] == it].groupby("technique")["test_acc"].mean()
     dense = float(sel.loc[sel["iteration"] == 0, "test_acc"].mean()) if (sel["iteration"] == 0).any() else math.nan
     best, worst = acc.idxmax(), acc.idxmin()
@@ -177,8 +170,7 @@ def _accuracy_variables(sel, it: int, techs: list[str]) -> dict[str, str]:
         out["random_verdict"] = f"here random unstructured pruning keeps {_fmt(ru - rs)} points more accuracy"
     else:
         out["random_verdict"] = "both keep the same accuracy"
-    out["_near"] = ",".join(near)  # used by the mask variables, removed there
-    return out
+    return out, near
 
 
 def _pairs(matrix) -> list[tuple[float, str, str]]:
@@ -187,10 +179,8 @@ def _pairs(matrix) -> list[tuple[float, str, str]]:
             if not math.isnan(float(matrix.loc[a, b]))]
 
 
-def _mask_variables(sel, it: int, main: str, techs: list[str], v: dict) -> dict[str, str]:
-    from . import analysis
-
-    near = [t for t in v.pop("_near").split(",") if t]
+def _mask_variables(sel, it: int, main: str, near: list[str]) -> dict[str, str]:
+    """Jaccard distances of same-seed masks at ``it``: mean, closest and farthest pair, closest near-dense pair."""
     out = {k: "n/a" for k in ("mask_mean_distance", "mask_closest_pair", "mask_closest_distance",
                               "mask_farthest_pair", "mask_farthest_distance", "tickets_distance")}
     out["tickets_verdict"] = "fewer than two techniques keep the dense accuracy here, so the question stays open"
@@ -212,8 +202,7 @@ def _mask_variables(sel, it: int, main: str, techs: list[str], v: dict) -> dict[
 
 
 def _agreement_variables(sel, it: int, main: str) -> dict[str, str]:
-    from . import analysis
-
+    """Test images on which two techniques' sub-networks predict the same class: mean, least and most."""
     out = {k: "n/a" for k in ("agreement_mean", "agreement_mean_pct", "agreement_min", "agreement_min_pair",
                               "agreement_max", "agreement_max_pair")}
     matrix = analysis.agreement_matrix(sel, it, main)
@@ -231,8 +220,6 @@ def _agreement_variables(sel, it: int, main: str) -> dict[str, str]:
 
 def _ensemble_variables(sel, it: int, main: str) -> dict[str, str]:
     """The best ensemble of the ensembles table (the poster's; "all" techniques present when it has none)."""
-    from . import analysis
-
     out = {k: "n/a" for k in ("ensemble_best", "ensemble_best_acc", "member_best", "member_best_acc",
                               "ensemble_gain")}
     out["ensemble_verdict"] = "cannot be compared with"
@@ -255,8 +242,7 @@ def _ensemble_variables(sel, it: int, main: str) -> dict[str, str]:
 
 
 def _stability_variables(sel, it: int, main: str) -> dict[str, str]:
-    from . import analysis
-
+    """Mean |change| of surviving weights per technique, and its correlation with accuracy across techniques."""
     out = {k: "n/a" for k in ("stable_technique", "stable_delta", "unstable_technique", "unstable_delta",
                               "stability_corr")}
     out["stability_verdict"] = "the results hold too few techniques or iterations to tell"
@@ -285,8 +271,6 @@ def _empty_kernel_stats(masks: dict) -> tuple[float, float]:
     A kernel of k entries in a layer with a fraction p of its entries pruned is empty by chance with
     probability p**k.
     """
-    from . import analysis
-
     kernels, empty, chance = 0, 0, 0.0
     for mask in (m for m in masks.values() if m.dim() == 4):
         counts = analysis.empty_kernels(mask.float())
@@ -299,8 +283,6 @@ def _empty_kernel_stats(masks: dict) -> tuple[float, float]:
 
 def _connectivity_variables(table, it: int) -> dict[str, str]:
     """Emptied conv kernels of L1 US with rewind vs finetune, and what random pruning would empty."""
-    from . import analysis
-
     out = {k: "n/a" for k in ("empty_kernels_rewind_pct", "empty_kernels_finetune_pct", "empty_kernels_chance_pct",
                               "rewind_finetune_distance")}
     out["connectivity_verdict"] = "this needs L1 US runs with both rewind and finetune"
@@ -568,6 +550,10 @@ def preprocess(text: str, values: dict, resolved: dict, assets: Path, name: str 
             return m.group(0)  # handled below
         return ""  # other Quarto shortcodes (pagebreak, video, ...) have no offline equivalent: dropped
 
+    # a value that starts a line could start a list or heading ("2) ...", "+ ..."): continue the line before it,
+    # as Quarto, which substitutes into parsed text, would
+    # (not after a hard line break: a backslash or two spaces)
+    body = re.sub(r"(?<=[^\s\\])[ \t]?\n[ \t]*(?=\{\{<\s*(?:var|meta)\b)", " ", body)
     body = SHORTCODE.sub(var, body)
 
     # figures and tables written in the text: ![cap](img){#fig-x} and a table caption ": cap {#tbl-x}"

@@ -27,13 +27,13 @@ fi
 .venv/bin/python -m pruning fetch mnist --quiet
 
 if [ "${1:-}" = "--test" ]; then
-  if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "setup: installing Chromium and Fashion-MNIST from Debian's packages"
       apt-get update -qq >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium dataset-fashion-mnist >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver dataset-fashion-mnist >/dev/null
     else
-      echo "setup: the browser tests need Chromium; install it (Debian: apt-get install chromium dataset-fashion-mnist)"
+      echo "setup: the browser tests need Chromium; install it (Debian: apt-get install chromium chromium-driver dataset-fashion-mnist)"
     fi
   fi
 fi

@@ -64,7 +64,8 @@ def write_notebooks(folder: Path, contract=CONTRACT) -> Path:
     """Executed-looking notebooks: per label a cell ``#| label`` + ``#| fig-cap``/``tbl-cap`` with one output."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, (name, labels) in enumerate(contract.items()):
-        nb = nbformat.v4.new_notebook()
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                "language": "python"}})
         nb.cells.append(nbformat.v4.new_markdown_cell(f"# {name}"))
         for j, label in enumerate(labels):
             if label.startswith("fig-"):
@@ -210,6 +211,12 @@ def test_every_embed_is_in_the_notebooks_contract():
     assert paper == {label for labels in CONTRACT.values() for label in labels}  # the paper shows every result
 
 
+def test_every_embed_target_is_a_labelled_cell_of_the_source_notebooks():
+    for doc in report.DOCUMENTS:
+        for nb, label in qmd_embeds(REPORT / doc):
+            assert label in labelled_outputs(REPO / "notebooks" / nb), f"notebooks/{nb} has no cell labelled {label}"
+
+
 def test_every_embed_target_is_a_labelled_cell_with_output(tmp_path):
     """Against the executed smoke notebooks when the test command produced them, else generated ones."""
     folder = SMOKE_NOTEBOOKS if SMOKE_NOTEBOOKS.is_dir() else write_notebooks(tmp_path / "notebooks")
@@ -328,6 +335,11 @@ def test_preprocess_degrades_quarto_only_syntax(tmp_path):
     assert "[Figure 1](#fig-a) and [1](#fig-a)" in md and "x@fig-a.org" in md
     assert "::: {.callout .callout-note}\n**Careful**\n\nBody 42 T\n:::" in md
     assert "![Figure 1: A cap](a.png){#fig-a}" in md
+    _, md = report.preprocess("Counted\n{{< var n >}} items\n\n{{< var n >}} at a paragraph start", {"n": "2)"}, {},
+                              tmp_path)
+    assert md == "Counted 2) items\n\n2) at a paragraph start"  # a value never starts a list inside a paragraph
+    _, md = report.preprocess("a\\\n{{< var n >}}\nb  \n{{< var n >}}", {"n": "x"}, {}, tmp_path)
+    assert md == "a\\\nx\nb  \nx"  # hard line breaks stay
     with pytest.raises(report.ReportError, match="variable 'nope'"):
         report.preprocess("{{< var nope >}}", {}, {}, tmp_path)
     with pytest.raises(report.ReportError, match="@tbl-none"):
@@ -398,7 +410,7 @@ def test_variables_of_real_results_match_the_table(real_results):
     assert v["config_hash"] == exp["config_hash"] and v["config_name"] == exp["name"]
     main = "rewind" if "rewind" in set(table["reinit"]) else sorted(set(table["reinit"]))[0]
     sel = table[table["reinit"] == main]
-    it = min(18, int(sel.groupby(["technique", "seed"])["iteration"].max().min()))
+    it = int(table.groupby(["technique", "reinit", "seed"])["iteration"].max().min())  # as the notebooks
     assert v["iteration"] == str(it)
     acc = sel[sel["iteration"] == it].groupby("technique")["test_acc"].mean()
     assert v["best_acc"] == f"{acc.max():.1f}" and v["worst_acc"] == f"{acc.min():.1f}"
