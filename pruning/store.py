@@ -73,6 +73,15 @@ def read_json(path: Path, what_to_do: str):
         raise StoreError(f"{path} is damaged (not valid JSON); {what_to_do}") from None
 
 
+def verify_sha256(path: Path, sha256: str | None, what_to_do: str) -> None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing; {what_to_do}") from None
+    if sha256 is None or hashlib.sha256(data).hexdigest() != sha256:
+        raise StoreError(f"{path} is damaged (checksum mismatch); {what_to_do}")
+
+
 def read_tensors(path: Path, what_to_do: str, sha256: str | None = None):
     try:
         data = path.read_bytes()
@@ -175,12 +184,9 @@ class RunStore:
         """
         ckpt = self.checkpoint()
         done = self.completed()
-        for it in done:
+        for it in done:  # every finished training must be intact before more work is added to the run
             meta = read_json(self.training_path(it).with_suffix(".json"), self.redo)
-            if ckpt is None or it < ckpt["iteration"]:
-                path = self.training_path(it)
-                if not path.exists() or meta.get("sha256") is None:
-                    raise StoreError(f"{path} is missing; {self.redo}")
+            verify_sha256(self.training_path(it), meta.get("sha256"), self.redo)
         if ckpt is None:
             if done:
                 raise StoreError(f"{self.dir / 'checkpoint.pt'} is missing but trainings exist; {self.redo}")
