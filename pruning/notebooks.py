@@ -142,7 +142,8 @@ def _execute(source: Path, target: Path, parameters: dict) -> None:
     failed = target.with_name(f"{target.stem}.failed.ipynb")
     try:
         pm.execute_notebook(str(source), str(tmp), parameters=parameters, kernel_name=KERNEL, cwd=str(source.parent),
-                            progress_bar=False, log_output=False, report_mode=False)
+                            progress_bar=False, log_output=False, report_mode=False,
+                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel log noise
     except pm.PapermillExecutionError as exc:
         os.replace(tmp, failed)
         raise NotebookError(f"notebook {source.name} failed in cell {exc.exec_count}: {exc.ename}: "
@@ -171,19 +172,19 @@ def execute_all(results, force: bool = False, quiet: bool = False, notebooks=Non
     available = sources()
     if not available:
         raise NotebookError(f"no notebooks in {NOTEBOOKS_DIR}; restore notebooks/*.ipynb from git")
-    if notebooks is not None:
-        wanted = [Path(n).stem for n in ([notebooks] if isinstance(notebooks, str) else notebooks)]
-        names = {p.stem for p in available}
-        unknown = [n for n in wanted if n not in names]
-        if unknown:
-            raise NotebookError(f"unknown notebook {', '.join(unknown)} (available: {', '.join(sorted(names))})")
-        available = [p for p in available if p.stem in wanted]
     loaded = {p: _read_notebook(p) for p in available}
     declared = {p: declared_parameters(nb) for p, nb in loaded.items()}
     unused = [k for k in parameters if not any(k in names for names in declared.values())]
     if unused:
         known = sorted({n for names in declared.values() for n in names} - {"results"})
         raise NotebookError(f"no notebook takes parameter {', '.join(unused)} (parameters: {', '.join(known)})")
+    if notebooks is not None:
+        wanted = [Path(n).stem for n in ([notebooks] if isinstance(notebooks, str) else notebooks)]
+        names = {p.stem for p in available}
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise NotebookError(f"unknown notebook {', '.join(unknown)} (available: {', '.join(sorted(names))})")
+        loaded = {p: nb for p, nb in loaded.items() if p.stem in wanted}
 
     out_dir = output_folder(results)
     out_dir.mkdir(parents=True, exist_ok=True)
