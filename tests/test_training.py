@@ -115,3 +115,26 @@ def test_split_is_seeded_and_disjoint():
 def test_training_config_defaults_are_the_protocol():
     t = TrainingConfig()
     assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (30, 32, 0.01, 0.0, 0.0)
+
+
+def test_late_rewind_restarts_from_the_weights_after_rewind_epoch(tmp_path):
+    cfg = load_experiment(write_config(tmp_path / "late.yaml", techniques=["l1_us"], reinit=["late_rewind"],
+                                       iterations=1, rewind_epoch=1, training={"epochs": 2}))
+    runner.run_experiment(cfg, tmp_path / "res", quiet=True)
+    rc = cfg.runs()[0]
+    st = store.RunStore(tmp_path / "res", rc)
+    point, init = st.load_rewind_point(), st.load_init()
+    # the rewind point is the dense net after exactly one epoch, retrained here independently
+    rd = runner.run_data(rc, "cpu")
+    one = rc.training.__class__(**{**rc.training.__dict__, "epochs": 1})
+    model = runner.build_model(rc, init, None)
+    training.train(model, rd.data, rd.split, one, seed=rc.seed, iteration=0)
+    assert all(torch.equal(point[k], v) for k, v in model.state_dict().items())
+    dense = store.load_training(store.load_results(tmp_path / "res").iloc[0])["weights"]
+    assert not torch.equal(point["fc1.weight"], dense["fc1.weight"])
+    # and training 1 starts from it: its surviving weights equal the rewind point's
+    masks = store.load_training(store.load_results(tmp_path / "res").iloc[1])["masks"]
+    ctx = reinit.ReinitContext("lenet", rc.seed, 1, init, dense, point)
+    start = reinit.starting_state("late_rewind", ctx, masks)
+    m = masks["fc1"]
+    assert torch.equal(start["fc1.weight"][m], point["fc1.weight"][m])
