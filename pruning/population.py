@@ -8,8 +8,9 @@ layers become grouped convolutions (``groups=M``) and the linear layers batched 
 Each member keeps everything that makes it the run it is, so its results equal those of
 :func:`pruning.runner.run_single` up to float rounding:
 
-- its own masks, multiplied into the weights inside the forward pass (gradients of pruned entries are
-  exactly 0, so pruned weights stay exactly 0; no weight decay or momentum can move them either);
+- its own masks, multiplied into the weights inside the forward pass: the gradient of a pruned entry
+  is exactly 0, its weight starts at exactly 0, so weight decay (0 * wd) and momentum (a buffer of
+  zeros) leave it at exactly 0 after every step;
 - its own split (``datasets.split`` by its seed) and its own data order
   (``training.epoch_order(seed, iteration, epoch, train_idx)``), indexed on the device each step;
 - its own starting weights and its own SGD: the update of ``torch.optim.SGD`` (weight decay added to
@@ -120,15 +121,8 @@ class Population:
             torch._foreach_add_(params, grads, alpha=-cfg.lr)
 
     def state(self, i: int) -> dict[str, torch.Tensor]:
-        """Member ``i``'s plain state dict on the CPU, masks applied (pruned entries exactly 0)."""
-        out = {}
-        with torch.no_grad():
-            for name in self.names:
-                value = self.params[name][i]
-                if name.endswith(".weight"):
-                    value = value * self.masks[name[:-len(".weight")]][i]
-                out[name] = value.detach().cpu().clone()
-        return out
+        """Member ``i``'s plain state dict on the CPU (its pruned entries are exactly 0: they never move)."""
+        return {name: self.params[name][i].detach().cpu().clone() for name in self.names}
 
 
 def train_population(states: list[dict], masks: list[dict | None], data: Tensors, train_idx: list[torch.Tensor],
@@ -150,12 +144,14 @@ def train_population(states: list[dict], masks: list[dict | None], data: Tensors
         raise ValueError("members of one population must have training sets of the same size")
     device = data.train_x.device
     pop = Population(states, masks, device)
-    idx = [t.to(device) for t in train_idx]
+    idx = [t.cpu() for t in train_idx]  # orders are drawn on the CPU and sent to the device once per epoch
     bs = cfg.batch_size
     start = time.perf_counter()
+    totals = torch.full((m,), float("nan"), device=device)
     for epoch in range(cfg.epochs):
         # (n, M): column i is member i's epoch order, so a batch is a contiguous slice of rows.
         order = torch.stack([training.epoch_order(seeds[i], iterations[i], epoch, idx[i]) for i in range(m)], 1)
+        order = order.to(device)
         totals = torch.zeros(m, device=device)
         for step, i in enumerate(range(0, n, bs)):
             batch = order[i:i + bs]  # (b, M)
@@ -262,6 +258,7 @@ def outer_step(members: list[Member], device: str, bar, say, max_members: int | 
 
 
 def train_group(group: list[Member], starts: list[dict], device: str, bar, say) -> None:
+    """Train one population from ``starts``, then evaluate, store and log each member's training."""
     cfg = group[0].rc.training
 
     def on_epoch(epoch, pop):  # late_rewind: keep the dense training's weights at rewind_epoch
@@ -272,12 +269,12 @@ def train_group(group: list[Member], starts: list[dict], device: str, bar, say) 
     trained, stats = train_population(
         starts, [mb.masks for mb in group], group[0].rd.data, [mb.rd.split.train_idx for mb in group], cfg,
         seeds=[mb.rc.seed for mb in group], iterations=[mb.next for mb in group], on_epoch_end=on_epoch)
-    for mb, state, st in zip(group, trained, stats):
+    for mb, state, member_stats in zip(group, trained, stats):
         k = mb.next
         if k == 0 and mb.rc.reinit == "late_rewind":
             mb.rewind_point = mb.st.load_rewind_point()
         model = runner.build_model(mb.rc, state, mb.masks).to(device)
-        mb.trained, record, metrics = runner.finish_training(mb.rc, model, mb.rd, mb.masks, st, k)
+        mb.trained, record, metrics = runner.finish_training(mb.rc, model, mb.rd, mb.masks, member_stats, k)
         mb.st.save_training(k, mb.trained, record=record, masks=record["masks"], metrics=metrics)
         say(runner.log_line(mb.rc, metrics))
         if bar is not None:
