@@ -203,6 +203,7 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
             for rc in pending:
                 run_single(rc, results, device, bar=bar, say=say)
     seconds = time.perf_counter() - start
-    store.write_experiment(results, cfg, source, device, {"last_run_seconds": round(seconds, 1), "trainer": trainer})
+    if pending:
+        store.write_experiment(results, cfg, source, device, {"last_run_seconds": round(seconds, 1), "trainer": trainer})
     say(f"{cfg.name}: done in {seconds:.1f}s -> {results}")
     return {"runs": len(runs), "trained": len(pending), "seconds": seconds, "trainer": trainer}

@@ -215,6 +215,8 @@ def _now() -> str:
 
 
 def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: str, extra: dict | None = None) -> None:
+    """Write ``experiment.json``; left untouched when nothing but its timestamps would change, so that
+    a re-run that trains nothing leaves the results' fingerprint (and the executed notebooks) as they are."""
     path = Path(folder) / "experiment.json"
     runs = [{"hash": r.run_hash(), "technique": r.technique, "reinit": r.reinit, "seed": r.seed} for r in cfg.runs()]
     previous = {}
@@ -223,10 +225,15 @@ def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: s
             previous = json.loads(path.read_text())
         except json.JSONDecodeError:
             previous = {}
-    save_json({"name": cfg.name, "config_file": source, "config": cfg.to_dict(), "runs": runs,
+    content = {"name": cfg.name, "config_file": source, "config": cfg.to_dict(), "runs": runs,
                "config_hash": hashlib.sha256(json.dumps([r["hash"] for r in runs]).encode()).hexdigest()[:12],
                "code_version": code_version(), "hardware": hardware(device),
-               "started": previous.get("started", _now()), "updated": _now(), **(extra or {})}, path)
+               "started": previous.get("started", _now())}
+    content.update({k: previous[k] for k in ("last_run_seconds", "trainer") if k in previous})
+    content.update(extra or {})
+    if {k: v for k, v in previous.items() if k != "updated"} == json.loads(json.dumps(content)):
+        return
+    save_json({**content, "updated": _now()}, path)
 
 
 def read_experiment(folder: Path) -> dict:

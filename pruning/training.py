@@ -80,7 +80,7 @@ def train(model: nn.Module, data: Tensors, split: Split, cfg: TrainingConfig, *,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> Evaluation:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> Evaluation:
     model.eval()
     logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
     loss = F.cross_entropy(logits, y).item()

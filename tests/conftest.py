@@ -43,3 +43,23 @@ def cli(*args, check=False, timeout=600):
 @pytest.fixture
 def tiny_config(tmp_path):
     return write_config(tmp_path / "tiny.yaml")
+
+
+def run_main(*args):
+    """``python -m pruning ARGS`` in this process (shares the loaded dataset): (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from pruning.__main__ import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, err.getvalue()
+
+
+def run_ok(*args) -> str:
+    code, err = run_main(*args)
+    if code != 0:
+        raise AssertionError(err[-2000:])
+    return err

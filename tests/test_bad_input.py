@@ -4,17 +4,7 @@ from __future__ import annotations
 import pytest
 
 from pruning import config
-from pruning.__main__ import main
-from conftest import cli, write_config
-
-
-@pytest.fixture
-def run_cli(capsys):
-    """``python -m pruning ARGS`` in this process: (exit code, stderr)."""
-    def call(*args):
-        code = main([str(a) for a in args])
-        return code, capsys.readouterr().err
-    return call
+from conftest import cli, run_main, write_config
 
 
 def _one_line_error(result, *needles):
@@ -39,9 +29,9 @@ def _one_line_error(result, *needles):
     ({"prune_fraction": 1.5}, ["prune_fraction"]),
     ({"seeds": [0, 0]}, ["must not repeat"]),
 ])
-def test_config_errors(tmp_path, run_cli, overrides, needles):
+def test_config_errors(tmp_path, overrides, needles):
     path = write_config(tmp_path / "bad.yaml", **overrides)
-    _one_line_error(run_cli("run", path, "--results", tmp_path / "out"), *needles)
+    _one_line_error(run_main("run", path, "--results", tmp_path / "out"), *needles)
     assert not (tmp_path / "out").exists()
 
 
@@ -50,10 +40,10 @@ def test_missing_config_file(tmp_path):
     _one_line_error(cli("run", tmp_path / "nope.yaml"), "does not exist")
 
 
-def test_invalid_yaml(tmp_path, run_cli):
+def test_invalid_yaml(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("techniques: [l1_us\nseeds: 0")
-    _one_line_error(run_cli("run", path), "not valid YAML")
+    _one_line_error(run_main("run", path), "not valid YAML")
 
 
 def test_ints_are_accepted_where_floats_are_expected(tmp_path):
@@ -61,13 +51,13 @@ def test_ints_are_accepted_where_floats_are_expected(tmp_path):
     assert cfg.training.lr == 1.0 and isinstance(cfg.training.lr, float)
 
 
-def test_missing_data_file(tmp_path, monkeypatch, run_cli):
+def test_missing_data_file(tmp_path, monkeypatch):
     path = write_config(tmp_path / "ok.yaml")
     monkeypatch.setenv("PRUNING_DATA", str(tmp_path / "nodata"))
-    _one_line_error(run_cli("run", path, "--results", tmp_path / "out"), "is missing", "python -m pruning fetch mnist")
+    _one_line_error(run_main("run", path, "--results", tmp_path / "out"), "is missing", "python -m pruning fetch mnist")
 
 
-def test_corrupt_data_file(tmp_path, monkeypatch, run_cli):
+def test_corrupt_data_file(tmp_path, monkeypatch):
     from pruning import datasets
 
     raw = tmp_path / "data" / "raw" / "mnist"
@@ -80,8 +70,8 @@ def test_corrupt_data_file(tmp_path, monkeypatch, run_cli):
     damaged.write_bytes(bytes(data))
     monkeypatch.setenv("PRUNING_DATA", str(tmp_path / "data"))
     path = write_config(tmp_path / "ok.yaml")
-    _one_line_error(run_cli("run", path, "--results", tmp_path / "out"), "corrupt", "md5", "fetch mnist")
+    _one_line_error(run_main("run", path, "--results", tmp_path / "out"), "corrupt", "md5", "fetch mnist")
 
 
-def test_missing_results_folder(tmp_path, run_cli):
-    _one_line_error(run_cli("table", tmp_path / "nothing"), "does not exist", "python -m pruning run")
+def test_missing_results_folder(tmp_path):
+    _one_line_error(run_main("table", tmp_path / "nothing"), "does not exist", "python -m pruning run")

@@ -12,7 +12,7 @@ import torch
 
 from pruning import store
 from pruning.config import ExperimentConfig, RunConfig, load_experiment
-from conftest import REPO, cli, write_config
+from conftest import REPO, cli, run_main, run_ok, write_config
 
 
 def test_run_hash_ignores_compute_only_fields_and_noop_defaults():
@@ -51,9 +51,9 @@ def _assert_same(a, b):
 
 def test_finished_runs_are_skipped_and_their_files_untouched(tmp_path, tiny_config):
     out = tmp_path / "res"
-    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    run_ok("run", tiny_config, "--results", out, "--quiet")
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "experiment.json"}
-    proc = cli("run", tiny_config, "--results", out, check=True)
+    proc = cli("run", tiny_config, "--results", out, check=True)  # a real second invocation
     assert "4 already finished, 0 to train" in proc.stderr
     assert {p: p.stat().st_mtime_ns for p in files} == files
 
@@ -62,7 +62,7 @@ def test_kill_9_mid_run_resumes_to_the_same_results(tmp_path):
     cfg = write_config(tmp_path / "k.yaml", techniques=["l1_us", "random_us"], reinit=["rewind", "finetune"],
                        iterations=3)
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    cli("run", cfg, "--results", ref, "--quiet", check=True)
+    run_ok("run", cfg, "--results", ref, "--quiet")
     proc = subprocess.Popen([sys.executable, "-m", "pruning", "run", str(cfg), "--results", str(killed), "--quiet"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -76,8 +76,8 @@ def test_kill_9_mid_run_resumes_to_the_same_results(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(list(killed.glob("run_*/done.json"))) < 4, "the run finished before it could be killed"
-    resumed = cli("run", cfg, "--results", killed, check=True)
-    assert "already finished" in resumed.stderr
+    resumed = run_ok("run", cfg, "--results", killed)
+    assert "already finished" in resumed
     _assert_same(_snapshot(ref), _snapshot(killed))
     assert not list(killed.rglob("*.tmp")) or all(p.name.startswith(".") for p in killed.rglob("*.tmp"))
 
@@ -85,46 +85,46 @@ def test_kill_9_mid_run_resumes_to_the_same_results(tmp_path):
 def test_resume_completes_a_record_whose_checkpoint_was_written(tmp_path, tiny_config):
     """kill -9 between checkpoint.pt and trainings/NNN.pt: the record is rebuilt from the checkpoint."""
     out = tmp_path / "res"
-    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    run_ok("run", tiny_config, "--results", out, "--quiet")
     ref = _snapshot(out)
     run_dir = sorted(out.glob("run_*"))[0]
     last = sorted((run_dir / "trainings").glob("*.json"))[-1]
     (run_dir / "done.json").unlink()
     last.unlink()
     last.with_suffix(".pt").unlink()
-    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    run_ok("run", tiny_config, "--results", out, "--quiet")
     _assert_same(ref, _snapshot(out))
 
 
 def test_a_truncated_training_file_gives_a_one_line_error_and_touches_nothing(tmp_path, tiny_config):
     out = tmp_path / "res"
-    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    run_ok("run", tiny_config, "--results", out, "--quiet")
     run_dir = sorted(out.glob("run_*"))[0]
     (run_dir / "done.json").unlink()  # make the runner look at this run again
     victim = run_dir / "trainings" / "000.pt"
     victim.write_bytes(victim.read_bytes()[:100])
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "experiment.json"}
-    proc = cli("run", tiny_config, "--results", out)
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+    code, stderr = run_main("run", tiny_config, "--results", out)
+    assert code == 2
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "000.pt" in lines[0] and "damaged" in lines[0] and "delete" in lines[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
     assert {p: p.read_bytes() for p in before} == before
 
 
 def test_damaged_config_json_is_reported(tmp_path, tiny_config):
     out = tmp_path / "res"
-    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    run_ok("run", tiny_config, "--results", out, "--quiet")
     run_dir = sorted(out.glob("run_*"))[0]
     (run_dir / "done.json").unlink()
     (run_dir / "config.json").write_text("{not json")
-    proc = cli("run", tiny_config, "--results", out)
+    proc = cli("run", tiny_config, "--results", out)  # the exit code a user's shell sees
     assert proc.returncode == 2 and "config.json is damaged" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_table_has_one_row_per_training_with_the_documented_columns(tmp_path, tiny_config):
     out = tmp_path / "res"
-    cli("run", tiny_config, "--results", out, "--quiet", check=True)
+    run_ok("run", tiny_config, "--results", out, "--quiet")
     table = store.load_results(out)
     cfg = load_experiment(tiny_config)
     assert len(table) == len(cfg.runs()) * (cfg.iterations + 1)
