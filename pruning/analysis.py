@@ -297,16 +297,25 @@ def mask_distance_matrix(table: pd.DataFrame, iteration: int, reinit: str = "rew
     check(table, reinit=reinit, layer=layer)
     techniques = _techniques_for(table, techniques)
     check(table, iteration=iteration, reinit=reinit, techniques=techniques)
-    files = _files(table, reinit, iteration)
+    def distance(ta, tb, fa, fb):
+        return 0.0 if ta == tb else _mask_distance(fa, fb, layer)
+
+    return _pairwise_over_seeds(_files(table, reinit, iteration), techniques, distance)
+
+
+def _pairwise_over_seeds(files: dict, techniques: list[str], value) -> pd.DataFrame:
+    """Symmetric technique x technique matrix: mean over common seeds of ``value(ta, tb, file_a, file_b)``.
+
+    ``files`` maps (technique, seed) to a training file; a pair without a common seed is NaN.
+    """
     out = pd.DataFrame(np.nan, index=pd.Index(techniques, name="technique"),
                        columns=pd.Index(techniques, name="technique"))
     for i, ta in enumerate(techniques):
         for tb in techniques[i:]:
             seeds = sorted(s for (t, s) in files if t == ta and (tb, s) in files)
-            if not seeds:
-                continue
-            d = 0.0 if ta == tb else _mean_std([_mask_distance(files[ta, s], files[tb, s], layer) for s in seeds])[0]
-            out.loc[ta, tb] = out.loc[tb, ta] = d
+            if seeds:
+                out.loc[ta, tb] = out.loc[tb, ta] = _mean_std(
+                    [value(ta, tb, files[ta, s], files[tb, s]) for s in seeds])[0]
     return out
 
 
@@ -371,22 +380,13 @@ def agreement_matrix(table: pd.DataFrame, iteration: int, reinit: str = "rewind"
     check(table, reinit=reinit)
     techniques = _techniques_for(table, techniques)
     check(table, iteration=iteration, reinit=reinit, techniques=techniques)
-    files = _files(table, reinit, iteration)
-    out = pd.DataFrame(np.nan, index=pd.Index(techniques, name="technique"),
-                       columns=pd.Index(techniques, name="technique"))
-    for i, ta in enumerate(techniques):
-        for tb in techniques[i:]:
-            seeds = sorted(s for (t, s) in files if t == ta and (tb, s) in files)
-            if not seeds:
-                continue
-            same = []
-            for s in seeds:
-                pa, pb = _np(record(files[ta, s])["predictions"]), _np(record(files[tb, s])["predictions"])
-                if pa.shape != pb.shape:
-                    raise ValueError(f"{ta} and {tb} (seed {s}) were tested on different numbers of images")
-                same.append(int(np.count_nonzero(pa == pb)))
-            out.loc[ta, tb] = out.loc[tb, ta] = float(np.mean(same))
-    return out
+    def same_class(ta, tb, fa, fb):
+        pa, pb = _np(record(fa)["predictions"]), _np(record(fb)["predictions"])
+        if pa.shape != pb.shape:
+            raise ValueError(f"{ta} and {tb} ({fa}, {fb}) were tested on different numbers of images")
+        return int(np.count_nonzero(pa == pb))
+
+    return _pairwise_over_seeds(_files(table, reinit, iteration), techniques, same_class)
 
 
 def ensemble_predictions(logits: list[torch.Tensor] | None = None, predictions: list[torch.Tensor] | None = None,
