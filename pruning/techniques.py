@@ -108,13 +108,13 @@ def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def effective_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Plain state dict (``conv1.weight``, ...) with masks applied: pruned entries are exactly 0."""
-    state = {}
-    for key, value in model.state_dict().items():
+    state, raw = {}, model.state_dict()
+    for key, value in raw.items():
         if key.endswith("_mask"):
             continue
         if key.endswith("weight_orig"):
             base = key[: -len("_orig")]
-            state[base] = (value * model.state_dict()[base + "_mask"]).detach().clone()
+            state[base] = (value * raw[base + "_mask"]).detach().clone()
         else:
             state[key] = value.detach().clone()
     return state
