@@ -274,8 +274,9 @@ def train_group(group: list[Member], starts: list[dict], device: str, bar, say) 
         if k == 0 and mb.rc.reinit == "late_rewind":
             mb.rewind_point = mb.st.load_rewind_point()
         model = runner.build_model(mb.rc, state, mb.masks).to(device)
-        mb.trained, record, metrics = runner.finish_training(mb.rc, model, mb.rd, mb.masks, member_stats, k)
-        mb.st.save_training(k, mb.trained, record=record, masks=record["masks"], metrics=metrics)
+        mb.trained, record, metrics = runner.finish_training(mb.rc, model, mb.rd, member_stats, k)
+        mb.masks = record["masks"]  # every layer's mask, exactly what a resumed member reads from the checkpoint
+        mb.st.save_training(k, mb.trained, mb.masks, record, metrics)
         say(runner.log_line(mb.rc, metrics))
         if bar is not None:
             bar.update(1)

@@ -95,7 +95,7 @@ def next_start(rc: RunConfig, iteration: int, init, trained, masks, rewind_point
     return new_masks, reinit.starting_state(rc.reinit, ctx, new_masks)
 
 
-def finish_training(rc: RunConfig, model, rd: RunData, masks, stats: dict, iteration: int):
+def finish_training(rc: RunConfig, model, rd: RunData, stats: dict, iteration: int):
     """Evaluate a trained model: (trained state, stored record, metrics)."""
     state = techniques.effective_state(model)
     state = {k: v.cpu() for k, v in state.items()}
@@ -167,7 +167,7 @@ def run_single(rc: RunConfig, root: Path, device: str, bar=None, say=print) -> N
         stats = training.train(model, rd.data, rd.split, rc.training, seed=rc.seed, iteration=k, on_epoch_end=on_epoch)
         if k == 0 and rc.reinit == "late_rewind":
             rewind_point = st.load_rewind_point()
-        trained, record, metrics = finish_training(rc, model, rd, masks, stats, k)
+        trained, record, metrics = finish_training(rc, model, rd, stats, k)
         masks = record["masks"]  # every layer's mask, exactly what a resumed run reads from the checkpoint
         st.save_training(k, trained, masks, record, metrics)
         say(log_line(rc, metrics))
