@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .paths import REPO_ROOT
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
 
 
@@ -127,14 +127,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .config import ConfigError
-    from .datasets import DataError
-    from .store import StoreError
+    from .errors import UserError
 
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, StoreError) as exc:
+    except UserError as exc:  # ConfigError, DataError, StoreError, ParameterError, ReportError, NotebookError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

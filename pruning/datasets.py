@@ -21,14 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UserError
+from .paths import REPO_ROOT
 from .seeds import generator
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Missing or corrupt data; the message says which file and what to run."""
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def data_root() -> Path:

@@ -21,20 +21,17 @@ import os
 import time
 from pathlib import Path
 
-from .store import StoreError
+from . import paths
+from .errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-BUILD_DIR = REPO_ROOT / "build"
-PACKAGE_DIR = Path(__file__).resolve().parent
+NOTEBOOKS_DIR = paths.NOTEBOOKS
+BUILD_DIR = paths.BUILD
+PACKAGE_DIR = paths.PACKAGE
 KERNEL = "python3"
 
 
-class NotebookError(StoreError):
-    """A notebook that failed or cannot be run; one line that names it and what to open or do.
-
-    A StoreError so that the command line prints it as one line (exit code 2).
-    """
+class NotebookError(UserError):
+    """A notebook that failed or cannot be run; one line that names it and what to open or do."""
 
 
 # ----------------------------------------------------------------------------- used inside the notebooks
@@ -110,8 +107,8 @@ def results_fingerprint(results: Path) -> str:
 def code_fingerprint() -> str:
     """sha256 of the ``pruning`` package's sources: the notebooks' figures depend on them."""
     h = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        h.update(str(path.relative_to(PACKAGE_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 

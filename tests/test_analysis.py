@@ -328,8 +328,12 @@ def test_poster_reference_numbers_and_groups():
     assert A.POSTER_ENSEMBLES == {"L2 S": 36.7, "L1 S": 37.8, "L1 US": 32.4, "hybrid": 81.8, "random S": 11.3,
                                   "L-∞ S": 14.5, "fc-only L1 US": 87.4, "all": 91.0, "hybrid + fc-only + L1 US": 91.6}
     groups = A.poster_groups()
-    assert list(groups) == list(A.POSTER_ENSEMBLES)  # same names, same order
-    assert groups["all"] == ["l2_s", "l1_s", "l1_us", "hybrid", "random_s", "lneginf_s", "fc_only_l1_us"]
+    # the poster's order; its "all" is its seven techniques, named so here
+    assert list(groups) == ["L2 S", "L1 S", "L1 US", "hybrid", "random S", "L-∞ S", "fc-only L1 US", A.SEVEN,
+                            "hybrid + fc-only + L1 US"]
+    assert groups[A.SEVEN] == ["l2_s", "l1_s", "l1_us", "hybrid", "random_s", "lneginf_s", "fc_only_l1_us"]
+    assert A.poster_reference(A.SEVEN) == 91.0 and A.poster_reference("L1 US") == 32.4
+    assert math.isnan(A.poster_reference(A.NINE))  # the poster has no ensemble of all nine
     assert groups["hybrid + fc-only + L1 US"] == ["hybrid", "fc_only_l1_us", "l1_us"]
 
 
