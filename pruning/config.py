@@ -107,6 +107,7 @@ class ExperimentConfig:
     dataset: str = "mnist"
     techniques: list = _field(["l1_us"])
     reinit: list = _field(["rewind"])
+    reinit_techniques: dict = _field({}, doc="reinit mode -> the techniques it runs with (default: every technique)")
     seeds: list = _field([0])
     iterations: int = 20
     prune_fraction: float = 0.2
@@ -119,11 +120,15 @@ class ExperimentConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     device: str = _field("auto", compute_only=True, doc="'auto', 'cpu' or 'cuda'")
     trainer: str = _field("auto", compute_only=True, doc="'auto', 'single' or 'population'")
+    workers: int | None = _field(None, compute_only=True, doc="worker processes (default: one per CPU core)")
+    share_dense: bool = _field(True, compute_only=True, doc="train each seed's dense network once for all its runs")
 
     def runs(self) -> list[RunConfig]:
         out = []
         for technique in self.techniques:
             for reinit in self.reinit:
+                if reinit in self.reinit_techniques and technique not in self.reinit_techniques[reinit]:
+                    continue
                 for seed in self.seeds:
                     out.append(RunConfig(
                         arch=self.arch, dataset=self.dataset, technique=technique, reinit=reinit,
@@ -209,11 +214,13 @@ def load_experiment(path: str | Path, overrides: dict | None = None) -> Experime
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; pick one of configs/*.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""
         raise ConfigError(f"{path}: not valid YAML{at}; fix the syntax") from None
+    if not data:
+        raise ConfigError(f"{path} is empty; copy configs/smoke.yaml and edit it, or name another config")
     if overrides:
         data = _merge(data, overrides)
     data.setdefault("name", path.stem)
@@ -247,6 +254,14 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
         choose("technique", t, techniques.TECHNIQUES)
     for r in cfg.reinit:
         choose("reinit mode", r, reinit.REINIT_MODES)
+    for r, only in cfg.reinit_techniques.items():
+        choose("reinit mode in 'reinit_techniques'", r, cfg.reinit)
+        if not isinstance(only, list) or not only:
+            raise ConfigError(f"{source}: 'reinit_techniques.{r}' must be a non-empty list of techniques")
+        for t in only:
+            choose(f"technique in 'reinit_techniques.{r}'", t, cfg.techniques)
+    if cfg.workers is not None and cfg.workers < 1:
+        raise ConfigError(f"{source}: 'workers' must be >= 1, got {cfg.workers}")
     choose("output_layer policy", cfg.output_layer, ("prune", "exempt"))
     choose("device", cfg.device, ("auto", "cpu", "cuda"))
     choose("trainer", cfg.trainer, ("auto", "single", "population"))

@@ -1,22 +1,25 @@
-"""The experiment runner: for every (technique, reinit, seed) train dense, then prune / reinit / retrain.
+"""The experiment runner: which trainer, which units of work, and where they run.
 
-One run = ``iterations + 1`` trainings. Between trainings the whole state of a run is plain tensors
-(trained weights + masks), kept in the run store's checkpoint, so a run killed at any moment resumes
-from its last finished training and ends exactly as an uninterrupted one would.
+A config's runs are cut into *units*: one run for the one-net trainer (``single``), one population
+(every run of a seed, ``population.groups``) for the population trainer. Each unit drives the run
+lifecycle (``lifecycle``) through the run store, so a unit killed at any moment resumes exactly.
+Units run in this process, or in worker processes with one thread each on the CPU (two small
+processes use two cores better than one process with two threads: ``benchmarks/population.py``).
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
+import multiprocessing
+import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from . import datasets, models, reinit, store, techniques, training
+from . import lifecycle, models, population, store
 from .config import ExperimentConfig, RunConfig
-from .seeds import derive_seed
 
 
 def resolve_device(name: str) -> str:
@@ -27,183 +30,113 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def choose_trainer(cfg: ExperimentConfig, device: str, n_pending: int) -> str:
-    """'population' on a GPU for models that train identically in a population; 'single' on the CPU.
+def configure_device(device: str) -> dict:
+    """Deterministic kernels on CUDA (no TF32, no autotuned or non-deterministic algorithms), so that a
+    resumed run is bit-identical to an uninterrupted one there too. Returns the settings, for experiment.json."""
+    if not device.startswith("cuda"):
+        return {}
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return {"cudnn.allow_tf32": False, "cuda.matmul.allow_tf32": False, "cudnn.deterministic": True,
+            "cudnn.benchmark": False}
 
-    On 2 CPU cores the population path is about 1.5x faster per step for LeNet (1.26x end to end,
-    benchmarks/population.py), but a member's rounding depends on the population it trains in (logits
-    differ by ~1e-5 between a population of 4 and of 1), so a resumed population run equals an
-    uninterrupted one only up to float tolerance. On the CPU the default keeps resumes bit-identical;
-    ``--trainer population`` takes the speed-up. On a GPU, where the population is the difference
-    between hours and minutes, it is the default.
+
+def choose_trainer(cfg: ExperimentConfig, device: str) -> str:
+    """'population' for models that train identically in a population (LeNet), on any device; else 'single'.
+
+    The population trains every run of a seed on one shared batch per step: on 2 CPU cores it is several
+    times faster than the one-net loop (README, benchmarks/population.py), and its resumes are exact
+    (fixed groups, see ``population``). Its results equal the one-net loop's up to float rounding.
     """
     if cfg.trainer != "auto":
         return cfg.trainer
-    if device.startswith("cuda") and cfg.arch in models.POPULATION_SAFE and n_pending > 1:
-        return "population"
-    return "single"
+    return "population" if cfg.arch in models.POPULATION_SAFE and not cfg.training.augment else "single"
 
 
-# ----------------------------------------------------------------------------- shared by both trainers
+def default_workers(device: str, n_units: int) -> int:
+    if device.startswith("cuda"):
+        return 1
+    return max(1, min(n_units, os.cpu_count() or 1))
 
 
-@dataclass
-class RunData:
-    data: datasets.Tensors
-    split: datasets.Split
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+def _die_with_parent() -> None:
+    """Worker initialiser: on Linux, end this worker when the driver dies (even by SIGKILL), so that no
+    orphan keeps training a unit that a re-run of the driver trains again."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
-def run_data(rc: RunConfig, device: str) -> RunData:
-    data = datasets.load(rc.dataset, device, rc.data.input_size, rc.data.channels)
-    sp = datasets.split(len(data.train_y), rc.data.val_size, rc.seed, rc.data.train_subset, rc.data.val_subset)
-    n_test = rc.data.test_subset or len(data.test_y)
-    return RunData(data, sp, data.test_x[:n_test], data.test_y[:n_test])
-
-
-def in_channels(rc: RunConfig) -> int:
-    if rc.data.channels:
-        return rc.data.channels
-    return 3 if rc.dataset == "cifar10" else 1
-
-
-def initial_state(rc: RunConfig) -> dict[str, torch.Tensor]:
-    """Default PyTorch init, seeded by the run's seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(rc.seed, "init"))
-        model = models.build(rc.arch, 10, in_channels(rc))
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def build_model(rc: RunConfig, state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None):
-    model = models.build(rc.arch, 10, in_channels(rc))
-    model.load_state_dict(state)
-    return techniques.apply_masks(model, masks)
-
-
-def next_start(rc: RunConfig, iteration: int, init, trained, masks, rewind_point):
-    """Masks and starting state of training ``iteration`` (0 = dense)."""
-    if iteration == 0:
-        return None, init
-    new_masks = techniques.prune_step(
-        rc.arch, trained, masks, rc.technique, rc.prune_fraction, seed=rc.seed, iteration=iteration,
-        structured_dim=rc.structured_dim, output_layer=rc.output_layer,
-        output_structured_dim=rc.output_structured_dim, in_channels=in_channels(rc))
-    ctx = reinit.ReinitContext(rc.arch, rc.seed, iteration, init, trained, rewind_point,
-                               in_channels=in_channels(rc))
-    return new_masks, reinit.starting_state(rc.reinit, ctx, new_masks)
-
-
-def finish_training(rc: RunConfig, model, rd: RunData, stats: dict, iteration: int):
-    """Evaluate a trained model: (trained state, stored record, metrics)."""
-    state = techniques.effective_state(model)
-    state = {k: v.cpu() for k, v in state.items()}
-    all_masks = techniques.get_masks(model)
-    val = training.evaluate(model, rd.data.train_x[rd.split.val_idx.to(rd.data.train_x.device)],
-                            rd.data.train_y[rd.split.val_idx.to(rd.data.train_y.device)])
-    test = training.evaluate(model, rd.test_x, rd.test_y)
-    remaining = techniques.remaining(all_masks)
-    total = sum(m.numel() for m in all_masks.values())
-    n_bias = sum(v.numel() for k, v in state.items() if not k.endswith(".weight") or k[:-7] not in all_masks)
-    keep = rc.store.weights
-    if keep == "all":
-        weights = state
-    elif keep == "none":
-        weights = {}
+def run_unit(trainer: str, unit: list[RunConfig], results: str, device: str, threads: int | None,
+             share_dense: bool, quiet: bool, bar=None) -> int:
+    """Run (or resume) one unit of work; returns the number of runs in it. Also the worker processes' entry."""
+    if threads:
+        torch.set_num_threads(threads)
+    configure_device(device)
+    say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    if trainer == "population":
+        population.run_group(unit, Path(results), device, bar=bar, say=say, share_dense=share_dense)
     else:
-        weights = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] in keep}
-    record = {
-        "iteration": iteration,
-        "masks": all_masks,
-        "weights": weights,
-        "logits": test.logits if rc.store.logits else None,
-        "predictions": test.logits.argmax(1).to(torch.uint8 if test.logits.shape[1] <= 256 else torch.int64),
-        "targets": rd.test_y.cpu().to(torch.uint8 if test.logits.shape[1] <= 256 else torch.int64),
-    }
-    metrics = {
-        "iteration": iteration,
-        "sparsity": 1.0 - sum(remaining.values()) / total,
-        "weights_remaining": sum(remaining.values()),
-        "params_remaining": sum(remaining.values()) + n_bias,
-        "remaining": remaining,
-        "val_acc": round(100.0 * val.accuracy, 6), "val_loss": val.loss,
-        "test_acc": round(100.0 * test.accuracy, 6), "test_loss": test.loss,
-        "train_loss": stats["train_loss"], "seconds": stats["seconds"],
-    }
-    return state, record, metrics
+        for rc in unit:
+            run = lifecycle.open_run(rc, Path(results), device, share_dense=share_dense, say=say)
+            lifecycle.train_one(run, say, bar)
+    return len(unit)
 
 
-def log_line(rc: RunConfig, metrics: dict) -> str:
-    return (f"{rc.technique:>13} {rc.reinit:<8} s{rc.seed} it {metrics['iteration']:02d}/{rc.iterations:02d}"
-            f"  {100 * (1 - metrics['sparsity']):5.1f}% left  val {metrics['val_acc']:5.2f}"
-            f"  test {metrics['test_acc']:5.2f}  loss {metrics['train_loss']:.3f}  {metrics['seconds']:.1f}s")
-
-
-# ----------------------------------------------------------------------------- one run at a time
-
-
-def run_single(rc: RunConfig, root: Path, device: str, bar=None, say=print) -> None:
-    st = store.RunStore(root, rc)
-    st.begin()
-    rd = run_data(rc, device)
-    ckpt = st.resume()
-    if ckpt is None:
-        init = initial_state(rc)
-        st.save_init(init)
-        first, trained, masks = 0, None, None
-    else:
-        init = st.load_init()
-        first, trained, masks = ckpt["iteration"] + 1, ckpt["state"], ckpt["masks"]
-    rewind_point = st.load_rewind_point()
-    for k in range(first, rc.iterations + 1):
-        masks, start = next_start(rc, k, init, trained, masks, rewind_point)
-        model = build_model(rc, start, masks).to(device)
-        on_epoch = None
-        if k == 0 and rc.reinit == "late_rewind":
-            def on_epoch(epoch, m):  # noqa: E306
-                if epoch == rc.rewind_epoch:
-                    st.save_rewind_point({key: v.cpu() for key, v in techniques.effective_state(m).items()})
-        stats = training.train(model, rd.data, rd.split, rc.training, seed=rc.seed, iteration=k, on_epoch_end=on_epoch)
-        if k == 0 and rc.reinit == "late_rewind":
-            rewind_point = st.load_rewind_point()
-        trained, record, metrics = finish_training(rc, model, rd, stats, k)
-        masks = record["masks"]  # every layer's mask, exactly what a resumed run reads from the checkpoint
-        st.save_training(k, trained, masks, record, metrics)
-        say(log_line(rc, metrics))
-        if bar is not None:
-            bar.update(1)
-    st.mark_done({"iterations": rc.iterations})
+def units(trainer: str, runs: list[RunConfig]) -> list[list[RunConfig]]:
+    return population.groups(runs) if trainer == "population" else [[rc] for rc in runs]
 
 
 # ----------------------------------------------------------------------------- an experiment
 
 
 def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet: bool = False,
-                   trainer: str | None = None, device: str | None = None) -> dict:
+                   trainer: str | None = None, device: str | None = None, workers: int | None = None) -> dict:
     """Run (or resume) every run of ``cfg`` into ``results``. Returns a small summary."""
     device = resolve_device(device or cfg.device)
+    settings = configure_device(device)
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
     store.write_experiment(results, cfg, source, device)
     runs = cfg.runs()
     pending = [rc for rc in runs if not store.RunStore(results, rc).is_done()]
-    trainer = trainer or choose_trainer(cfg, device, len(pending))
+    trainer = trainer or choose_trainer(cfg, device)
+    # A population is all of a seed's runs, finished ones included (as ghosts where needed).
+    every_unit = units(trainer, runs)
+    work = [u for u in every_unit if any(rc in pending for rc in u)]
+    # Threads per unit follow from the config and the machine, never from what is left to do: a unit's
+    # float rounding depends on its thread count, and a resumed unit must round as an uninterrupted one.
+    n_workers = workers or cfg.workers or default_workers(device, len(every_unit))
+    threads = max(1, (os.cpu_count() or 1) // n_workers) if device == "cpu" else None
+    n_workers = max(1, min(n_workers, len(work) or 1))
     say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
-    say(f"{cfg.name}: {len(runs)} runs, {len(runs) - len(pending)} already finished, "
-        f"{len(pending)} to train on {device} ({trainer} trainer) -> {results}")
-    total = sum(rc.iterations + 1 - len(store.RunStore(results, rc).completed()) for rc in pending)
+    say(f"{cfg.name}: {len(runs)} runs, {len(runs) - len(pending)} already finished, {len(pending)} to train on "
+        f"{device} ({trainer} trainer, {len(work)} units, {n_workers} worker{'s' * (n_workers > 1)}) -> {results}")
     start = time.perf_counter()
-    with tqdm(total=total, unit="training", disable=quiet or total == 0, file=sys.stderr,
-              dynamic_ncols=True, leave=False) as bar:
-        if trainer == "population" and pending:
-            from . import population
-            population.run_population(pending, results, device, bar=bar, say=say)
-        else:
-            for rc in pending:
-                run_single(rc, results, device, bar=bar, say=say)
+    share = cfg.share_dense
+    if n_workers == 1:
+        total = sum(rc.iterations + 1 - len(store.RunStore(results, rc).completed()) for rc in pending)
+        with tqdm(total=total, unit="training", disable=quiet or total == 0, file=sys.stderr,
+                  dynamic_ncols=True, leave=False) as bar:
+            for unit in work:
+                run_unit(trainer, unit, str(results), device, threads, share, quiet, bar)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_die_with_parent) as pool:
+            futures = [pool.submit(run_unit, trainer, unit, str(results), device, threads, share, quiet)
+                       for unit in work]
+            for fut in cf.as_completed(futures):
+                fut.result()
     seconds = time.perf_counter() - start
     if pending:
-        store.write_experiment(results, cfg, source, device, {"last_run_seconds": round(seconds, 1), "trainer": trainer})
+        store.write_experiment(results, cfg, source, device, {
+            "last_run_seconds": round(seconds, 1), "trainer": trainer, "workers": n_workers,
+            "threads_per_worker": threads, **({"cuda": settings} if settings else {})})
     say(f"{cfg.name}: done in {seconds:.1f}s -> {results}")
-    return {"runs": len(runs), "trained": len(pending), "seconds": seconds, "trainer": trainer}
+    return {"runs": len(runs), "trained": len(pending), "seconds": seconds, "trainer": trainer, "workers": n_workers}

@@ -17,12 +17,14 @@ leaves either the old or the new file, never half of one.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -120,13 +122,32 @@ def hardware(device: str | None = None) -> str:
 # ----------------------------------------------------------------------------- one run
 
 
+DENSE = "dense"  # the technique name of a shared dense training
+
+
+def dense_shareable(rc: RunConfig) -> bool:
+    """Whether ``rc``'s dense training is the same computation as that of every other run of its seed.
+
+    It is for every reinit mode but late_rewind, whose dense training also saves a rewind point.
+    """
+    return rc.reinit != "late_rewind" and rc.technique != DENSE
+
+
+def dense_config(rc: RunConfig) -> RunConfig:
+    """The config of ``rc``'s dense training: what decides iteration 0 (arch, data, seed, training, what is
+    stored), with the pruning fields set to fixed values. Runs with equal dense configs share one training."""
+    return dataclasses.replace(rc, technique=DENSE, reinit="rewind", iterations=0, prune_fraction=0.2,
+                               structured_dim=0, output_layer="prune", output_structured_dim=None, rewind_epoch=0)
+
+
 class RunStore:
-    """The directory of one run."""
+    """The directory of one run (``run_<hash>``), or of a shared dense training (``dense_<hash>``)."""
 
     def __init__(self, root: Path, cfg: RunConfig):
         self.cfg = cfg
         self.hash = cfg.run_hash()
-        self.dir = Path(root) / f"run_{self.hash}"
+        prefix = "dense" if cfg.technique == DENSE else "run"
+        self.dir = Path(root) / f"{prefix}_{self.hash}"
 
     @property
     def redo(self) -> str:
@@ -197,6 +218,20 @@ class RunStore:
             self._write_record(ckpt["iteration"], ckpt["record"], ckpt["metrics"])
         return ckpt
 
+    def link_dense(self, dense: "RunStore") -> None:
+        """Make the finished shared dense training ``dense`` this run's training 0 (hard links where the
+        filesystem allows, else copies); the record's metrics file is written last, as for any training."""
+        if self.completed() or self.checkpoint_path.exists():
+            raise StoreError(f"{self.dir} already has trainings; it cannot take a shared dense training")
+        for name in ("init.pt", "checkpoint.pt", "trainings/000.pt"):
+            _link(dense.dir / name, self.dir / name)
+        meta = read_json(dense.training_path(0).with_suffix(".json"), dense.redo)
+        save_json(meta, self.training_path(0).with_suffix(".json"))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
     def completed(self) -> list[int]:
         folder = self.dir / "trainings"
         if not folder.exists():
@@ -205,6 +240,18 @@ class RunStore:
 
     def mark_done(self, summary: dict) -> None:
         save_json({**summary, "finished": _now()}, self.dir / "done.json")
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Atomically place ``src``'s bytes at ``dst``: a hard link where possible, else a copy."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _now() -> str:
