@@ -53,6 +53,38 @@ def resolve_results(results) -> Path:
     return (Path.cwd() / path).resolve()
 
 
+def setup(results, iteration=None, reinit="rewind", techniques=None, **checked):
+    """The first cell of every figure notebook: plotting style, the results table, parameters checked once.
+
+    Loads ``results`` (:func:`resolve_results`), checks every parameter the notebook was given
+    (``iteration``, ``reinit``, ``techniques`` and any of ``seed``/``layer`` in ``checked``) with one
+    :func:`pruning.analysis.check`, so a bad value stops here with one line. Returns a namespace with
+    ``table``, ``iteration`` (None: the last iteration every run reached), ``selected`` (the techniques
+    shown, in registry order when None) and ``n_seeds``.
+    """
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from . import analysis, plots
+
+    try:  # inside a kernel: inline PNG figures
+        ip = get_ipython()  # noqa: F821  (defined by IPython)
+        ip.run_line_magic("matplotlib", "inline")
+        ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
+    except NameError:
+        pass
+    plots.use_style()
+    table = analysis.load(resolve_results(results))
+    if iteration is None:
+        analysis.check(table, reinit=reinit, techniques=techniques, **checked)
+        iteration = analysis.last_iteration(table)
+    analysis.check(table, reinit=reinit, techniques=techniques, iteration=iteration, **checked)
+    selected = analysis.technique_order(table) if techniques is None else [str(t) for t in np.atleast_1d(techniques)]
+    return SimpleNamespace(table=table, iteration=int(iteration), selected=selected,
+                           n_seeds=int(table["seed"].nunique()))
+
+
 # ----------------------------------------------------------------------------- inputs and their hash
 
 def sources() -> list[Path]:

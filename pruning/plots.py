@@ -3,8 +3,13 @@
 Every figure of the report goes through here so that a technique has the same colour, marker and
 label everywhere. The colours are colour-blind friendly (Okabe-Ito based) and grouped by family:
 structured techniques are blues, unstructured ones orange/vermillion, hybrid reddish purple and
-fc-only bluish green; random techniques are drawn dashed. Labels are the poster's names
-(:func:`pruning.techniques.label`).
+fc-only bluish green. Techniques of one family are told apart by marker and line style as well as
+colour (the four structured norms: circle solid, square dashed, triangle dotted, down-triangle
+dash-dot). Labels are the poster's names (:func:`pruning.techniques.label`).
+
+Figures are drawn at the size they are shown: :data:`WIDTH` inches at :data:`DPI` dots per inch is
+560 px, the width of a poster column at 1920 px, with text of at least :data:`MIN_FONT_PT` points
+(:data:`MIN_TEXT_PX` = 14.6 px) so that a figure shown at its natural size has text at least 14 px high.
 """
 from __future__ import annotations
 
@@ -37,10 +42,17 @@ MARKERS: dict[str, str] = {
     "l1_s": "o", "l2_s": "s", "linf_s": "^", "lneginf_s": "v", "random_s": "D",
     "l1_us": "o", "random_us": "D", "hybrid": "P", "fc_only_l1_us": "X",
 }
+LINESTYLES: dict[str, object] = {
+    "l1_s": "-", "l2_s": "--", "linf_s": ":", "lneginf_s": "-.", "random_s": (0, (5, 1, 1, 1, 1, 1)),
+    "l1_us": "-", "random_us": "--", "hybrid": "-", "fc_only_l1_us": "-.",
+}
 _FALLBACK = ["#444444", "#999933", "#882255", "#44AA99", "#AA4499"]
 
-FIGSIZE = (7.0, 4.0)
-DPI = 110
+DPI = 100                      # PNG pixels per inch
+WIDTH = 5.6                    # inches: 560 px, one poster column at 1920 px
+FIGSIZE = (WIDTH, 3.6)
+MIN_FONT_PT = 10.5             # the smallest text of any figure (tick labels, cell annotations)
+MIN_TEXT_PX = MIN_FONT_PT * DPI / 72  # 14.6 px at natural size
 REINIT_LABELS = {"rewind": "rewind", "finetune": "fine-tune", "late_rewind": "late rewind",
                  "random_reinit": "random reinit"}
 
@@ -59,16 +71,16 @@ def color(name: str) -> str:
 def style(name: str) -> dict:
     """Keyword arguments for ``ax.plot``: colour, marker, line style and label of a technique."""
     random = name in _techniques.TECHNIQUES and _techniques.TECHNIQUES[name].random
-    return {"color": color(name), "marker": MARKERS.get(name, "o"), "linestyle": "--" if random else "-",
-            "label": label(name)}
+    return {"color": color(name), "marker": MARKERS.get(name, "o"),
+            "linestyle": LINESTYLES.get(name, "--" if random else "-"), "label": label(name)}
 
 
 def use_style() -> None:
-    """A style readable at report size: 7x4 in figures, fonts >= 10 pt, PNG at ~110 dpi."""
+    """Figures drawn at the size they are shown: 5.6 in (560 px) wide at 100 dpi, no text under 10.5 pt (14.6 px)."""
     mpl.rcParams.update({
         "figure.figsize": FIGSIZE, "figure.dpi": DPI, "savefig.dpi": DPI,
-        "font.size": 10.5, "axes.titlesize": 11, "axes.labelsize": 10.5, "legend.fontsize": 10,
-        "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.titlesize": 12,
+        "font.size": 11.5, "axes.titlesize": 12, "axes.labelsize": 11.5, "legend.fontsize": MIN_FONT_PT,
+        "xtick.labelsize": MIN_FONT_PT, "ytick.labelsize": MIN_FONT_PT, "figure.titlesize": 12.5,
         "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
         "lines.linewidth": 1.6, "lines.markersize": 4.5, "legend.frameon": False,
         "image.cmap": "viridis", "svg.hashsalt": "pruning",
@@ -97,7 +109,7 @@ def remaining_axis(ax, remaining, fraction: float = 0.2, max_ticks: int = 8) -> 
     ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.set_xlim(104, low * 0.93)  # decreasing left to right
-    ax.set_xlabel("weights remaining (%, log scale)")
+    ax.set_xlabel("weights left (%, log scale)")
 
 
 def number(value, digits: int = 2) -> str:
@@ -169,7 +181,7 @@ def heatmap(ax, matrix, fmt="{:.2f}", cmap: str = "viridis", vmin=None, vmax=Non
         spine.set_visible(False)
     norm = im.norm
     cm = im.get_cmap()
-    size = 9 if max(values.shape) <= 9 else 7.5
+    size = MIN_FONT_PT
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             v = values[i, j]
@@ -187,7 +199,8 @@ def heatmap(ax, matrix, fmt="{:.2f}", cmap: str = "viridis", vmin=None, vmax=Non
 # ----------------------------------------------------------------------------- kernel grids
 
 KERNEL_CMAP = "RdBu_r"
-EMPTY_COLOR = "#555555"
+PRUNED_COLOR = "#FFD21F"   # a pruned weight: saturated yellow, which the red-white-blue weight scale never takes
+EMPTY_COLOR = "#000000"    # outline of a kernel whose every weight is pruned
 
 
 def _to_numpy(tensor) -> np.ndarray:
@@ -223,9 +236,10 @@ def kernel_mosaic(kernels, gap: int = 1) -> tuple[np.ndarray, list[tuple[int, in
 def kernel_grid(ax, kernels, vmax: float | None = None, title: str = "", row_labels=None):
     """Draw conv kernels across iterations (rows) with a diverging colormap centred at 0.
 
-    A pruned weight is exactly 0 and shows white; a kernel whose weights were all pruned is
-    additionally outlined in dark grey and crossed, so emptied kernels and filters stand out.
-    Returns the image (for a shared colour bar).
+    A kept weight is coloured red (positive) to blue (negative) through white (0); a pruned weight
+    (exactly 0 in the stored weights) is drawn in :data:`PRUNED_COLOR`, a yellow the weight scale
+    never takes, so a pruned cell cannot be mistaken for a small weight; a kernel whose weights were
+    all pruned is also outlined in black. Returns the weight image (for a shared colour bar).
     """
     image, cells = kernel_mosaic(kernels)
     first = _to_numpy(next(iter(kernels.values())))
@@ -234,13 +248,16 @@ def kernel_grid(ax, kernels, vmax: float | None = None, title: str = "", row_lab
         vmax = float(np.nanmax(np.abs(image))) or 1.0
     cmap = mpl.colormaps[KERNEL_CMAP].copy()
     cmap.set_bad("white", alpha=0)
-    im = ax.imshow(image, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    pruned = np.where(image == 0, 1.0, np.nan)
+    kept = np.where(image == 0, np.nan, image)
+    im = ax.imshow(kept, cmap=cmap, vmin=-vmax, vmax=vmax, interpolation="nearest")
+    yellow = mpl.colors.ListedColormap([PRUNED_COLOR])
+    yellow.set_bad("white", alpha=0)
+    ax.imshow(pruned, cmap=yellow, vmin=0, vmax=1, interpolation="nearest")
     for y, x, empty in cells:
         if empty:
             ax.add_patch(patches.Rectangle((x - 0.5, y - 0.5), kw, kh, fill=False, edgecolor=EMPTY_COLOR,
-                                           linewidth=0.9, linestyle="-"))
-            ax.plot([x - 0.5, x + kw - 0.5], [y - 0.5, y + kh - 0.5], color=EMPTY_COLOR, linewidth=0.7,
-                    marker="", linestyle="-")
+                                           linewidth=1.0, linestyle="-"))
     iterations = list(kernels)
     ax.set_yticks([r * (kh + 1) + (kh - 1) / 2 for r in range(len(iterations))],
                   row_labels if row_labels is not None else [str(i) for i in iterations])
@@ -257,6 +274,23 @@ def kernel_grid(ax, kernels, vmax: float | None = None, title: str = "", row_lab
 
 
 def empty_marker_handle():
-    """A legend entry explaining the emptied-kernel outline."""
-    return patches.Patch(facecolor="white", edgecolor=EMPTY_COLOR, linewidth=0.9, label="kernel fully pruned")
+    """Legend entries: a pruned weight, and the outline of a fully pruned kernel."""
+    return [patches.Patch(facecolor=PRUNED_COLOR, edgecolor="none", label="pruned weight"),
+            patches.Patch(facecolor=PRUNED_COLOR, edgecolor=EMPTY_COLOR, linewidth=1.0, label="kernel fully pruned")]
 
+
+def html_table(df, wrap_over: int = 24):
+    """A table for the report: HTML with no index column (no stray index header).
+
+    Cells stay on one line (numbers never wrap) except in columns whose longest value is over
+    ``wrap_over`` characters (member lists, claims), which wrap and get the class ``wrap``.
+    """
+    from html import escape
+
+    from IPython.display import HTML
+
+    wrap = [bool(len(df)) and int(df[c].astype(str).str.len().max()) > wrap_over for c in df.columns]
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in df.columns)
+    rows = "".join("<tr>" + "".join(f'<td class="{"wrap" if w else "nowrap"}">{escape(str(v))}</td>'
+                                    for v, w in zip(row, wrap)) + "</tr>" for row in df.itertuples(index=False))
+    return HTML(f'<table class="dataframe report-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>')

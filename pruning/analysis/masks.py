@@ -63,7 +63,8 @@ def mask_distance_curve(table: pd.DataFrame, reinit: str = "rewind", pairs=None,
 
     ``pairs``: list of (technique_a, technique_b); None = every unordered pair of distinct techniques.
     Columns: technique_a, technique_b, iteration, sparsity (mean over both techniques and the seeds),
-    mean, std (over seeds), n (seeds).
+    mean, std (over seeds), n (seeds), random (the distance random masks of the same per-layer
+    densities would have, mean over seeds).
     """
     check(table, reinit=reinit, layer=layer)
     if pairs is None:
@@ -81,11 +82,14 @@ def mask_distance_curve(table: pd.DataFrame, reinit: str = "rewind", pairs=None,
         for it in sorted({i for _, i in keys}):
             seeds = [s for s, i in keys if i == it]
             dists = [_mask_distance(files[ta, s, it], files[tb, s, it], layer) for s in seeds]
+            rand = [random_distance_of(record(files[ta, s, it])["masks"], record(files[tb, s, it])["masks"], layer)
+                    for s in seeds]
             mean, std, n = _mean_std(dists)
             sp = float(np.mean([sparsity[t, s, it] for s in seeds for t in (ta, tb)]))
             rows.append({"technique_a": ta, "technique_b": tb, "iteration": it, "sparsity": sp,
-                         "mean": mean, "std": std, "n": n})
-    return pd.DataFrame(rows, columns=["technique_a", "technique_b", "iteration", "sparsity", "mean", "std", "n"])
+                         "mean": mean, "std": std, "n": n, "random": float(np.mean(rand))})
+    return pd.DataFrame(rows, columns=["technique_a", "technique_b", "iteration", "sparsity", "mean", "std", "n",
+                                       "random"])
 
 
 def rewind_vs_finetune(table: pd.DataFrame, layer: str = "all") -> pd.DataFrame:
