@@ -1,20 +1,26 @@
 """The rendered paper and poster in a real browser: headless Chromium (Debian's), driven by Selenium.
 
 Renders from build/smoke (results/smoke and its executed notebooks) when present, else from the
-synthetic results and generated notebooks of test_report into a tmp folder. Screenshots of both
-pages are kept under build/test-artifacts/ for a person to look at.
+synthetic results and generated notebooks of test_report (with figures of a poster figure's size)
+into a tmp folder. Screenshots of both pages are kept under build/test-artifacts/ for a person to
+look at.
+
+The poster is checked at 1920x1080 and 1280x800: no sideways overflow, every figure tall enough for
+its text to be read, balanced columns, and every finding's verdict as a heading.
 """
 from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
-from pruning import report
+from pruning import plots, report
 
 from test_report import REPORT, float_order, make_results, write_notebooks
 
@@ -37,9 +43,10 @@ def pages(tmp_path_factory):
         (build / "notebooks").symlink_to(SMOKE_BUILD / "notebooks", target_is_directory=True)
     else:
         results = make_results(tmp_path_factory.mktemp("browser-results") / "synthetic")
-        write_notebooks(build / "notebooks")
+        write_notebooks(build / "notebooks", figure_size=(571, 420))  # a poster figure's natural size
     out = report.render(results, renderer="pandoc", quiet=True, build=build)
-    return {"paper": out["paper"], "poster": out["poster"]}
+    values = yaml.safe_load((build / "report" / "_variables.yml").read_text())
+    return {"paper": out["paper"], "poster": out["poster"], "values": values}
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +113,8 @@ def test_page_loads_without_console_errors_and_every_image_shows(browser, pages,
     assert path.stat().st_size > 10_000
 
 
-def test_poster_is_a_banner_over_four_columns(browser, pages):
+def test_poster_is_a_banner_over_three_columns(browser, pages):
+    browser.set_window_size(1920, 1080)
     open_page(browser, pages["poster"])
     boxes = browser.execute_script(
         "const r = e => { const b = e.getBoundingClientRect(); return [b.left, b.top, b.width, b.height]; };"
@@ -116,11 +124,66 @@ def test_poster_is_a_banner_over_four_columns(browser, pages):
         "        body: parseFloat(getComputedStyle(document.querySelector('.block p')).fontSize),"
         "        page: document.documentElement.scrollWidth};")
     banner, cols = boxes["banner"], boxes["cols"]
-    assert len(cols) == 4
+    assert len(cols) == 3
     lefts = [c[0] for c in cols]
-    assert lefts == sorted(lefts) and len(set(round(x) for x in lefts)) == 4  # side by side
+    assert lefts == sorted(lefts) and len(set(round(x) for x in lefts)) == 3  # side by side
     assert all(abs(c[1] - cols[0][1]) < 2 for c in cols)  # top-aligned
     assert all(c[1] >= banner[1] + banner[3] for c in cols)  # under the banner
     assert banner[2] >= 0.95 * boxes["page"]  # the banner spans the page
-    assert all(c[2] > 300 for c in cols)  # readable columns
+    assert all(c[2] > 500 for c in cols)  # columns as wide as a figure
     assert boxes["title"] >= 36 and boxes["body"] >= 14
+
+
+# A poster figure is drawn at its display size: 5.6 in at 100 dpi (~570 px wide, the width of a column's
+# content at 1920 px) and at least 3.9 in (398 px, fig-random) tall, with no text under 10.5 pt =
+# plots.MIN_TEXT_PX = 14.6 px. Shown at 96% of its natural size or more, its smallest text stays >= 14 px:
+# 398 px * 0.96 = 382, so N = 380 px at 1920 px. The poster is laid out in units of the window width, so
+# at 1280 px everything is 1280/1920 of that: N = 253 px there, on an identical layout.
+MIN_FIGURE_HEIGHT_1920 = 380
+SIZES = [(1920, 1080), (1280, 800)]
+
+
+def poster_layout(browser, pages, width, height):
+    browser.set_window_size(width, height)
+    open_page(browser, pages["poster"])
+    return browser.execute_script(
+        "const cols = [...document.querySelectorAll('.poster-col')].map(c => {"
+        "  const k = [...c.children]; return k[k.length - 1].getBoundingClientRect().bottom"
+        "    - k[0].getBoundingClientRect().top; });"
+        "const figs = [...document.querySelectorAll('.poster-col img')].map(i => ({"
+        "  id: (i.closest('[id]') || {}).id || i.src.slice(0, 30), height: i.getBoundingClientRect().height,"
+        "  width: i.getBoundingClientRect().width, natural: i.naturalHeight}));"
+        "const over = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right"
+        "  > window.innerWidth + 1).map(e => e.tagName + '.' + e.className).slice(0, 5);"
+        "return {inner: window.innerWidth, scroll: document.documentElement.scrollWidth,"
+        "        body: document.body.scrollWidth, cols, figs, over,"
+        "        headings: [...document.querySelectorAll('.poster h2')].map(h => h.innerText.trim())};")
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_poster_reads_at_1920_and_1280(browser, pages, width, height):
+    layout = poster_layout(browser, pages, width, height)
+    try:
+        assert layout["inner"] == width
+        # no sideways overflow: the page is no wider than the window, and no element sticks out
+        assert layout["scroll"] <= width and layout["body"] <= width and layout["over"] == [], layout["over"]
+        # every figure tall enough to read (see MIN_FIGURE_HEIGHT_1920), and at 1920 its text >= 14 px
+        n = MIN_FIGURE_HEIGHT_1920 * width / 1920
+        assert len(layout["figs"]) >= 5
+        for fig in layout["figs"]:
+            assert fig["height"] >= n, (fig, n)
+            if width == 1920:
+                assert plots.MIN_TEXT_PX * fig["height"] / fig["natural"] >= 14, fig
+        # balanced columns: the shortest at least 75% of the tallest
+        cols = layout["cols"]
+        assert len(cols) == 3 and min(cols) >= 0.75 * max(cols), cols
+        # every finding's verdict is a heading: the headline computed from the results, verdict first
+        values = pages["values"]
+        keys = ["tickets", "variety", "random", "functions", "ensembles", "stability", "connectivity"]
+        for key in keys:
+            assert values[f"{key}_headline"] in layout["headings"], key
+        verdicts = [h for h in layout["headings"] if re.match(r"(Supported|Not supported|Inconclusive): ", h)]
+        assert len(verdicts) == len(keys)
+    finally:
+        screenshot(browser, f"poster-{width}")
+        browser.set_window_size(1920, 1080)

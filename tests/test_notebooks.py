@@ -21,6 +21,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from pruning import notebooks
+from pruning.errors import UserError
 from pruning.store import StoreError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,12 +29,13 @@ SOURCES = REPO / "notebooks"
 
 # The report embeds these; written out by hand from the brief (not read from the notebooks).
 LABELS = {
-    "accuracy": {"fig-accuracy", "fig-random", "tbl-accuracy"},
+    "accuracy": {"fig-accuracy", "fig-random", "fig-output-units", "tbl-accuracy"},
     "agreement": {"fig-agreement"},
-    "ensembles": {"tbl-ensembles", "fig-ensembles"},
-    "weight_stability": {"fig-weight-traces", "fig-stability", "tbl-stability"},
+    "ensembles": {"tbl-ensembles"},
+    "weight_stability": {"fig-weight-drift", "fig-stability", "tbl-stability"},
     "filters": {"fig-filters"},
     "mask_similarity": {"fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune"},
+    "findings": {"tbl-verdicts", "tbl-deviations", "tbl-poster", "tbl-collapsed"},
 }
 
 
@@ -141,7 +143,7 @@ def test_a_failing_notebook_is_one_line_naming_it_and_the_copy_to_open(sandbox, 
     assert str(out / "c.failed.ipynb") in message
     assert (out / "c.failed.ipynb").exists() and not (out / "c.ipynb").exists()
     assert (out / "a.ipynb").exists() and (out / "b.ipynb").exists()  # the others still ran
-    assert isinstance(err.value, StoreError)  # so the CLI prints it as one line (exit code 2)
+    assert isinstance(err.value, UserError)  # so the CLI prints it as one line (exit code 2)
 
 
 def test_an_interrupted_execution_leaves_the_previous_output_and_no_temp_file(sandbox, monkeypatch):
@@ -247,7 +249,9 @@ def test_every_technique_has_its_own_colour_grouped_by_family():
     assert all(15 <= hue(plots.COLORS[t]) <= 45 for t in unstructured)       # orange / vermillion
     others = [hue(plots.COLORS[t]) for t in ("hybrid", "fc_only_l1_us")]
     assert all(not 190 <= h <= 240 and not 15 <= h <= 45 for h in others)
-    assert plots.style("random_s")["linestyle"] == "--" and plots.style("l1_s")["linestyle"] == "-"
+    # the structured norms differ by marker and line style too, not only by (similar, blue) colour
+    looks = [(plots.style(t)["marker"], str(plots.style(t)["linestyle"])) for t in structured]
+    assert len({m for m, _ in looks}) == len(looks) and len({ls for _, ls in looks}) == len(looks)
     assert plots.style("lneginf_s")["label"] == "L-∞ S"
 
 
@@ -297,7 +301,8 @@ def test_every_notebook_starts_with_the_papermill_parameters():
         source = "".join(code[0]["source"])
         for line in ('results = "../results/smoke"', "iteration = None", 'reinit = "rewind"', "techniques = None"):
             assert re.search(rf"^{re.escape(line)}(\s|$)", source, re.M), (name, line)
-        assert "analysis.load(" in "".join(code[1]["source"]) and "analysis.check(" in "".join(code[1]["source"])
+        assert "setup(results, iteration, reinit, techniques" in "".join(code[1]["source"]), name  # one setup
+        assert "analysis.load(" not in "".join(code[1]["source"]), name  # not a copied setup cell
 
 
 def test_every_figure_cell_has_one_image_and_every_table_cell_an_html_table():

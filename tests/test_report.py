@@ -33,12 +33,13 @@ SMOKE_NOTEBOOKS = REPO / "build" / "smoke" / "notebooks"
 
 # The labelled cells the figure notebooks promise (the notebooks' contract with the report).
 CONTRACT = {
-    "accuracy.ipynb": ["fig-accuracy", "fig-random", "tbl-accuracy"],
+    "accuracy.ipynb": ["fig-accuracy", "fig-random", "fig-output-units", "tbl-accuracy"],
     "agreement.ipynb": ["fig-agreement"],
     "ensembles.ipynb": ["tbl-ensembles"],
-    "weight_stability.ipynb": ["fig-weight-traces", "fig-stability", "tbl-stability"],
+    "weight_stability.ipynb": ["fig-weight-drift", "fig-stability", "tbl-stability"],
     "filters.ipynb": ["fig-filters"],
     "mask_similarity.ipynb": ["fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune"],
+    "findings.ipynb": ["tbl-verdicts", "tbl-deviations", "tbl-poster", "tbl-collapsed"],
 }
 
 
@@ -60,8 +61,11 @@ def caption_of(label: str) -> str:
     return f"Caption of {label} [generated]"
 
 
-def write_notebooks(folder: Path, contract=CONTRACT) -> Path:
-    """Executed-looking notebooks: per label a cell ``#| label`` + ``#| fig-cap``/``tbl-cap`` with one output."""
+def write_notebooks(folder: Path, contract=CONTRACT, figure_size=None) -> Path:
+    """Executed-looking notebooks: per label a cell ``#| label`` + ``#| fig-cap``/``tbl-cap`` with one output.
+
+    ``figure_size`` (width, height) in px: the figures' size (default: tiny, distinct per figure).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for i, (name, labels) in enumerate(contract.items()):
         nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
@@ -70,7 +74,8 @@ def write_notebooks(folder: Path, contract=CONTRACT) -> Path:
         for j, label in enumerate(labels):
             if label.startswith("fig-"):
                 cell = nbformat.v4.new_code_cell(f'#| label: {label}\n#| fig-cap: "{caption_of(label)}"\nplot()')
-                data = base64.b64encode(png(40 + 10 * i + j, 20)).decode()
+                w, h = figure_size or (40 + 10 * i + j, 20)
+                data = base64.b64encode(png(w, h)).decode()
                 cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": data, "text/plain": "<Figure>"})]
             else:
                 cell = nbformat.v4.new_code_cell(f'#| label: {label}\n#| tbl-cap: "{caption_of(label)}"\ntable')
@@ -311,7 +316,7 @@ def test_offline_render_turns_cross_references_into_numbered_links(rendered):
     tbls = [label for label in order if label.startswith("tbl-")]
     assert f'<a href="#fig-accuracy">Figure {figs.index("fig-accuracy") + 1}</a>' in page
     assert f'<a href="#tbl-ensembles">Table {tbls.index("tbl-ensembles") + 1}</a>' in page
-    assert '<a href="#tbl-techniques">Table 1</a>' in page
+    assert f'<a href="#tbl-techniques">Table {tbls.index("tbl-techniques") + 1}</a>' in page
     assert not re.search(r"(?<![\w.])@(fig|tbl)-", html_text(page))
 
 
@@ -321,8 +326,11 @@ def test_offline_render_quotes_the_variables(rendered):
     paper = re.sub(r"\s+", " ", html_text(out["paper"].read_text()))
     assert "best technique, L1 US, reaches 90.0% test accuracy" in paper
     assert "config synthetic (hash 0123abcd4567" in paper
+    assert "Verdict: supported." in paper and "Frankle, J. &amp; Carbin, M. (2019)" in paper
+    assert "arXiv:2004.13770" in paper and "arXiv:2001.05050" in paper
     poster = re.sub(r"\s+", " ", html_text(out["poster"].read_text()))
-    assert "random S 50.0%, random US 30.0%" in poster
+    assert "Supported: random structured pruning beats random unstructured pruning" in poster
+    assert "Not the full protocol" in poster  # the deviation banner
     assert values["config_hash"] in poster and values["code_version"] in poster
 
 
@@ -356,33 +364,41 @@ def test_variables_of_the_synthetic_results_are_the_hand_derived_numbers(synthet
     assert (v["runs"], v["runs_done"], v["trainings"]) == ("16", "16", "48")  # 4 x 2 x 2 runs, 3 trainings each
     assert (v["iteration"], v["main_reinit"], v["test_images"], v["remaining_pct"]) == ("2", "rewind", "10", "50.0")
     assert (v["epochs"], v["lr"], v["prune_pct"], v["seeds"], v["seeds_n"]) == ("3", "0.05", "20", "0-1", "2")
+    assert (v["seeds_text"], v["iterations_text"], v["epochs_text"]) == ("2 seeds", "2 pruning iterations", "3 epochs")
     assert (v["best_technique"], v["best_acc"], v["worst_technique"], v["worst_acc"]) == ("L1 US", "90.0",
                                                                                         "random US", "30.0")
     assert (v["dense_acc"], v["near_dense_n"], v["near_dense_list"]) == ("80.0", "2", "L1 US and L2 S")
     assert (v["random_s_acc"], v["random_us_acc"]) == ("50.0", "30.0")
-    assert "random structured pruning keeps 20.0 points more" in v["random_verdict"]
-    # Jaccard distances: L1 US-L2 S 1 - 6/10, L1 US-random S 1 - 0/16, L2 S-random S 1 - 2/12, the rest 1 - 4/12
+    # Jaccard distances: L1 US-L2 S 1 - 6/10, L1 US-random S 1 - 0/16, L2 S-random S 1 - 2/14, the rest 1 - 4/12
     assert (v["mask_closest_pair"], v["mask_closest_distance"]) == ("L1 US and L2 S", "0.40")
     assert (v["mask_farthest_pair"], v["mask_farthest_distance"]) == ("L1 US and random S", "1.00")
-    assert v["mask_mean_distance"] == "0.71"  # (0.4 + 1 + 5/6 + 3 * 2/3) / 6
-    assert v["tickets_distance"] == "0.40" and "more than one winning ticket" in v["tickets_verdict"]
-    # agreement: both right on 7, 4, 2, 5, 1, 1 images (different wrong classes never agree)
+    assert v["mask_mean_distance"] == "0.71"  # (0.4 + 1 + 12/14 + 3 * 2/3) / 6 = 0.7095
+    # random masks of these densities: every pair keeps 4 (or 6 and 2) of 8 per layer -> 1 - 4/12 = 0.67
+    assert v["mask_random_distance"] == "0.67"
+    assert "L1 S" in v["mask_expected_note"] and "lack" in v["mask_expected_note"]  # L1 S is not in these results
+    # agreement: both right on 7, 4, 2, 5, 1, 1 images of 10 (different wrong classes never agree)
     assert (v["agreement_mean"], v["agreement_mean_pct"]) == ("3", "33.3")
+    # chance a1 a2 + (1-a1)(1-a2)/9 for (.9,.8) (.9,.5) (.9,.3) (.8,.5) (.8,.3) (.5,.3): mean 2.311111/6 = 38.5 %
+    assert v["agreement_chance_pct"] == "38.5"
     assert (v["agreement_max"], v["agreement_max_pair"]) == ("7", "L1 US and L2 S")
     assert v["agreement_min"] == "1"
     assert set(v["agreement_min_pair"].split(" and ")) in ({"L2 S", "random US"}, {"random S", "random US"})
-    # every image has at least two right members and the wrong ones disagree: the ensemble gets all 10
-    assert (v["ensemble_best"], v["ensemble_best_acc"]) == ("all", "100.0")
-    assert (v["member_best"], v["member_best_acc"], v["ensemble_gain"], v["ensemble_verdict"]) == (
-        "L1 US", "90.0", "+10.0", "beats")
-    assert (v["stable_technique"], v["stable_delta"]) == ("L1 US", "0.000")
-    assert (v["unstable_technique"], v["unstable_delta"]) == ("random US", "1.000")
-    r = np.corrcoef([0.0, 0.1, 0.5, 1.0], [90.0, 80.0, 50.0, 30.0])[0, 1]
-    assert v["stability_corr"] == f"{r:.2f}" and r < 0 and "more stable" in v["stability_verdict"]
-    # L1 US conv1: rewind keeps kernel 0 only (1 of 2 empty), finetune touches both; chance 0.5 ** 4
-    assert (v["empty_kernels_rewind_pct"], v["empty_kernels_finetune_pct"]) == ("50.0", "0.0")
-    assert v["empty_kernels_chance_pct"] == f"{100 * 0.5 ** 4:.1f}"
-    assert v["rewind_finetune_distance"] == "0.40"  # 1 - 6/10
+    assert (v["member_best"], v["member_best_acc"]) == ("L1 US", "90.0")
+    assert v["ensemble_seven_acc"] == "n/a" and v["ensemble_nine_acc"] == "n/a"  # hybrid etc. are not in the results
+    # explanations: L2 S keeps output unit 0 of 2 (fc1 entries 8, 9), so only class 0 (1 image of 10) is told apart
+    assert (v["output_units_min"], v["output_units_ceiling"]) == ("1.0", "10.0")
+    assert "L2 S keeps 1.0 of 2 output units" in v["output_units_note"]
+    assert v["collapsed_n"] == "0" and "No training collapsed" in v["collapsed_note"]  # every train loss is 1.0
+    assert v["above_dense_n"] == "1" and v["above_dense_note"].startswith("L1 US is more accurate")
+    # deviations from configs/paper_lenet_mnist.yaml
+    assert v["is_protocol"] == "no" and int(v["deviations_n"]) >= 5
+    assert "epochs 3 (protocol: 30)" in v["deviation_banner"] and "learning rate 0.05 (protocol: 0.01)" in v[
+        "deviation_banner"]
+    # the findings (worked out in test_findings_of_the_synthetic_results)
+    assert [v[f"{k}_verdict"] for k in ("tickets", "variety", "random", "functions", "ensembles", "stability",
+                                        "connectivity")] == ["supported"] * 4 + ["inconclusive"] + ["supported"] * 2
+    assert v["verdict_counts"] == "6 supported, 0 not supported and 1 inconclusive of 7 findings"
+    assert v["random_headline"] == "Supported: random structured pruning beats random unstructured pruning"
     assert all(isinstance(value, str) for value in v.values())
 
 

@@ -232,7 +232,7 @@ def finding_functions(table, iteration: int, reinit: str) -> Finding:
                          f"{fmt(100 * pairs['chance'].mean(), 1)}%, most possible {fmt(100 * pairs['most'].mean(), 1)}%")
     return Finding("functions", "Networks pruned via different iterative pruning techniques learn vastly different "
                    "functions of their input, and similarly performing networks make different mistakes.",
-                   "different techniques' sub-networks compute different functions",
+                   "sub-networks of different techniques compute different functions",
                    f"per pair of techniques, (agreement − chance) / (most possible − chance), where chance = "
                    f"a1·a2 + (1−a1)(1−a2)/(K−1) (independent errors spread evenly over the K−1 wrong classes) and "
                    f"the most possible = 1 − |a1 − a2|, averaged over pairs, must be below {DIFFERENT_FUNCTIONS:g} "
