@@ -1,6 +1,7 @@
 """Command line: ``python -m pruning <command>``.
 
     run CONFIG           train every (technique, reinit, seed) of CONFIG; finished runs are skipped
+                         (--executor ray [--address HOST:PORT]: on Ray, embedded or a running cluster)
     fetch [DATASET...]   place and verify raw data under data/raw/
     table RESULTS        print the tidy results table (one row per training)
     notebooks RESULTS    execute every figure notebook with papermill for RESULTS
@@ -28,8 +29,19 @@ def _cmd_run(args) -> int:
 
     cfg = config.load_experiment(args.config)
     runner.run_experiment(cfg, results_folder(cfg.name, args.results), source=str(args.config), quiet=args.quiet,
-                          trainer=args.trainer, device=args.device)
+                          trainer=args.trainer, device=args.device, **_executor(args))
     return 0
+
+
+def _executor(args) -> dict:
+    """--executor and --address (or RAY_ADDRESS) as run_experiment's arguments."""
+    from .executors import ExecutorError, ray_address
+
+    if args.executor == "ray":
+        return {"executor": "ray", "address": ray_address(args.address)}
+    if args.address:
+        raise ExecutorError("--address needs --executor ray")
+    return {"executor": "local"}
 
 
 def _cmd_fetch(args) -> int:
@@ -71,7 +83,7 @@ def _cmd_all(args) -> int:
     cfg = config.load_experiment(args.config)
     results = results_folder(cfg.name, args.results)
     runner.run_experiment(cfg, results, source=str(args.config), quiet=args.quiet, trainer=args.trainer,
-                          device=args.device)
+                          device=args.device, **_executor(args))
     notebooks.execute_all(results, quiet=args.quiet)
     report.render(results, renderer=args.renderer, quiet=args.quiet)
     return 0
@@ -81,6 +93,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pruning", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+
+    def executor_options(sp):
+        sp.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="where runs train: 'local' (this process or local worker processes, the default) "
+                             "or 'ray' (a Ray cluster: embedded on this machine, or the one at --address)")
+        sp.add_argument("--address", help="with --executor ray: join the Ray cluster at HOST:PORT "
+                                          "(default: $RAY_ADDRESS, else start Ray on this machine)")
 
     def common(sp, results_positional=False):
         sp.add_argument("--quiet", action="store_true", help="no progress bars and no log lines")
@@ -92,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", help="results folder (default: results/<config name>)")
     r.add_argument("--trainer", choices=["single", "population"], help="force a trainer (default: the faster one)")
     r.add_argument("--device", choices=["cpu", "cuda"], help="override the config's device")
+    executor_options(r)
     common(r)
     r.set_defaults(func=_cmd_run)
 
@@ -121,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--trainer", choices=["single", "population"])
     a.add_argument("--device", choices=["cpu", "cuda"])
     a.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
+    executor_options(a)
     common(a)
     a.set_defaults(func=_cmd_all)
     return p
@@ -132,7 +153,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except UserError as exc:  # ConfigError, DataError, StoreError, ParameterError, ReportError, NotebookError
+    except UserError as exc:  # ConfigError, DataError, StoreError, ExecutorError, ParameterError, ReportError, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,8 +8,6 @@ processes use two cores better than one process with two threads: ``benchmarks/p
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import sys
 import time
@@ -18,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import lifecycle, models, population, store
+from . import executors, lifecycle, models, population, store
 from .config import ExperimentConfig, RunConfig
 
 
@@ -61,26 +59,19 @@ def default_workers(device: str, n_units: int) -> int:
     return max(1, min(n_units, os.cpu_count() or 1))
 
 
-def _die_with_parent() -> None:
-    """Worker initialiser: on Linux, end this worker when the driver dies (even by SIGKILL), so that no
-    orphan keeps training a unit that a re-run of the driver trains again."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def run_unit(trainer: str, unit: list[RunConfig], results: str, device: str, threads: int | None,
-             share_dense: bool, quiet: bool, bar=None) -> int:
-    """Run (or resume) one unit of work; returns the number of runs in it. Also the worker processes' entry."""
+             share_dense: bool, quiet: bool, bar=None, say=None) -> int:
+    """Run (or resume) one unit of work; returns the number of runs in it. Every executor's entry
+    (``executors``). ``trainer`` 'dense' trains the shared dense training of ``unit[0]``'s seed; ``say``
+    (default: a log line on stderr unless ``quiet``) is called after each stored training."""
     if threads:
         torch.set_num_threads(threads)
     configure_device(device)
-    say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
-    if trainer == "population":
+    if say is None:
+        say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    if trainer == "dense":
+        lifecycle.open_dense(unit[0], Path(results), device, say)
+    elif trainer == "population":
         population.run_group(unit, Path(results), device, bar=bar, say=say, share_dense=share_dense)
     else:
         for rc in unit:
@@ -97,8 +88,12 @@ def units(trainer: str, runs: list[RunConfig]) -> list[list[RunConfig]]:
 
 
 def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet: bool = False,
-                   trainer: str | None = None, device: str | None = None, workers: int | None = None) -> dict:
-    """Run (or resume) every run of ``cfg`` into ``results``. Returns a small summary."""
+                   trainer: str | None = None, device: str | None = None, workers: int | None = None,
+                   executor: str = "local", address: str | None = None) -> dict:
+    """Run (or resume) every run of ``cfg`` into ``results``. Returns a small summary.
+
+    ``executor`` 'local' (default) trains in this process or in local worker processes; 'ray' on a Ray
+    cluster: embedded on this machine, or the one at ``address`` (``executors``)."""
     device = resolve_device(device or cfg.device)
     settings = configure_device(device)
     results = Path(results)
@@ -109,34 +104,39 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     trainer = trainer or choose_trainer(cfg, device)
     # A population is all of a seed's runs, finished ones included (as ghosts where needed).
     every_unit = units(trainer, runs)
-    work = [u for u in every_unit if any(rc in pending for rc in u)]
-    # Threads per unit follow from the config and the machine, never from what is left to do: a unit's
-    # float rounding depends on its thread count, and a resumed unit must round as an uninterrupted one.
+    work = [executors.Unit(trainer, tuple(u)) for u in every_unit if any(rc in pending for rc in u)]
+    # Threads per unit follow from the config and the machine, never from what is left to do or from the
+    # executor: a unit's float rounding depends on its thread count, and a resumed unit (or one trained
+    # by Ray) must round as an uninterrupted one of the default executor.
     n_workers = workers or cfg.workers or default_workers(device, len(every_unit))
     threads = max(1, (os.cpu_count() or 1) // n_workers) if device == "cpu" else None
     n_workers = max(1, min(n_workers, len(work) or 1))
     say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
-    say(f"{cfg.name}: {len(runs)} runs, {len(runs) - len(pending)} already finished, {len(pending)} to train on "
-        f"{device} ({trainer} trainer, {len(work)} units, {n_workers} worker{'s' * (n_workers > 1)}) -> {results}")
     start = time.perf_counter()
     share = cfg.share_dense
-    if n_workers == 1:
-        total = sum(rc.iterations + 1 - len(store.RunStore(results, rc).completed()) for rc in pending)
-        with tqdm(total=total, unit="training", disable=quiet or total == 0, file=sys.stderr,
-                  dynamic_ncols=True, leave=False) as bar:
-            for unit in work:
-                run_unit(trainer, unit, str(results), device, threads, share, quiet, bar)
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_die_with_parent) as pool:
-            futures = [pool.submit(run_unit, trainer, unit, str(results), device, threads, share, quiet)
-                       for unit in work]
-            for fut in cf.as_completed(futures):
-                fut.result()
+    # Shared dense trainings first, each its own unit under its own lock; then the runs (``executors``).
+    phases = [executors.dense_units(work, results, share), work]
+    spec = executors.Spec(run_unit, results, device, threads, share, quiet)
+    total = sum(rc.iterations + 1 - len(store.RunStore(results, rc).completed()) for rc in pending)
+    ex = executors.make(executor, spec, n_workers, address, say=say) if work else None
+    where = ex.describe() if ex else "nothing to do"
+    say(f"{cfg.name}: {len(runs)} runs, {len(runs) - len(pending)} already finished, {len(pending)} to train on "
+        f"{device} ({trainer} trainer, {len(work)} units, {where}) -> {results}")
+    with tqdm(total=total, unit="training", disable=quiet or total == 0 or (executor == "local" and n_workers > 1),
+              file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+        if ex is not None:
+            ex.bar = bar
+        try:
+            for phase in phases if ex else []:
+                executors.drive(ex, phase, results)
+        finally:
+            if ex is not None:
+                ex.close()
     seconds = time.perf_counter() - start
     if pending:
         store.write_experiment(results, cfg, source, device, {
             "last_run_seconds": round(seconds, 1), "trainer": trainer, "workers": n_workers,
-            "threads_per_worker": threads, **({"cuda": settings} if settings else {})})
+            "threads_per_worker": threads, "executor": executor, **({"cuda": settings} if settings else {})})
     say(f"{cfg.name}: done in {seconds:.1f}s -> {results}")
-    return {"runs": len(runs), "trained": len(pending), "seconds": seconds, "trainer": trainer, "workers": n_workers}
+    return {"runs": len(runs), "trained": len(pending), "seconds": seconds, "trainer": trainer,
+            "workers": n_workers, "executor": executor}
