@@ -6,6 +6,7 @@
     table RESULTS        print the tidy results table (one row per training)
     notebooks RESULTS    execute every figure notebook with papermill for RESULTS
     report RESULTS       render the paper and the poster for RESULTS
+    publish RESULTS      render RESULTS and publish it to docs/ (paper, poster, table, experiment.json)
     all [CONFIG]         run, notebooks, report (the README's main job)
 
 Every error that a user can fix is printed as one line that says what to do; the exit code is 2.
@@ -77,6 +78,16 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_publish(args) -> int:
+    from . import config, publish
+
+    target = Path(args.target)
+    if target.suffix in (".yaml", ".yml"):
+        target = results_folder(config.load_experiment(target).name, None)
+    publish.publish(target, renderer=args.renderer, quiet=args.quiet)
+    return 0
+
+
 def _cmd_all(args) -> int:
     from . import config, notebooks, report, runner
 
@@ -134,6 +145,12 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
     common(rep, True)
     rep.set_defaults(func=_cmd_report)
+
+    pub = sub.add_parser("publish", help="render a results set and publish it to docs/ (with its table and experiment.json)")
+    pub.add_argument("target", help="a results folder (results/NAME) or the config that wrote it (configs/NAME.yaml)")
+    pub.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
+    common(pub)
+    pub.set_defaults(func=_cmd_publish)
 
     a = sub.add_parser("all", help="run + notebooks + report")
     a.add_argument("config", type=Path, nargs="?", default=DEFAULT_CONFIG)

@@ -11,6 +11,7 @@ DATA = REPO_ROOT / "data"
 REFERENCE = DATA / "reference"        # the poster's published numbers
 RESULTS = REPO_ROOT / "results"
 BUILD = REPO_ROOT / "build"
+DOCS = REPO_ROOT / "docs"            # published results sets (GitHub Pages)
 NOTEBOOKS = REPO_ROOT / "notebooks"
 REPORT = REPO_ROOT / "report"         # the Quarto project (paper.qmd, poster.qmd)
 

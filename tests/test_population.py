@@ -1,20 +1,21 @@
-"""The population trainer gives what the one-at-a-time trainer gives, through the same run store.
+"""The population trainer gives what the one-net trainer gives, through the same run store; its resumes are exact.
 
-Reference: ``runner.run_single`` (a ``torch.optim.SGD`` loop over one ``torch.nn.utils.prune``-masked
-module). The population computes the same sums in a different order (grouped convolutions, batched
-matrix products), so trained weights may differ by float rounding: they are compared with
+Reference: ``lifecycle.train_one`` (a ``torch.optim.SGD`` loop over one ``torch.nn.utils.prune``-masked
+module). The population computes the same sums in a different order (one stacked conv1, grouped conv2,
+batched matrix products), so trained weights may differ by float rounding: they are compared with
 ``WEIGHT_ATOL`` (absolute, on weights of magnitude ~0.1); masks must be identical.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 
 import pytest
 import torch
 
 from conftest import cli, write_config
-from pruning import config, datasets, models, population, runner, store, techniques, training
+from pruning import config, datasets, lifecycle, models, population, runner, store, techniques, training
 from pruning.config import ConfigError, TrainingConfig
 
 WEIGHT_ATOL = 1e-4
@@ -51,20 +52,36 @@ def assert_same_results(got_folder, want_folder, n_expected):
         assert row.train_loss == pytest.approx(ref_row.train_loss, abs=1e-4), key
 
 
+def bitwise_equal(got_folder, want_folder) -> int:
+    """Every stored training of ``want_folder`` is in ``got_folder`` with identical tensors; returns the count."""
+    got, want = trainings(got_folder), trainings(want_folder)
+    assert set(got) == set(want)
+    for key, (row, rec) in got.items():
+        ref_row, ref = want[key]
+        for part in ("masks", "weights"):
+            assert rec[part].keys() == ref[part].keys()
+            for name in ref[part]:
+                assert torch.equal(rec[part][name], ref[part][name]), (key, part, name)
+        assert torch.equal(rec["logits"], ref["logits"]), key
+        assert (row.test_acc, row.val_acc, row.train_loss) == (ref_row.test_acc, ref_row.val_acc, ref_row.train_loss)
+    return len(got)
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """The same 12 runs x 3 trainings, once by each trainer."""
+    """The same 12 runs x 3 trainings, once by each trainer (one worker: both in this process)."""
     tmp = tmp_path_factory.mktemp("population")
     cfg = tiny_experiment(tmp)
     runs = cfg.runs()
     pop, single = tmp / "population", tmp / "single"
-    assert runner.run_experiment(cfg, pop, quiet=True, trainer="population", device="cpu")["trained"] == len(runs)
-    assert runner.run_experiment(cfg, single, quiet=True, trainer="single", device="cpu")["trained"] == len(runs)
+    assert runner.run_experiment(cfg, pop, quiet=True, trainer="population", device="cpu", workers=1)["trained"] == len(runs)
+    assert runner.run_experiment(cfg, single, quiet=True, trainer="single", device="cpu", workers=1)["trained"] == len(runs)
     return cfg, pop, single
 
 
-def test_population_equals_one_at_a_time(folders):
+def test_population_is_the_default_for_lenet_and_equals_the_one_net_loop(folders):
     cfg, pop, single = folders
+    assert runner.choose_trainer(cfg, "cpu") == "population"
     assert_same_results(pop, single, n_expected=3 * 2 * 2 * 3)
     assert all(store.RunStore(pop, rc).is_done() for rc in cfg.runs())
 
@@ -75,36 +92,77 @@ def test_pruned_weights_are_exactly_zero_and_sparsity_grows(folders):
         for layer, mask in rec["masks"].items():
             weight = rec["weights"][f"{layer}.weight"]
             assert torch.all(weight[~mask] == 0), (technique, iteration, layer)
-        # 20% of the remaining entries (or channels) of each layer go at every step
         assert (row.sparsity > 0) == (iteration > 0)
 
 
-def test_resume_after_interruption_finishes_equal(folders, tmp_path):
-    cfg, _, single = folders
-    runs = cfg.runs()[:6]
+def test_dense_training_is_shared_by_the_runs_of_a_seed_and_stored_once(folders):
+    cfg, pop, _ = folders
+    dense_dirs = sorted(pop.glob("dense_*"))
+    assert len(dense_dirs) == 2  # one per seed
+    for rc in cfg.runs():
+        st = store.RunStore(pop, rc)
+        dense = store.RunStore(pop, store.dense_config(rc))
+        assert dense.dir in dense_dirs and dense.is_done()
+        # the same bytes: a hard link (or a copy where links are impossible), not a second training
+        assert st.training_path(0).read_bytes() == dense.training_path(0).read_bytes()
+        assert st.training_path(0).stat().st_ino == dense.training_path(0).stat().st_ino
+
+
+def test_shared_dense_training_gives_the_same_stored_trainings_as_unshared(tmp_path):
+    cfg = tiny_experiment(tmp_path, techniques=["l1_us", "random_s"], reinit=["rewind"], seeds=[0])
+    unshared = dataclasses.replace(cfg, share_dense=False)
+    runner.run_experiment(cfg, tmp_path / "shared", quiet=True, trainer="single", device="cpu", workers=1)
+    runner.run_experiment(unshared, tmp_path / "own", quiet=True, trainer="single", device="cpu", workers=1)
+    assert not list((tmp_path / "own").glob("dense_*")) and len(list((tmp_path / "shared").glob("dense_*"))) == 1
+    assert bitwise_equal(tmp_path / "shared", tmp_path / "own") == 2 * 3
+
+
+def test_a_members_result_does_not_depend_on_the_values_of_the_others():
+    """What makes ghost slots (and so exact resumes) work: same shapes, other values, same bits."""
+    data = datasets.load("mnist", "cpu")
+    sp = datasets.split(len(data.train_y), 12000, 0, train_subset=320)
+    cfg = TrainingConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9)
+    states = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        states.append({k: v.clone() for k, v in models.LeNet().state_dict().items()})
+    masks = [None, {"fc1": torch.rand(120, 400, generator=torch.Generator().manual_seed(5)) < 0.5}, None, None]
+    states[1]["fc1.weight"] = states[1]["fc1.weight"] * masks[1]["fc1"]
+    a, _ = population.train_population(states, masks, data, sp.train_idx, cfg, seed=0, iteration=1)
+    ghosts = [states[0], states[1], {k: torch.zeros_like(v) for k, v in states[2].items()}, states[0]]
+    b, _ = population.train_population(ghosts, masks[:2] + [None, None], data, sp.train_idx, cfg, seed=0, iteration=1)
+    for i in (0, 1):
+        assert all(torch.equal(a[i][k], b[i][k]) for k in a[i]), i
+    assert not torch.equal(a[2]["fc1.weight"], b[2]["fc1.weight"])
+
+
+@pytest.mark.parametrize("stop_after", [2, 7, 9, 15])
+def test_resume_after_interruption_is_bit_identical(folders, tmp_path, stop_after):
+    """Log lines: seed 0's dense training, its 6 runs at iteration 1, at iteration 2, then seed 1 likewise.
+    Stop in the middle of a population's saves (2: 1 of 6 stored; 9: 2 of 6 at iteration 2), at the end of
+    one (7) and in the second group (15); resume; every stored tensor equals the uninterrupted run's."""
+    cfg, pop, _ = folders
     folder = tmp_path / "interrupted"
-    store.write_experiment(folder, cfg, "", "cpu")
     logged = []
 
-    def interrupt_after_8(msg):  # 6 dense trainings, then 2 of the first pruned ones
+    def interrupt(msg):
         logged.append(msg)
-        if len(logged) == 8:
+        if len(logged) == stop_after:
             raise KeyboardInterrupt
 
+    store.write_experiment(folder, cfg, "", "cpu")
+    torch.set_num_threads(os.cpu_count())  # what run_experiment with one worker uses, as in `folders`
     with pytest.raises(KeyboardInterrupt):
-        population.run_population(runs, folder, "cpu", say=interrupt_after_8)
-    done = [len(store.RunStore(folder, rc).completed()) for rc in runs]
-    assert sorted(done) == [1] * 4 + [2] * 2 and not any(store.RunStore(folder, rc).is_done() for rc in runs)
-    # the resumed population mixes members at iterations 1 and 2 in one batched step (in chunks of 4)
-    pending = [rc for rc in runs if not store.RunStore(folder, rc).is_done()]
-    population.run_population(pending, folder, "cpu", say=lambda *_: None, max_members=4)
-    assert all(store.RunStore(folder, rc).is_done() for rc in runs)
-    assert_same_results(folder, single, n_expected=18)
+        for group in population.groups(cfg.runs()):
+            population.run_group(group, folder, "cpu", say=interrupt)
+    assert not all(store.RunStore(folder, rc).is_done() for rc in cfg.runs())
+    assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] > 0
+    assert bitwise_equal(folder, pop) == 36
 
 
 def test_resume_after_lost_last_training_and_done_mark(folders, tmp_path):
     """Remove a finished run's last training consistently (done.json, record, checkpoint back one step)."""
-    cfg, pop, single = folders
+    cfg, pop, _ = folders
     folder = tmp_path / "copy"
     shutil.copytree(pop, folder)
     rc = cfg.runs()[0]
@@ -119,58 +177,48 @@ def test_resume_after_lost_last_training_and_done_mark(folders, tmp_path):
               "record": store.read_tensors(st.training_path(1), ""), "metrics": meta}
     assert ckpt["iteration"] == 2
     store.save_tensors(ckpt_1, st.dir / "checkpoint.pt")
-    population.run_population([rc], folder, "cpu", say=lambda *_: None)
+    assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] == 1
     assert st.is_done() and st.completed() == [0, 1, 2]
-    assert_same_results(folder, single, n_expected=36)
+    assert bitwise_equal(folder, pop) == 36
 
 
 def test_late_rewind_saves_the_same_rewind_point(tmp_path):
     cfg = tiny_experiment(tmp_path, techniques=["l1_us"], reinit=["late_rewind"], seeds=[0], iterations=1,
                           rewind_epoch=1)
     rc = cfg.runs()[0]
-    runner.run_experiment(cfg, tmp_path / "p", quiet=True, trainer="population", device="cpu")
-    runner.run_experiment(cfg, tmp_path / "s", quiet=True, trainer="single", device="cpu")
+    runner.run_experiment(cfg, tmp_path / "p", quiet=True, trainer="population", device="cpu", workers=1)
+    runner.run_experiment(cfg, tmp_path / "s", quiet=True, trainer="single", device="cpu", workers=1)
     got = store.RunStore(tmp_path / "p", rc).load_rewind_point()
     want = store.RunStore(tmp_path / "s", rc).load_rewind_point()
     assert got is not None and got.keys() == want.keys()
     for k in want:
-        assert torch.allclose(got[k], want[k], rtol=0, atol=WEIGHT_ATOL), k
+        assert torch.equal(got[k], want[k]), k  # the dense training is the one-net loop in both
+    assert not list((tmp_path / "p").glob("dense_*"))  # late rewind keeps its own dense training
     assert_same_results(tmp_path / "p", tmp_path / "s", n_expected=2)
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_momentum_weight_decay_and_uneven_last_batch_match_torch_sgd(augment):
-    """Members with their own masks and data order, SGD with momentum and weight decay, 2 epochs of
+def test_momentum_weight_decay_and_uneven_last_batch_match_torch_sgd():
+    """Members with their own masks on a shared batch, SGD with momentum and weight decay, 2 epochs of
     200 images at batch 32 (last batch 8), against ``training.train`` on each masked module alone."""
     data = datasets.load("mnist", "cpu")
-    cfg = TrainingConfig(epochs=2, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-3, augment=augment)
-    members = [(0, 0), (1, 3), (2, 1)]  # (seed, iteration)
-    states, masks, splits = [], [], []
-    for seed, it in members:
-        torch.manual_seed(seed)
+    cfg = TrainingConfig(epochs=2, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-3)
+    split = datasets.split(len(data.train_y), 12000, 1, train_subset=200)
+    states, masks = [], []
+    for i in range(3):
+        torch.manual_seed(i)
         states.append({k: v.clone() for k, v in models.LeNet().state_dict().items()})
-        g = torch.Generator().manual_seed(100 + seed)
-        masks.append(None if it == 0 else {name: torch.rand(m.weight.shape, generator=g) < 0.6
-                                           for name, m in models.prunable_layers(models.LeNet())})
-        splits.append(datasets.split(len(data.train_y), 12000, seed, train_subset=200))
+        g = torch.Generator().manual_seed(100 + i)
+        masks.append(None if i == 0 else {name: torch.rand(m.weight.shape, generator=g) < 0.6
+                                          for name, m in models.prunable_layers(models.LeNet())})
     for mk, st in zip(masks, states):  # starting states carry their masks, as reinit.starting_state makes them
         for layer, m in (mk or {}).items():
             st[f"{layer}.weight"] = st[f"{layer}.weight"] * m
-    nonzero_pruned = []
-
-    def check_pruned(epoch, pop):  # the raw stacked parameters, not a masked copy
-        for layer, mask in pop.masks.items():
-            nonzero_pruned.append(int((pop.params[f"{layer}.weight"].detach()[mask == 0] != 0).sum()))
-
-    trained, stats = population.train_population(
-        states, masks, data, [s.train_idx for s in splits], cfg,
-        seeds=[s for s, _ in members], iterations=[i for _, i in members], on_epoch_end=check_pruned)
-    assert nonzero_pruned == [0] * 10  # 2 epochs x 5 layers
-    for i, (seed, it) in enumerate(members):
+    trained, stats = population.train_population(states, masks, data, split.train_idx, cfg, seed=1, iteration=3)
+    for i in range(3):
         model = models.LeNet()
         model.load_state_dict(states[i])
         techniques.apply_masks(model, masks[i])
-        ref = training.train(model, data, splits[i], cfg, seed=seed, iteration=it)
+        ref = training.train(model, data, split, cfg, seed=1, iteration=3)
         want = techniques.effective_state(model)
         for name in want:
             assert torch.allclose(trained[i][name], want[name], rtol=0, atol=WEIGHT_ATOL), (i, name)
@@ -179,35 +227,26 @@ def test_momentum_weight_decay_and_uneven_last_batch_match_torch_sgd(augment):
         assert stats[i]["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-4)
 
 
-def test_different_training_set_sizes_train_in_separate_groups(tmp_path, monkeypatch):
-    cfg = tiny_experiment(tmp_path, techniques=["l1_us"], reinit=["rewind"], seeds=[0], iterations=1)
-    big = cfg.runs()[0]
-    small = dataclasses.replace(big, data=dataclasses.replace(big.data, train_subset=300))
-    sizes = []
-    real = population.train_population
+def test_groups_are_one_per_seed_and_training_setup_in_config_order(tmp_path):
+    cfg = tiny_experiment(tmp_path, techniques=["l1_us", "hybrid"], reinit=["rewind", "finetune"], seeds=[0, 1])
+    runs = cfg.runs()
+    other = dataclasses.replace(runs[0], data=dataclasses.replace(runs[0].data, train_subset=300))
+    groups = population.groups(runs + [other])
+    assert [len(g) for g in groups] == [4, 4, 1]
+    assert [[(rc.technique, rc.reinit) for rc in g] for g in groups[:2]] == [
+        [("l1_us", "rewind"), ("l1_us", "finetune"), ("hybrid", "rewind"), ("hybrid", "finetune")]] * 2
+    assert {rc.seed for rc in groups[0]} == {0} and {rc.seed for rc in groups[1]} == {1}
 
-    def spy(states, masks, data, train_idx, *args, **kwargs):
-        sizes.append(sorted(len(t) for t in train_idx))
-        return real(states, masks, data, train_idx, *args, **kwargs)
 
-    monkeypatch.setattr(population, "train_population", spy)
-    population.run_population([big, small], tmp_path / "p", "cpu", say=lambda *_: None)
-    assert sorted(sizes) == [[300], [300], [1000], [1000]]  # 2 trainings x 2 groups of one member
-    for rc in (big, small):
-        runner.run_single(rc, tmp_path / "s", "cpu", say=lambda *_: None)
-        for it in (0, 1):
-            got = store.load_training(store.RunStore(tmp_path / "p", rc).training_path(it))
-            want = store.load_training(store.RunStore(tmp_path / "s", rc).training_path(it))
-            for layer in want["masks"]:
-                assert torch.equal(got["masks"][layer], want["masks"][layer])
-            for name in want["weights"]:
-                assert torch.allclose(got["weights"][name], want["weights"][name], rtol=0, atol=WEIGHT_ATOL)
+def test_augmentation_falls_back_to_the_one_net_loop(tmp_path):
+    cfg = tiny_experiment(tmp_path, training={"epochs": 1, "lr": 0.05, "augment": True})
+    assert runner.choose_trainer(cfg, "cpu") == "single"
 
 
 def test_other_architectures_are_refused_in_one_line(tmp_path):
     rc = dataclasses.replace(tiny_experiment(tmp_path).runs()[0], arch="vgg11")
     with pytest.raises(ConfigError) as exc:
-        population.run_population([rc], tmp_path / "r", "cpu")
+        population.run_group([rc], tmp_path / "r", "cpu")
     assert "\n" not in str(exc.value) and "vgg11" in str(exc.value) and "--trainer single" in str(exc.value)
     assert not (tmp_path / "r").exists()
 

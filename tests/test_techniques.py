@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pruning import models, techniques
-from pruning.runner import initial_state
+from pruning.lifecycle import initial_state
 from pruning.config import RunConfig
 
 

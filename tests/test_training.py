@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pruning import datasets, reinit, runner, store, techniques, training
+from pruning import datasets, lifecycle, reinit, runner, store, techniques, training
 from pruning.config import RunConfig, TrainingConfig, load_experiment
 from conftest import write_config
 
@@ -20,10 +20,10 @@ def small_run(**kw) -> RunConfig:
 
 def test_pruned_weights_stay_exactly_zero_through_sgd_with_momentum_and_weight_decay():
     rc = small_run(momentum=0.9, weight_decay=5e-4)
-    rd = runner.run_data(rc, "cpu")
-    init = runner.initial_state(rc)
-    masks, start = runner.next_start(rc, 1, init, init, None, None)
-    model = runner.build_model(rc, start, masks)
+    rd = lifecycle.run_data(rc, "cpu")
+    init = lifecycle.initial_state(rc)
+    masks, start = lifecycle.next_start(rc, 1, init, init, None, None)
+    model = lifecycle.build_model(rc, start, masks)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     idx = rd.split.train_idx
     for step in range(20):
@@ -42,14 +42,14 @@ def test_pruned_weights_stay_exactly_zero_through_sgd_with_momentum_and_weight_d
 
 def test_rewind_restores_every_surviving_weight_and_bias_to_its_initial_value():
     rc = small_run()
-    rd = runner.run_data(rc, "cpu")
-    init = runner.initial_state(rc)
-    model = runner.build_model(rc, init, None)
+    rd = lifecycle.run_data(rc, "cpu")
+    init = lifecycle.initial_state(rc)
+    model = lifecycle.build_model(rc, init, None)
     training.train(model, rd.data, rd.split, rc.training, seed=0, iteration=0)
     trained = techniques.effective_state(model)
     assert not torch.equal(trained["fc1.weight"], init["fc1.weight"])
-    masks, start = runner.next_start(rc, 1, init, trained, None, None)
-    model = runner.build_model(rc, start, masks)
+    masks, start = lifecycle.next_start(rc, 1, init, trained, None, None)
+    model = lifecycle.build_model(rc, start, masks)
     state = techniques.effective_state(model)
     for key, value in init.items():
         if key.endswith(".weight"):
@@ -62,7 +62,7 @@ def test_rewind_restores_every_surviving_weight_and_bias_to_its_initial_value():
 
 def test_finetune_continues_from_the_trained_values_and_random_reinit_draws_new_ones():
     rc = small_run()
-    init = runner.initial_state(rc)
+    init = lifecycle.initial_state(rc)
     trained = {k: v + 1.0 for k, v in init.items()}
     masks = techniques.prune_step("lenet", trained, None, "l1_us", 0.2, seed=0, iteration=1)
     ctx = reinit.ReinitContext("lenet", 0, 1, init, trained)
@@ -125,9 +125,9 @@ def test_late_rewind_restarts_from_the_weights_after_rewind_epoch(tmp_path):
     st = store.RunStore(tmp_path / "res", rc)
     point, init = st.load_rewind_point(), st.load_init()
     # the rewind point is the dense net after exactly one epoch, retrained here independently
-    rd = runner.run_data(rc, "cpu")
+    rd = lifecycle.run_data(rc, "cpu")
     one = rc.training.__class__(**{**rc.training.__dict__, "epochs": 1})
-    model = runner.build_model(rc, init, None)
+    model = lifecycle.build_model(rc, init, None)
     training.train(model, rd.data, rd.split, one, seed=rc.seed, iteration=0)
     assert all(torch.equal(point[k], v) for k, v in model.state_dict().items())
     dense = store.load_training(store.load_results(tmp_path / "res").iloc[0])["weights"]

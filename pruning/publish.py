@@ -1,0 +1,97 @@
+"""Publishing a results set to ``docs/`` (served as-is by GitHub Pages): readers open it without running anything.
+
+``python -m pruning publish RESULTS`` (or ``make publish CONFIG=configs/NAME.yaml``) executes the
+notebooks on the run store (unchanged ones are skipped), renders the paper and the poster, and writes
+``docs/<name>/``:
+
+    paper.html, poster.html   the rendered report (self-contained)
+    results.csv               the tidy results table, one row per training (store.load_results)
+    experiment.json           the config, run hashes, code version, hardware, dates, wall time
+
+then rewrites ``docs/index.html``, which links every published set. Published files are written to a
+temporary folder first and swapped in whole, so a failed render never leaves a half-updated set.
+"""
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+
+from . import notebooks, paths, report, store
+
+FILES = ("paper.html", "poster.html", "results.csv", "experiment.json")
+
+
+def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bool = False) -> Path:
+    """Render ``results`` and publish it to ``docs/<experiment name>/``; returns that folder."""
+    results = Path(results)
+    docs = Path(docs) if docs is not None else paths.DOCS
+    exp = store.read_experiment(results)
+    notebooks.execute_all(results, quiet=quiet)
+    out = report.render(results, renderer=renderer, quiet=quiet)
+    table = store.load_results(results)
+    target = docs / exp["name"]
+    tmp = docs / f".{exp['name']}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copyfile(out["paper"], tmp / "paper.html")
+    shutil.copyfile(out["poster"], tmp / "poster.html")
+    table.drop(columns=["run_dir", "file"]).to_csv(tmp / "results.csv", index=False, float_format="%.6g")
+    shutil.copyfile(results / "experiment.json", tmp / "experiment.json")
+    old = docs / f".{exp['name']}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    write_index(docs)
+    if not quiet:
+        print(f"published: {target}  (index: {docs / 'index.html'})")
+    return target
+
+
+def _row(folder: Path) -> str:
+    exp = json.loads((folder / "experiment.json").read_text())
+    n_rows = sum(1 for _ in (folder / "results.csv").open()) - 1
+    cfg = exp.get("config", {})
+    seconds = exp.get("last_run_seconds")
+    wall = f"{seconds / 60:.0f} min" if isinstance(seconds, (int, float)) else "n/a"
+    links = " · ".join(f'<a href="{folder.name}/{f}">{f.split(".")[0] if f.endswith("html") else f}</a>'
+                       for f in FILES)
+    e = html.escape
+    return (f"<tr><td><b>{e(exp['name'])}</b><br><small>{e(exp.get('description', ''))}</small></td>"
+            f"<td>{e(cfg.get('arch', ''))} / {e(cfg.get('dataset', ''))}</td>"
+            f"<td>{len(exp.get('runs', []))} runs, {n_rows} trainings, seeds {e(str(cfg.get('seeds')))}, "
+            f"{cfg.get('iterations')} iterations, {cfg.get('training', {}).get('epochs')} epochs</td>"
+            f"<td>{e(exp.get('hardware', ''))}<br>{wall} wall ({e(str(exp.get('trainer', '')))} trainer)</td>"
+            f"<td><code>{e(exp.get('code_version', ''))}</code><br>{e(exp.get('updated', exp.get('started', '')))}"
+            f"</td><td>{links}</td></tr>")
+
+
+def write_index(docs: Path) -> Path:
+    """``docs/index.html``: one row per published results set (every ``docs/*/experiment.json``)."""
+    sets = sorted(p.parent for p in Path(docs).glob("*/experiment.json"))
+    rows = "\n".join(_row(folder) for folder in sets)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Iterative pruning, reinitialisation and the similarity of masks: results</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;line-height:1.45}}
+table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;padding:.5rem;text-align:left;vertical-align:top}}
+th{{background:#f4f4f4}}small{{color:#555}}</style></head><body>
+<h1>Iterative pruning, reinitialisation and the similarity of masks</h1>
+<p>Published results of this repository's reproduction of Paganini &amp; Forde (2020), <i>On Iterative Neural Network
+Pruning, Reinitialization, and the Similarity of Masks</i> (arXiv:2001.05050). Each results set has its paper and
+poster (rendered from the stored results, with every difference from the paper's protocol stated in them), its tidy
+results table (one row per training) and its <code>experiment.json</code> (config, run hashes, code version, hardware,
+dates). Re-publish a set with <code>make publish CONFIG=configs/NAME.yaml</code>.</p>
+<table><thead><tr><th>results set</th><th>model / data</th><th>scale</th><th>machine and wall time</th>
+<th>code version and date</th><th>files</th></tr></thead><tbody>
+{rows}
+</tbody></table></body></html>
+"""
+    path = Path(docs) / "index.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    (Path(docs) / ".nojekyll").touch()
+    return path
