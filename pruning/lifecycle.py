@@ -136,16 +136,32 @@ def advance(run: Run) -> dict:
 
 
 def evaluate(rc: RunConfig, model, rd: RunData, stats: dict, iteration: int):
-    """Evaluate a trained model: (trained state, stored record, metrics)."""
-    state = techniques.effective_state(model)
-    state = {k: v.cpu() for k, v in state.items()}
-    all_masks = techniques.get_masks(model)
+    """Evaluate a trained model (masks attached): (trained state, stored record, metrics)."""
+    state = {k: v.cpu() for k, v in techniques.effective_state(model).items()}
     val_idx = rd.split.val_idx.to(rd.data.train_x.device)
-    val = training.evaluate(model, rd.data.train_x[val_idx], rd.data.train_y[val_idx])
-    test = training.evaluate(model, rd.test_x, rd.test_y)
-    remaining = techniques.remaining(all_masks)
-    total = sum(m.numel() for m in all_masks.values())
-    n_bias = sum(v.numel() for k, v in state.items() if not k.endswith(".weight") or k[:-7] not in all_masks)
+    val = training.evaluate(model, rd.data.train_x[val_idx], rd.data.train_y[val_idx]).logits
+    test = training.evaluate(model, rd.test_x, rd.test_y).logits
+    return describe(rc, state, techniques.get_masks(model), rd, val, test, stats, iteration)
+
+
+def val_set(rd: RunData) -> tuple[torch.Tensor, torch.Tensor]:
+    val_idx = rd.split.val_idx.to(rd.data.train_x.device)
+    return rd.data.train_x[val_idx], rd.data.train_y[val_idx]
+
+
+def describe(rc: RunConfig, state: dict, masks: dict, rd: RunData, val_logits: torch.Tensor,
+             test_logits: torch.Tensor, stats: dict, iteration: int):
+    """(trained state, stored record, metrics) of a training from its state, every layer's mask and its
+    validation and test logits (CPU): what both trainers store."""
+    val_y = val_set(rd)[1].cpu()
+    test_y = rd.test_y.cpu()
+    val_loss = torch.nn.functional.cross_entropy(val_logits, val_y).item()
+    test_loss = torch.nn.functional.cross_entropy(test_logits, test_y).item()
+    val_acc = int((val_logits.argmax(1) == val_y).sum()) / len(val_y)
+    test_acc = int((test_logits.argmax(1) == test_y).sum()) / len(test_y)
+    remaining = techniques.remaining(masks)
+    total = sum(m.numel() for m in masks.values())
+    n_bias = sum(v.numel() for k, v in state.items() if not k.endswith(".weight") or k[:-7] not in masks)
     keep = rc.store.weights
     if keep == "all":
         weights = state
@@ -153,14 +169,14 @@ def evaluate(rc: RunConfig, model, rd: RunData, stats: dict, iteration: int):
         weights = {}
     else:
         weights = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] in keep}
-    label_dtype = torch.uint8 if test.logits.shape[1] <= 256 else torch.int64
+    label_dtype = torch.uint8 if test_logits.shape[1] <= 256 else torch.int64
     record = {
         "iteration": iteration,
-        "masks": all_masks,
+        "masks": masks,
         "weights": weights,
-        "logits": test.logits if rc.store.logits else None,
-        "predictions": test.logits.argmax(1).to(label_dtype),
-        "targets": rd.test_y.cpu().to(label_dtype),
+        "logits": test_logits if rc.store.logits else None,
+        "predictions": test_logits.argmax(1).to(label_dtype),
+        "targets": test_y.to(label_dtype),
     }
     metrics = {
         "iteration": iteration,
@@ -168,17 +184,18 @@ def evaluate(rc: RunConfig, model, rd: RunData, stats: dict, iteration: int):
         "weights_remaining": sum(remaining.values()),
         "params_remaining": sum(remaining.values()) + n_bias,
         "remaining": remaining,
-        "val_acc": round(100.0 * val.accuracy, 6), "val_loss": val.loss,
-        "test_acc": round(100.0 * test.accuracy, 6), "test_loss": test.loss,
+        "val_acc": round(100.0 * val_acc, 6), "val_loss": val_loss,
+        "test_acc": round(100.0 * test_acc, 6), "test_loss": test_loss,
         "train_loss": stats["train_loss"], "seconds": stats["seconds"],
     }
     return state, record, metrics
 
 
-def finish(run: Run, model, stats: dict, say=print) -> dict:
-    """Evaluate and store ``run``'s training ``run.next`` (``model`` trained, masks attached); move it on."""
+def finish(run: Run, model, stats: dict, say=print, evaluated=None) -> dict:
+    """Evaluate and store ``run``'s training ``run.next``; move the run on. ``model``: the trained net (masks
+    attached), or None when ``evaluated`` already holds ``describe``'s (state, record, metrics)."""
     k = run.next
-    run.trained, record, metrics = evaluate(run.rc, model, run.rd, stats, k)
+    run.trained, record, metrics = evaluated if evaluated is not None else evaluate(run.rc, model, run.rd, stats, k)
     run.masks = record["masks"]  # every layer's mask, exactly what a resumed run reads from the checkpoint
     run.st.save_training(k, run.trained, run.masks, record, metrics)
     say(log_line(run.rc, metrics))

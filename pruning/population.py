@@ -125,6 +125,11 @@ class Population:
                 grads = self.buffers
             torch._foreach_add_(params, grads, alpha=-cfg.lr)
 
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Every member's logits on ``x`` (N, C, H, W) in one batched pass: (M, N, classes) on the CPU."""
+        return torch.cat([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)], 1).cpu()
+
     def states(self) -> list[dict[str, torch.Tensor]]:
         """Every member's plain state dict on the CPU: one copy of each stacked tensor, then views."""
         host = {name: self.params[name].detach().cpu() for name in self.names}
@@ -132,12 +137,13 @@ class Population:
 
 
 def train_population(states: list[dict], masks: list[dict | None], data: Tensors, train_idx: torch.Tensor,
-                     cfg: TrainingConfig, *, seed: int, iteration: int) -> tuple[list[dict], list[dict]]:
+                     cfg: TrainingConfig, *, seed: int, iteration: int, evaluate_on=()):
     """Train ``M`` members of one seed together for ``cfg.epochs`` epochs, as ``training.train`` trains each.
 
     Every member draws the batches of ``train_idx`` in the order ``training.epoch_order(seed, iteration,
     epoch, ...)``. Returns each member's trained state (CPU, masks applied) and its stats:
-    ``train_loss`` (mean loss of the last epoch) and ``seconds`` (the population's wall time / M).
+    ``train_loss`` (mean loss of the last epoch) and ``seconds`` (the population's wall time / M); and, if
+    ``evaluate_on`` lists image tensors, the trained members' logits on each ((M, N, classes), CPU).
     """
     m = len(states)
     if not (len(masks) == m) or m == 0:
@@ -159,7 +165,10 @@ def train_population(states: list[dict], masks: list[dict | None], data: Tensors
             totals += pop.train_step(data.train_x[batch], data.train_y[batch], cfg) * batch.shape[0]
     train_loss = (totals / n).tolist()
     seconds = (time.perf_counter() - start) / m
-    return pop.states(), [{"train_loss": loss, "seconds": seconds} for loss in train_loss]
+    stats = [{"train_loss": loss, "seconds": seconds} for loss in train_loss]
+    if evaluate_on:
+        return pop.states(), stats, [pop.logits(x) for x in evaluate_on]
+    return pop.states(), stats
 
 
 # ----------------------------------------------------------------------------- runs through the store
@@ -198,12 +207,14 @@ def run_group(group: list[RunConfig], results: Path, device: str, bar=None, say=
         starts = [lifecycle.advance(run) if is_live else _ghost(run.init) for run, is_live in zip(runs, live)]
         masks = [run.masks if is_live else None for run, is_live in zip(runs, live)]
         lead = runs[live.index(True)]
-        trained, stats = train_population(starts, masks, lead.rd.data, lead.rd.split.train_idx, lead.rc.training,
-                                          seed=lead.rc.seed, iteration=k)
-        for run, is_live, state, member_stats in zip(runs, live, trained, stats):
+        # Members of one group share the split and test set: one batched evaluation pass for all of them.
+        trained, stats, (val, test) = train_population(
+            starts, masks, lead.rd.data, lead.rd.split.train_idx, lead.rc.training, seed=lead.rc.seed, iteration=k,
+            evaluate_on=(lifecycle.val_set(lead.rd)[0], lead.rd.test_x))
+        for i, (run, is_live, state, member_stats) in enumerate(zip(runs, live, trained, stats)):
             if not is_live:
                 continue
-            model = lifecycle.build_model(run.rc, state, run.masks).to(device)
-            lifecycle.finish(run, model, member_stats, say)
+            evaluated = lifecycle.describe(run.rc, state, run.masks, run.rd, val[i], test[i], member_stats, k)
+            lifecycle.finish(run, None, member_stats, say, evaluated=evaluated)
             if bar is not None:
                 bar.update(1)

@@ -22,6 +22,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -298,8 +299,13 @@ def read_experiment(folder: Path) -> dict:
 # ----------------------------------------------------------------------------- the tidy table
 
 TABLE_COLUMNS = ["arch", "dataset", "technique", "reinit", "seed", "iteration", "sparsity", "weights_remaining",
-                 "params_remaining", "val_acc", "test_acc", "val_loss", "test_loss", "train_loss", "seconds",
-                 "run_hash", "run_dir", "file"]
+                 "params_remaining", "val_acc", "test_acc", "val_loss", "test_loss", "train_loss", "collapsed",
+                 "seconds", "run_hash", "run_dir", "file"]
+
+# A training whose final training loss is within this of ln(classes), the loss of a uniform guess, learned
+# nothing: the table flags it (``collapsed``) so that no average takes it in silently.
+COLLAPSE_TOLERANCE = 0.01
+NUM_CLASSES = 10
 
 
 def load_results(folder: str | Path, all_runs: bool = False) -> pd.DataFrame:
@@ -308,7 +314,8 @@ def load_results(folder: str | Path, all_runs: bool = False) -> pd.DataFrame:
     Columns: arch, dataset, technique, reinit, seed, iteration (pruning steps so far), sparsity
     (fraction of prunable weights removed), weights_remaining (prunable weights left),
     params_remaining (all weights and biases left), val_acc and test_acc (in %), val_loss, test_loss,
-    train_loss, seconds (training time), run_hash, run_dir, file (the training's ``.pt``), and one
+    train_loss, collapsed (final train loss within ``COLLAPSE_TOLERANCE`` of ln 10: the training learned
+    nothing), seconds (training time), run_hash, run_dir, file (the training's ``.pt``), and one
     ``remaining.<layer>`` column per prunable layer. Only the runs listed in ``experiment.json`` are
     read unless ``all_runs``; unfinished runs contribute the trainings they have.
     """
@@ -338,6 +345,7 @@ def load_results(folder: str | Path, all_runs: bool = False) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     table = pd.DataFrame(rows)
+    table["collapsed"] = (table["train_loss"].astype(float) - math.log(NUM_CLASSES)).abs() <= COLLAPSE_TOLERANCE
     extra = [c for c in table.columns if c not in TABLE_COLUMNS]
     return table[TABLE_COLUMNS + extra].sort_values(["technique", "reinit", "seed", "iteration"]).reset_index(drop=True)
 

@@ -28,7 +28,9 @@ class Evaluation:
 def epoch_order(seed: int, iteration: int, epoch: int, train_idx: torch.Tensor) -> torch.Tensor:
     """The training indices in the order of one epoch (on ``train_idx``'s device)."""
     perm = torch.randperm(len(train_idx), generator=generator(seed, "order", iteration, epoch))
-    return train_idx[perm.to(train_idx.device)]
+    if train_idx.device.type == "cuda":  # from pinned memory, without blocking the host
+        return train_idx[perm.pin_memory().to(train_idx.device, non_blocking=True)]
+    return train_idx[perm]
 
 
 def augment(x: torch.Tensor, seed: int, iteration: int, epoch: int, step: int) -> torch.Tensor:

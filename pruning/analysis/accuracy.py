@@ -33,7 +33,7 @@ def accuracy_summary(table: pd.DataFrame, metric: str = "test_acc") -> pd.DataFr
 
 # ----------------------------------------------------------------------------- what explains an accuracy
 
-COLLAPSE_TOLERANCE = 0.01  # a training whose final train loss is within this of ln(classes) learned nothing
+from ..store import COLLAPSE_TOLERANCE  # noqa: E402 - the one definition, beside the table's `collapsed` column
 
 
 def collapsed(table: pd.DataFrame, classes: int = 10, tolerance: float = COLLAPSE_TOLERANCE) -> pd.Series:
