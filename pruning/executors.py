@@ -410,12 +410,9 @@ def prepare(unit: Unit, results: Path, share_dense: bool) -> int:
     training, as ``lifecycle.open_run`` would do. Then the task needs none of the trainings' tensors, and
     everything it sends back is one new training at a time. Returns the number of dense trainings linked."""
     linked = 0
-    if unit.kind == "dense":
-        return linked
-    for rc in unit.runs:
-        st = store.RunStore(results, rc)
+    for rc, st in zip(unit.runs, unit.stores(results)):
         st.begin()
-        if st.resume() is None and share_dense and store.dense_shareable(rc):
+        if st.resume() is None and unit.kind != "dense" and share_dense and store.dense_shareable(rc):
             dense = store.RunStore(results, store.dense_config(rc))
             if dense.is_done():
                 st.link_dense(dense)

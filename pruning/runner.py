@@ -94,7 +94,9 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
 
     ``executor`` 'local' (default) trains in this process or in local worker processes; 'ray' on a Ray
     cluster: embedded on this machine, or the one at ``address`` (``executors``)."""
-    device = resolve_device(device or cfg.device)
+    device = device or cfg.device
+    # On Ray the GPUs are the cluster's: --device cuda needs none on the driver's machine.
+    device = device if executor == "ray" and device == "cuda" else resolve_device(device)
     settings = configure_device(device)
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
