@@ -78,7 +78,7 @@ def setup(results, iteration=None, reinit="rewind", techniques=None, **checked):
     table = analysis.load(resolve_results(results))
     if iteration is None:
         analysis.check(table, reinit=reinit, techniques=techniques, **checked)
-        iteration = analysis.last_iteration(table)
+        iteration = analysis.report_iteration(table)
     analysis.check(table, reinit=reinit, techniques=techniques, iteration=iteration, **checked)
     selected = analysis.technique_order(table) if techniques is None else [str(t) for t in np.atleast_1d(techniques)]
     return SimpleNamespace(table=table, iteration=int(iteration), selected=selected,

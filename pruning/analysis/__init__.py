@@ -29,6 +29,6 @@ from .predictions import ENSEMBLE_METHODS, NINE, POSTER_ENSEMBLES, POSTER_ITERAT
     ensemble_predictions, ensemble_table, max_agreement, poster_groups, poster_reference
 from .stats import Summary, pearson, summarize, t_quantile
 from .table import RECORD_CACHE_BYTES, RECORD_CACHE_SIZE, ParameterError, _ranges, check, clear_cache, last_iteration, \
-    layer_names, load, record, technique_order
+    layer_names, load, record, report_iteration, technique_order
 from .weights import mean_abs_delta, stability_vs_accuracy, weight_drift, weight_stability, weight_traces
 from . import deviations, findings, quoted  # noqa: E402  (modules: analysis.findings.findings(...), ...)

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from .. import paths, techniques as _techniques
-from .table import ParameterError, _as_list, _files, _folder, _mean_std, _np, _pairwise_over_seeds, _techniques_for, \
+from .table import POSTER_ITERATION, ParameterError, _as_list, _files, _folder, _mean_std, _np, _pairwise_over_seeds, _techniques_for, \
     check, record
 
 REFERENCE_DIR = paths.REFERENCE
@@ -160,7 +160,7 @@ def _read_poster_ensembles(path: Path = REFERENCE_DIR / "poster_ensembles.csv") 
 
 
 POSTER_ENSEMBLES: dict[str, float] = _read_poster_ensembles()
-POSTER_ITERATION = 18  # the poster's table is after 18 pruning iterations
+
 
 
 

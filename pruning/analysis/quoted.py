@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import store, techniques as _techniques
 from . import accuracy, deviations, findings as _findings, masks, predictions
-from .table import ParameterError, _ranges, last_iteration, load, record, technique_order
+from .table import ParameterError, _ranges, last_iteration, load, report_iteration, record, technique_order
 
 ARCH_NAMES = {"lenet": "LeNet", "alexnet": "AlexNet", "vgg11": "VGG11"}
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -57,7 +57,7 @@ def variables(results) -> dict[str, str]:
     reinits = [r for r in (cfg.get("reinit") or sorted(set(table["reinit"]))) if r in set(table["reinit"])]
     main = "rewind" if "rewind" in reinits else reinits[0]
     sel = table[table["reinit"] == main]
-    it = last_iteration(table)
+    it = report_iteration(table)
     techs = technique_order(sel)
     seeds = sorted(int(s) for s in set(table["seed"]))
     runs_done = sum(1 for r in exp.get("runs", []) if (folder / f"run_{r['hash']}" / "done.json").exists())
