@@ -278,5 +278,15 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: 'training.epochs' and 'training.batch_size' must be >= 1")
     if "late_rewind" in cfg.reinit and not 0 < cfg.rewind_epoch <= cfg.training.epochs:
         raise ConfigError(f"{source}: late_rewind needs 0 < rewind_epoch <= training.epochs, got {cfg.rewind_epoch}")
+    native_channels, native_side = datasets.NATIVE_SHAPE[cfg.dataset]
+    channels, side = cfg.data.channels or native_channels, cfg.data.input_size or native_side
+    if channels != native_channels and native_channels != 1:
+        raise ConfigError(f"{source}: {cfg.dataset} images have {native_channels} channels and cannot be turned "
+                          f"into {channels}; remove 'data.channels' or set it to {native_channels}")
+    problem = models.input_error(cfg.arch, channels, side)
+    if problem:
+        fix = (f"set data.input_size to {models.MIN_INPUT_SIZE[cfg.arch]} or more" if side < models.MIN_INPUT_SIZE[cfg.arch]
+               else "change data.input_size (and data.channels)")
+        raise ConfigError(f"{source}: {problem}; {fix}")
     if isinstance(cfg.store.weights, str) and cfg.store.weights not in ("all", "none"):
         raise ConfigError(f"{source}: 'store.weights' must be 'all', 'none' or a list of layer names")

@@ -176,6 +176,8 @@ DATASETS = {
     "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
 }
+# (channels, side) of each dataset's images as stored.
+NATIVE_SHAPE = {"mnist": (1, 28), "fashion_mnist": (1, 28), "cifar10": (3, 32)}
 
 # ----------------------------------------------------------------------------- loading with options
 

@@ -31,16 +31,9 @@ class RunData:
     test_y: torch.Tensor
 
 
-_DATA_CACHE: dict[tuple, datasets.Tensors] = {}
-
-
 def run_data(rc: RunConfig, device: str) -> RunData:
-    """The run's dataset on ``device`` (loaded once per process and shared), its split and test set."""
-    key = (rc.dataset, str(device), rc.data.input_size, rc.data.channels)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()  # one dataset resident at a time
-        _DATA_CACHE[key] = datasets.load(rc.dataset, device, rc.data.input_size, rc.data.channels)
-    data = _DATA_CACHE[key]
+    """The run's dataset on ``device`` (``datasets.load`` keeps it loaded), its split and test set."""
+    data = datasets.load(rc.dataset, device, rc.data.input_size, rc.data.channels)
     sp = datasets.split(len(data.train_y), rc.data.val_size, rc.seed, rc.data.train_subset, rc.data.val_subset)
     n_test = rc.data.test_subset or len(data.test_y)
     return RunData(data, sp, data.test_x[:n_test], data.test_y[:n_test])

@@ -56,6 +56,21 @@ MIN_INPUT_SIZE = {"lenet": 28, "alexnet": 63, "vgg11": 32}
 POPULATION_SAFE = {"lenet"}
 
 
+def input_error(arch: str, in_channels: int, side: int) -> str | None:
+    """Why ``arch`` cannot take (in_channels, side, side) images, or None when it can.
+
+    The model is built and run on the meta device: every shape is checked, nothing is computed or allocated.
+    """
+    if side < MIN_INPUT_SIZE.get(arch, 1):
+        return f"{arch} needs images of at least {MIN_INPUT_SIZE[arch]}x{MIN_INPUT_SIZE[arch]} px, got {side}x{side}"
+    try:
+        with torch.device("meta"):
+            build(arch, 10, in_channels)(torch.zeros(1, in_channels, side, side))
+    except RuntimeError as exc:
+        return f"{arch} cannot take {in_channels}x{side}x{side} images ({str(exc).splitlines()[0][:120]})"
+    return None
+
+
 def build(arch: str, num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return MODELS[arch](num_classes, in_channels)
 

@@ -28,10 +28,23 @@ def _one_line_error(result, *needles):
     ({"training": {"lrate": 0.1}}, ["unknown key 'training.lrate'"]),
     ({"prune_fraction": 1.5}, ["prune_fraction"]),
     ({"seeds": [0, 0]}, ["must not repeat"]),
+    ({"arch": "alexnet"}, ["alexnet needs images of at least 63x63 px, got 28x28", "set data.input_size to 63"]),
+    ({"arch": "vgg11"}, ["vgg11 needs images of at least 32x32 px", "set data.input_size to 32"]),
+    ({"data": {"input_size": 32}}, ["lenet cannot take 1x32x32 images", "change data.input_size"]),
+    ({"dataset": "cifar10", "data": {"channels": 1}}, ["cifar10 images have 3 channels", "set it to 3"]),
+    ({"reinit": ["rewind"], "reinit_techniques": {"finetune": ["l1_us"]}}, ["unknown reinit mode in 'reinit_techniques'"]),
+    ({"reinit_techniques": {"finetune": ["l2_s"]}}, ["unknown technique in 'reinit_techniques.finetune' 'l2_s'"]),
 ])
 def test_config_errors(tmp_path, overrides, needles):
     path = write_config(tmp_path / "bad.yaml", **overrides)
     _one_line_error(run_main("run", path, "--results", tmp_path / "out"), *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_config_file_is_an_error_not_a_default_job(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing here yet\n")
+    _one_line_error(run_main("run", path, "--results", tmp_path / "out"), "is empty", "configs/smoke.yaml")
     assert not (tmp_path / "out").exists()
 
 
