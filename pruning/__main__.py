@@ -14,6 +14,7 @@ Every error that a user can fix is printed as one line that says what to do; the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -172,6 +173,10 @@ def main(argv=None) -> int:
         return args.func(args)
     except UserError as exc:  # ConfigError, DataError, StoreError, ExecutorError, ParameterError, ReportError, ...
         print(f"error: {exc}", file=sys.stderr)
+        if argv is None and getattr(exc, "exit_now", False):  # a failed ray.init's threads can block the exit
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished trainings are kept; run the same command again to resume", file=sys.stderr)

@@ -47,6 +47,8 @@ RAY_RETRIES = 3  # times a unit is started again after its worker or node died
 class ExecutorError(UserError):
     """An executor that cannot run (e.g. no Ray cluster at the given address); one line that says what to do."""
 
+    exit_now = False  # True: the command line exits at once (os._exit), without the interpreter's clean-up
+
 
 # ----------------------------------------------------------------------------- units
 
@@ -242,6 +244,9 @@ def ray_connect(address: str | None) -> str:
     Returns a description of the cluster."""
     import logging
 
+    if address:
+        # Joining: give up on an address that answers but is no Ray head after ~10 s of tries (Ray: ~20 s).
+        os.environ.setdefault("RAY_NUM_REDIS_GET_RETRIES", "10")
     import ray
 
     if address and address != "auto" and "://" not in address:
@@ -266,7 +271,9 @@ def ray_connect(address: str | None) -> str:
         if "AuthToken" in text or "AuthenticationError" in text:
             why = ["the cluster wants its authentication token: copy it from the head (`ray get-auth-token`) "
                    "into RAY_AUTH_TOKEN or a file named by RAY_AUTH_TOKEN_PATH"]
-        raise ExecutorError(f"cannot start or join {where}: {': '.join(why)[:400]}") from None
+        error = ExecutorError(f"cannot start or join {where}: {': '.join(why)[:400]}")
+        error.exit_now = True  # Ray's half-made client can hang the interpreter's exit: the CLI skips it
+        raise error from None
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = sum(n["Resources"].get("CPU", 0) for n in nodes)
     gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
