@@ -310,7 +310,6 @@ class _RayJob:
     unit: Unit
     gen: object = None
     attempts: int = 0
-    trainings: int = 0
 
 
 class RayExecutor:

@@ -5,7 +5,6 @@ and their union is bit for bit what one process stores. The Ray version is in te
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from executor_helpers import (N_TRAININGS, REPO, assert_bit_identical, env_with, run_cli, small_config, start_cli,
-                              stored, trained)
+from executor_helpers import N_TRAININGS, assert_bit_identical, env_with, run_cli, small_config, start_cli, trained
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
