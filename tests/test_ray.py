@@ -70,7 +70,7 @@ class Cluster:
         self._ray("start", f"--address={self.address}", *common)
 
     def _ray(self, *args) -> None:
-        proc = subprocess.run([RAY, *args], env=self.env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([RAY, *args], env=self.env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     def ours(self, pid: int) -> bool:
