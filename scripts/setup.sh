@@ -14,9 +14,21 @@ stamp=.venv/.requirements.sha256
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing requirements.txt into .venv (torch from the local wheel cache takes about a minute)"
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+  # A package index that drops connections now and then (seen here) costs a retry, not the set-up.
+  pip_install() {
+    for attempt in 1 2 3; do
+      if .venv/bin/python -m pip install -q --retries 10 "$@" 2>&1 | grep -v -e "^WARNING: Location" -e "Retrying"; \
+         [ "${PIPESTATUS[0]}" = 0 ]; then
+        return 0
+      fi
+      echo "setup: pip install $* failed (attempt $attempt of 3)"
+      sleep 5
+    done
+    return 0  # the import check below names what is missing
+  }
+  pip_install --upgrade pip
+  pip_install -r requirements.txt
+  pip_install --no-deps -e .
   .venv/bin/python -c "import torch, torchvision, pandas, papermill, nbval, pypandoc" \
     || { echo "setup: the install failed; see the pip messages above"; exit 1; }
   echo "$want" > "$stamp"
