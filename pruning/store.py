@@ -102,6 +102,18 @@ def read_tensors(path: Path, what_to_do: str, sha256: str | None = None):
 
 
 def code_version() -> str:
+    """The commit of the code this process runs (read once: a commit made while a long run goes on must not
+    be recorded as the code that trained it), with "-dirty" when tracked files differed from it."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        _CODE_VERSION = _read_code_version()
+    return _CODE_VERSION
+
+
+_CODE_VERSION: str | None = None
+
+
+def _read_code_version() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10).stdout.strip()
