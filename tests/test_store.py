@@ -66,11 +66,9 @@ def test_kill_9_mid_run_resumes_to_the_same_results(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pruning", "run", str(cfg), "--results", str(killed), "--quiet"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    # kill once the second run is half-way: one run finished, one part-done, two not started
+    # kill half-way: the 4 runs train as one population (one seed), in lockstep, 4 trainings each
     while time.time() < deadline:
-        done = list(killed.glob("run_*/done.json"))
-        partial = [p for p in killed.glob("run_*/trainings/001.json") if not (p.parent.parent / "done.json").exists()]
-        if done and partial:
+        if len(list(killed.glob("run_*/trainings/[0-9][0-9][0-9].json"))) >= 7:
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
