@@ -131,8 +131,7 @@ def advance(run: Run) -> dict:
 def evaluate(rc: RunConfig, model, rd: RunData, stats: dict, iteration: int):
     """Evaluate a trained model (masks attached): (trained state, stored record, metrics)."""
     state = {k: v.cpu() for k, v in techniques.effective_state(model).items()}
-    val_idx = rd.split.val_idx.to(rd.data.train_x.device)
-    val = training.evaluate(model, rd.data.train_x[val_idx], rd.data.train_y[val_idx]).logits
+    val = training.evaluate(model, *val_set(rd)).logits
     test = training.evaluate(model, rd.test_x, rd.test_y).logits
     return describe(rc, state, techniques.get_masks(model), rd, val, test, stats, iteration)
 
@@ -146,7 +145,7 @@ def describe(rc: RunConfig, state: dict, masks: dict, rd: RunData, val_logits: t
              test_logits: torch.Tensor, stats: dict, iteration: int):
     """(trained state, stored record, metrics) of a training from its state, every layer's mask and its
     validation and test logits (CPU): what both trainers store."""
-    val_y = val_set(rd)[1].cpu()
+    val_y = rd.data.train_y[rd.split.val_idx.to(rd.data.train_y.device)].cpu()  # labels only: no image gather
     test_y = rd.test_y.cpu()
     val_loss = torch.nn.functional.cross_entropy(val_logits, val_y).item()
     test_loss = torch.nn.functional.cross_entropy(test_logits, test_y).item()
