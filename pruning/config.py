@@ -61,6 +61,8 @@ class DataConfig:
 class StoreConfig:
     weights: str | list = _field("all", doc="'all', 'none' or a list of layer names whose trained weights are stored")
     logits: bool = _field(True, doc="store test-set logits (needed for ensembles)")
+    masks: str | list = _field("all", noop=True, doc="'all' or a list of layer names whose masks are stored "
+                                                     "(bit-packed; the run's checkpoint keeps every layer's)")
 
 
 @dataclass
@@ -290,3 +292,12 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: {problem}; {fix}")
     if isinstance(cfg.store.weights, str) and cfg.store.weights not in ("all", "none"):
         raise ConfigError(f"{source}: 'store.weights' must be 'all', 'none' or a list of layer names")
+    if isinstance(cfg.store.masks, str) and cfg.store.masks != "all":
+        raise ConfigError(f"{source}: 'store.masks' must be 'all' or a list of layer names")
+    layers = [n for n, _ in models.prunable_layers(models.build_meta(cfg.arch, channels))]
+    for what in ("weights", "masks"):
+        keep = getattr(cfg.store, what)
+        unknown = [k for k in keep if k not in layers] if isinstance(keep, list) else []
+        if unknown:
+            raise ConfigError(f"{source}: 'store.{what}' names unknown layer(s) {unknown}; {cfg.arch}'s prunable "
+                              f"layers are {layers}")

@@ -65,10 +65,16 @@ def input_error(arch: str, in_channels: int, side: int) -> str | None:
         return f"{arch} needs images of at least {MIN_INPUT_SIZE[arch]}x{MIN_INPUT_SIZE[arch]} px, got {side}x{side}"
     try:
         with torch.device("meta"):
-            build(arch, 10, in_channels)(torch.zeros(1, in_channels, side, side))
+            build_meta(arch, in_channels)(torch.zeros(1, in_channels, side, side))
     except RuntimeError as exc:
         return f"{arch} cannot take {in_channels}x{side}x{side} images ({str(exc).splitlines()[0][:120]})"
     return None
+
+
+def build_meta(arch: str, in_channels: int = 1) -> nn.Module:
+    """``arch`` on the meta device: its layers and shapes, with no memory allocated (VGG11 has 129M weights)."""
+    with torch.device("meta"):
+        return build(arch, 10, in_channels)
 
 
 def build(arch: str, num_classes: int = 10, in_channels: int = 1) -> nn.Module:

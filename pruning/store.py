@@ -7,8 +7,9 @@ Layout of a results folder (e.g. ``results/smoke/``)::
     run_<hash>/init.pt              weights and biases at initialisation
     run_<hash>/rewind_point.pt      weights after rewind_epoch epochs of dense training (late_rewind only)
     run_<hash>/checkpoint.pt        the latest trained state: what a resumed run continues from
-    run_<hash>/trainings/007.pt     training 7 (after 7 pruning steps): masks, weights, test logits,
-                                    predicted classes, test labels
+    run_<hash>/trainings/007.pt     training 7 (after 7 pruning steps): masks (bit-packed, the layers
+                                    ``store.masks`` keeps), weights (of ``store.weights``), test logits
+                                    (if ``store.logits``), predicted classes, test labels
     run_<hash>/trainings/007.json   its metrics and the sha256 of 007.pt (written last: the commit mark)
     run_<hash>/done.json            written when all trainings are finished; a done run is skipped
 
@@ -32,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from . import records
 from .config import ExperimentConfig, RunConfig
 from .errors import UserError
 from .paths import REPO_ROOT
@@ -198,21 +200,31 @@ class RunStore:
         return read_tensors(path, self.redo) if path.exists() else None
 
     def checkpoint(self) -> dict | None:
+        """The latest trained state: iteration, state, masks (every layer, unpacked), record (as stored), metrics."""
         path = self.dir / "checkpoint.pt"
-        return read_tensors(path, self.redo) if path.exists() else None
+        if not path.exists():
+            return None
+        ckpt = read_tensors(path, self.redo)
+        if "packed_masks" in ckpt["masks"]:
+            ckpt["masks"] = records.unpack_masks(ckpt["masks"])
+        return ckpt
 
     # trainings --------------------------------------------------------------
     def training_path(self, iteration: int) -> Path:
         return self.dir / "trainings" / f"{iteration:03d}.pt"
 
     def save_training(self, iteration: int, state: dict, masks: dict, record: dict, metrics: dict) -> None:
-        """Checkpoint first (it carries the record), then the record, then its metrics (the commit mark)."""
-        save_tensors({"iteration": iteration, "state": state, "masks": masks, "record": record,
-                      "metrics": metrics}, self.dir / "checkpoint.pt")
-        self._write_record(iteration, record, metrics)
+        """Checkpoint first (it carries the stored record), then the record, then its metrics (the commit mark).
 
-    def _write_record(self, iteration: int, record: dict, metrics: dict) -> None:
-        sha = save_tensors(record, self.training_path(iteration))
+        The checkpoint keeps every layer's mask (what the next training starts from); the record keeps the
+        layers ``store.masks`` names. Both bit-pack them (``records``)."""
+        stored = records.pack(record, self.cfg.store.masks)
+        save_tensors({"iteration": iteration, "state": state, "masks": records.pack_masks(masks), "record": stored,
+                      "metrics": metrics}, self.dir / "checkpoint.pt")
+        self._write_record(iteration, stored, metrics)
+
+    def _write_record(self, iteration: int, stored: dict, metrics: dict) -> None:
+        sha = save_tensors(stored, self.training_path(iteration))
         save_json({**metrics, "iteration": iteration, "sha256": sha}, self.training_path(iteration).with_suffix(".json"))
 
     def resume(self) -> dict | None:
@@ -363,7 +375,7 @@ def load_results(folder: str | Path, all_runs: bool = False) -> pd.DataFrame:
 
 
 def load_training(row_or_path) -> dict:
-    """Everything stored for one training: ``masks`` {layer: bool tensor}, ``weights`` {"conv1.weight": tensor, ...},
+    """Everything stored for one training: ``masks`` {layer: bool tensor} (the layers ``store.masks`` keeps), ``weights`` {"conv1.weight": tensor, ...},
     ``logits`` (N, classes) float32, ``predictions`` (N,) int64, ``targets`` (N,) int64.
 
     Accepts a row of :func:`load_results` (or its ``file``), so ``load_training(table.iloc[0])`` works.
@@ -371,7 +383,8 @@ def load_training(row_or_path) -> dict:
     """
     path = Path(row_or_path["file"] if not isinstance(row_or_path, (str, Path)) else row_or_path)
     meta = read_json(path.with_suffix(".json"), f"delete {path.parent.parent} and run the same command again")
-    record = read_tensors(path, f"delete {path.parent.parent} and run the same command again", meta.get("sha256"))
+    record = records.unpack(read_tensors(path, f"delete {path.parent.parent} and run the same command again",
+                                         meta.get("sha256")))
     record["predictions"] = record["predictions"].long()
     record["targets"] = record["targets"].long()
     return record

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from .accuracy import COLLAPSE_TOLERANCE, accuracy_summary, collapsed, collapsed_summary, output_units, \
     paired_difference
-from .connectivity import effective_sparsity, effective_sparsity_curve, empty_kernels, filter_kernels
+from .connectivity import chance_empty_fraction, effective_sparsity, effective_sparsity_curve, empty_kernel_curve, \
+    empty_kernels, filter_kernels
 from .masks import jaccard_distance, mask_distance_curve, mask_distance_matrix, pair_distances, random_distance_matrix, \
     random_distance_of, random_mask_distance, rewind_vs_finetune
 from .predictions import ENSEMBLE_METHODS, NINE, POSTER_ENSEMBLES, POSTER_ITERATION, POSTER_SINGLES, POSTER_TRIO, \

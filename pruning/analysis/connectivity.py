@@ -92,3 +92,41 @@ def effective_sparsity_curve(table: pd.DataFrame, reinit: str = "rewind") -> pd.
         rows.append({"technique": tech, "seed": int(seed), "iteration": int(it), "sparsity": float(sp),
                      "effective_sparsity": eff})
     return pd.DataFrame(rows, columns=["technique", "seed", "iteration", "sparsity", "effective_sparsity"])
+
+
+def chance_empty_fraction(mask: torch.Tensor) -> float:
+    """The fraction of ``mask``'s kernels (out, in, k, k) expected empty if as many entries were pruned at random.
+
+    With a fraction p of the layer's entries pruned, a kernel of n = k*k entries is empty with p**n
+    (sampling with replacement; exact enough for layers of thousands of entries).
+    """
+    pruned = 1.0 - float(mask.float().mean())
+    return pruned ** mask[0, 0].numel()
+
+
+def empty_kernel_curve(table: pd.DataFrame, layer: str, techniques=None) -> pd.DataFrame:
+    """Per technique, reinit, seed and iteration: the fraction of conv ``layer``'s kernels whose every entry is
+    pruned (``empty``), and the fraction a random mask of the same sparsity would empty (``chance``).
+
+    Read from the stored masks, so it needs ``layer`` among the config's ``store.masks``. Columns:
+    technique, reinit, seed, iteration, sparsity (of the layer), kernels, empty_kernels, empty, chance.
+    """
+    check(table, layer=layer, techniques=techniques)
+    sel = table if techniques is None else table[table["technique"].isin(np.atleast_1d(techniques))]
+    rows = []
+    for tech, mode, seed, it, f in zip(sel["technique"], sel["reinit"], sel["seed"], sel["iteration"], sel["file"]):
+        masks = record(f)["masks"]
+        if layer not in masks:
+            raise ParameterError(f"{_folder(table)} stores no mask of layer '{layer}' (stored: "
+                                 f"{', '.join(masks) or 'none'}; see store.masks in the config)")
+        mask = masks[layer]
+        if mask.dim() != 4:
+            raise ParameterError(f"layer '{layer}' is not a conv layer (its mask has shape {tuple(mask.shape)})")
+        counts = empty_kernels(mask)
+        rows.append({"technique": tech, "reinit": mode, "seed": int(seed), "iteration": int(it),
+                     "sparsity": 1.0 - float(mask.float().mean()), "kernels": counts["kernels"],
+                     "empty_kernels": counts["empty_kernels"], "empty": counts["empty_kernels"] / counts["kernels"],
+                     "chance": chance_empty_fraction(mask)})
+    columns = ["technique", "reinit", "seed", "iteration", "sparsity", "kernels", "empty_kernels", "empty", "chance"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["technique", "reinit", "seed", "iteration"],
+                                                           ignore_index=True)
