@@ -138,3 +138,38 @@ def test_late_rewind_restarts_from_the_weights_after_rewind_epoch(tmp_path):
     start = reinit.starting_state("late_rewind", ctx, masks)
     m = masks["fc1"]
     assert torch.equal(start["fc1.weight"][m], point["fc1.weight"][m])
+
+
+def _hooked_reference(model, rd, cfg: TrainingConfig, seed: int, iteration: int):
+    """The step loop with prune's forward hooks left on (weight = weight_orig * weight_mask every pass)."""
+    torch.manual_seed(training.derive_seed(seed, "train", iteration))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    idx = rd.split.train_idx
+    for epoch in range(cfg.epochs):
+        order = training.epoch_order(seed, iteration, epoch, idx)
+        for i in range(0, len(order), cfg.batch_size):
+            b = order[i:i + cfg.batch_size]
+            loss = torch.nn.functional.cross_entropy(model(rd.data.train_x[b]), rd.data.train_y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def test_folded_masks_train_bit_identically_to_prune_hooks_and_leave_the_masks_attached():
+    rc = small_run(momentum=0.9, weight_decay=5e-4, epochs=2)
+    rd = lifecycle.run_data(rc, "cpu")
+    init = lifecycle.initial_state(rc)
+    masks, start = lifecycle.next_start(rc, 1, init, init, None, None)
+    masks, start = lifecycle.next_start(rc, 2, init, start, masks, None)  # two steps: 36% of every layer pruned
+    folded = lifecycle.build_model(rc, start, masks)
+    hooked = lifecycle.build_model(rc, start, masks)
+    training.train(folded, rd.data, rd.split, rc.training, seed=rc.seed, iteration=2)
+    _hooked_reference(hooked, rd, rc.training, rc.seed, 2)
+    a, b = techniques.effective_state(folded), techniques.effective_state(hooked)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert not torch.equal(a["conv1.weight"], start["conv1.weight"] * masks["conv1"])  # it did train
+    for name, module in techniques.models.prunable_layers(folded):
+        assert hasattr(module, "weight_orig") and torch.equal(module.weight_mask.bool(), masks[name]), name
+        assert bool((a[f"{name}.weight"][~masks[name]] == 0).all()), name
