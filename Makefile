@@ -4,7 +4,7 @@ CONFIG ?= configs/smoke.yaml
 EXECUTOR ?= local
 ADDRESS ?=
 
-.PHONY: all setup test publish benchmark clean-build
+.PHONY: all setup test publish conv2 benchmark clean-build
 all:
 	bash scripts/main.sh $(CONFIG) --executor $(EXECUTOR) $(if $(ADDRESS),--address $(ADDRESS))
 setup:
@@ -15,6 +15,12 @@ test:
 publish:
 	bash scripts/setup.sh
 	.venv/bin/python -m pruning publish $(CONFIG)
+# The AlexNet and VGG11 conv2 results sets (about an hour together on 2 CPU cores); a LeNet report rendered after this
+# shows their figures beside LeNet's conv1. `make publish CONFIG=configs/alexnet_mnist_cpu.yaml` publishes one.
+conv2:
+	bash scripts/setup.sh
+	.venv/bin/python -m pruning run configs/alexnet_mnist_cpu.yaml
+	.venv/bin/python -m pruning run configs/vgg11_mnist_cpu.yaml
 benchmark:
 	.venv/bin/python benchmarks/masking.py
 	.venv/bin/python benchmarks/population.py

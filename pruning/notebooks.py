@@ -217,41 +217,76 @@ def execute_all(results, force: bool = False, quiet: bool = False, notebooks=Non
 
     out_dir = output_folder(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results_fp, code_fp = results_fingerprint(results), code_fingerprint()
+    code_fp = code_fingerprint()
+    jobs = [(source, nb, out_dir / source.name, {"results": str(results), **{
+        k: v for k, v in parameters.items() if k in declared[source]}}, results, None) for source, nb in loaded.items()]
+    jobs += _companion_jobs(results, loaded, out_dir)
+    fingerprints: dict[Path, str] = {}
     done, errors = [], []
-    for source, nb in loaded.items():
-        params = {"results": str(results), **{k: v for k, v in parameters.items() if k in declared[source]}}
-        target = out_dir / source.name
-        stamp = out_dir / f"{source.stem}.inputs.json"
-        digest = inputs_hash(nb, params, results_fp, code_fp)
-        if not force and target.exists() and stamp.exists():
-            try:
-                if json.loads(stamp.read_text()).get("hash") == digest:
-                    done.append(target)
-                    if not quiet:
-                        print(f"{source.name}: unchanged, skipped")
-                    continue
-            except (OSError, json.JSONDecodeError):
-                pass
-        stamp.unlink(missing_ok=True)
-        start = time.perf_counter()
+    for source, nb, target, params, folder, network in jobs:
+        if folder not in fingerprints:
+            fingerprints[folder] = results_fingerprint(folder)
         try:
-            _execute(source, target, params)
+            ran = _run_one(source, nb, target, params, fingerprints[folder], code_fp, force, network)
         except NotebookError as exc:
-            target.unlink(missing_ok=True)  # never leave a stale figure beside a failed run
             errors.append(str(exc))
             if not quiet:
-                print(f"{source.name}: FAILED")
+                print(f"{target.name}: FAILED")
             continue
-        seconds = time.perf_counter() - start
-        _write_json({"hash": digest, "parameters": params, "seconds": round(seconds, 1)}, stamp)
         done.append(target)
         if not quiet:
-            print(f"{source.name}: executed in {seconds:.1f}s")
+            print(f"{target.name}: " + ("unchanged, skipped" if ran is None else f"executed in {ran:.1f}s"))
     if errors:
         more = f" ({len(errors) - 1} more notebook(s) failed too)" if len(errors) > 1 else ""
         raise NotebookError(errors[0] + more)
     return done
+
+
+def _companion_jobs(results: Path, loaded: dict, out_dir: Path) -> list[tuple]:
+    """The filters notebook on every companion results set found beside ``results`` (``companions``); the
+    outputs of companions no longer there are removed, so the report never shows a stale figure."""
+    from . import companions
+
+    source = next((p for p in loaded if p.stem == companions.SOURCE_NOTEBOOK), None)
+    found = companions.find(results) if source is not None else {}
+    for network in companions.COMPANIONS:
+        if network not in found:
+            for path in (out_dir / companions.notebook_name(network),
+                         out_dir / f"{Path(companions.notebook_name(network)).stem}.inputs.json"):
+                path.unlink(missing_ok=True)
+    return [(source, loaded[source], out_dir / companions.notebook_name(network),
+             companions.parameters(network, folder), folder, network) for network, folder in found.items()]
+
+
+def _run_one(source: Path, nb: dict, target: Path, params: dict, results_fp: str, code_fp: str, force: bool,
+             network: str | None = None) -> float | None:
+    """Execute one notebook unless its inputs are unchanged; seconds taken, or None when skipped.
+
+    ``network``: a companion's notebook, whose figure labels get the network's name (``companions.relabel``).
+    """
+    stamp = target.with_name(f"{target.stem}.inputs.json")
+    digest = inputs_hash(nb, params, results_fp, code_fp)
+    if not force and target.exists() and stamp.exists():
+        try:
+            if json.loads(stamp.read_text()).get("hash") == digest:
+                return None
+        except (OSError, json.JSONDecodeError):
+            pass
+    stamp.unlink(missing_ok=True)
+    start = time.perf_counter()
+    try:
+        _execute(source, target, params)
+    except NotebookError:
+        target.unlink(missing_ok=True)  # never leave a stale figure beside a failed run
+        raise
+    if network is not None:
+        from . import companions
+
+        executed = json.loads(target.read_text(encoding="utf-8"))
+        _write_json(companions.relabel(executed, network), target)
+    seconds = time.perf_counter() - start
+    _write_json({"hash": digest, "parameters": params, "seconds": round(seconds, 1)}, stamp)
+    return seconds
 
 
 def _write_json(obj, path: Path) -> None:

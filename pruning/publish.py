@@ -4,7 +4,10 @@
 notebooks on the run store (unchanged ones are skipped), renders the paper and the poster, and writes
 ``docs/<name>/``:
 
-    paper.html, poster.html   the rendered report (self-contained)
+    paper.html, poster.html   the rendered report (self-contained); a LeNet report shows the AlexNet and
+                              VGG11 conv2 figures of the companion sets found beside it (``companions``)
+    figures.html              instead of paper and poster, for a companion set (AlexNet, VGG11): its
+                              figures, numbers and every training (``figures_page``)
     results.csv               the tidy results table, one row per training (store.load_results)
     experiment.json           the config, run hashes, code version, hardware, dates, wall time
 
@@ -18,9 +21,9 @@ import json
 import shutil
 from pathlib import Path
 
-from . import notebooks, paths, report, store
+from . import companions, figures_page, notebooks, paths, report, store
 
-FILES = ("paper.html", "poster.html", "results.csv", "experiment.json")
+FILES = ("paper.html", "poster.html", "figures.html", "results.csv", "experiment.json")
 
 
 def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bool = False) -> Path:
@@ -28,15 +31,22 @@ def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bo
     results = Path(results)
     docs = Path(docs) if docs is not None else paths.DOCS
     exp = store.read_experiment(results)
-    notebooks.execute_all(results, quiet=quiet)
-    out = report.render(results, renderer=renderer, quiet=quiet)
-    table = store.load_results(results)
     target = docs / exp["name"]
     tmp = docs / f".{exp['name']}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copyfile(out["paper"], tmp / "paper.html")
-    shutil.copyfile(out["poster"], tmp / "poster.html")
+    network = exp["config"]["arch"]
+    if network in companions.COMPANIONS:
+        layer = companions.COMPANIONS[network][1]
+        executed = notebooks.execute_all(results, quiet=quiet, notebooks=[companions.SOURCE_NOTEBOOK],
+                                         parameters={"layer": layer})
+        figures_page.write(results, executed[0], tmp / "figures.html")
+    else:
+        notebooks.execute_all(results, quiet=quiet)
+        out = report.render(results, renderer=renderer, quiet=quiet)
+        shutil.copyfile(out["paper"], tmp / "paper.html")
+        shutil.copyfile(out["poster"], tmp / "poster.html")
+    table = store.load_results(results)
     table.drop(columns=["run_dir", "file"]).to_csv(tmp / "results.csv", index=False, float_format="%.6g")
     shutil.copyfile(results / "experiment.json", tmp / "experiment.json")
     old = docs / f".{exp['name']}.old"
@@ -58,7 +68,7 @@ def _row(folder: Path) -> str:
     seconds = exp.get("last_run_seconds")
     wall = f"{seconds / 60:.0f} min" if isinstance(seconds, (int, float)) else "n/a"
     links = " · ".join(f'<a href="{folder.name}/{f}">{f.split(".")[0] if f.endswith("html") else f}</a>'
-                       for f in FILES)
+                       for f in FILES if (folder / f).exists())
     e = html.escape
     return (f"<tr><td><b>{e(exp['name'])}</b><br><small>{e(exp.get('description', ''))}</small></td>"
             f"<td>{e(cfg.get('arch', ''))} / {e(cfg.get('dataset', ''))}</td>"
@@ -81,9 +91,10 @@ table{{border-collapse:collapse;width:100%}}td,th{{border-bottom:1px solid #ddd;
 th{{background:#f4f4f4}}small{{color:#555}}</style></head><body>
 <h1>Iterative pruning, reinitialisation and the similarity of masks</h1>
 <p>Published results of this repository's reproduction of Paganini &amp; Forde (2020), <i>On Iterative Neural Network
-Pruning, Reinitialization, and the Similarity of Masks</i> (arXiv:2001.05050). Each results set has its paper and
-poster (rendered from the stored results, with every difference from the paper's protocol stated in them), its tidy
-results table (one row per training) and its <code>experiment.json</code> (config, run hashes, code version, hardware,
+Pruning, Reinitialization, and the Similarity of Masks</i> (arXiv:2001.05050). Each LeNet results set has its paper and
+poster (rendered from the stored results, with every difference from the paper's protocol stated in them); the AlexNet
+and VGG11 sets, whose conv2 kernels the LeNet report shows beside LeNet's conv1, have a page of figures. Every set has
+its tidy results table (one row per training) and its <code>experiment.json</code> (config, run hashes, code version, hardware,
 dates). Re-publish a set with <code>make publish CONFIG=configs/NAME.yaml</code>.</p>
 <table><thead><tr><th>results set</th><th>model / data</th><th>scale</th><th>machine and wall time</th>
 <th>code version and date</th><th>files</th></tr></thead><tbody>

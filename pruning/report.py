@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from . import paths
+from . import companions, paths
 from .analysis import ParameterError, quoted
 from .embeds import check_embeds, run_notebooks_hint
 from .errors import ReportError
@@ -51,8 +51,9 @@ def variables(results) -> dict[str, str]:
 
 # ============================================================================= staging
 
-def stage(build: Path, values: dict) -> Path:
-    """Copy report/ into ``build/report/``, link ``notebooks`` -> ``../notebooks``, write ``_variables.yml``."""
+def stage(build: Path, values: dict, found: dict | None = None) -> Path:
+    """Copy report/ into ``build/report/``, link ``notebooks`` -> ``../notebooks``, write ``_variables.yml``, and
+    put the companions' section (``companions.section`` of ``found``) where the documents hold its marker."""
     staged = build / "report"
     staged.mkdir(parents=True, exist_ok=True)
     for old in ("paper.html", "poster.html", "_offline"):
@@ -77,6 +78,12 @@ def stage(build: Path, values: dict) -> Path:
         link.symlink_to(Path("..") / "notebooks", target_is_directory=True)
     except OSError:  # no symlinks (some filesystems): copy the notebooks
         shutil.copytree(build / "notebooks", link)
+    for doc in DOCUMENTS:
+        path = staged / doc
+        text = path.read_text(encoding="utf-8")
+        if companions.MARKER in text:
+            path.write_text(text.replace(companions.MARKER, companions.section(found or {}, doc.startswith("poster"))),
+                            encoding="utf-8")
     (staged / "_variables.yml").write_text(
         "# Written by pruning/report.py from the results; every number the report quotes.\n"
         + yaml.safe_dump(values, sort_keys=True, allow_unicode=True, width=1000), encoding="utf-8")
@@ -118,10 +125,9 @@ def render(results, renderer: str = "auto", quiet: bool = False, build: Path | N
     notebooks = build / "notebooks"
     if not notebooks.is_dir():
         raise ReportError(f"no executed notebooks in {notebooks}; {run_notebooks_hint(results)}")
-    documents = [SOURCE / d for d in DOCUMENTS]
-    resolved = check_embeds(documents, notebooks, results)
     values = variables(results)
-    staged = stage(build, values)
+    staged = stage(build, values, companions.find(results))
+    resolved = check_embeds([staged / d for d in DOCUMENTS], notebooks, results)
     if renderer == "auto":
         renderer = "quarto" if shutil.which("quarto") else "pandoc"
     if not quiet:

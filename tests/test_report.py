@@ -37,7 +37,7 @@ CONTRACT = {
     "agreement.ipynb": ["fig-agreement"],
     "ensembles.ipynb": ["tbl-ensembles"],
     "weight_stability.ipynb": ["fig-weight-drift", "fig-stability", "tbl-stability"],
-    "filters.ipynb": ["fig-filters"],
+    "filters.ipynb": ["fig-filters", "fig-empty-kernels"],
     "mask_similarity.ipynb": ["fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune"],
     "findings.ipynb": ["tbl-verdicts", "tbl-deviations", "tbl-poster", "tbl-collapsed"],
 }

@@ -1,0 +1,129 @@
+"""Companion results sets: the AlexNet and VGG11 conv2 kernels that a LeNet report shows beside LeNet's conv1.
+
+The poster shows its structure finding (rewinding empties whole kernels, fine-tuning does not) on LeNet
+conv1, AlexNet conv2 and VGG11 conv2. A LeNet results set is the report's subject; AlexNet and VGG11 are
+results sets of their own (``configs/alexnet_mnist_cpu.yaml``, ``configs/vgg11_mnist_cpu.yaml``),
+looked up beside it (``results/alexnet_mnist_cpu`` next to ``results/paper_lenet_mnist_cpu``):
+
+- :func:`find` names the companions present (a folder with ``experiment.json`` and a finished training);
+- ``notebooks.execute_all`` runs the filters notebook on each (``layer="features.3"``) into
+  ``filters_<network>.ipynb`` and :func:`relabel`s its figures (``fig-filters-alexnet``), so that
+  labels stay unique in the report;
+- ``report.stage`` replaces :data:`MARKER` in the report's sources by :func:`section`: their figures
+  and their numbers (emptied kernels against a random mask's, accuracy), or, where none was found,
+  what to run to get them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+COMPANIONS = {"alexnet": ("alexnet_mnist_cpu", "features.3"), "vgg11": ("vgg11_mnist_cpu", "features.3")}
+NAMES = {"alexnet": "AlexNet", "vgg11": "VGG11"}
+MARKER = "<!-- companions -->"
+SOURCE_NOTEBOOK = "filters"
+LABELS = ("fig-filters", "fig-empty-kernels")
+PANELS = (("l1_us", "rewind"), ("l1_us", "finetune"), ("l1_s", "rewind"))
+
+
+def _arch(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "experiment.json").read_text(encoding="utf-8"))["config"]["arch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def find(results) -> dict[str, Path]:
+    """{network: results folder} of the companions beside ``results`` that hold at least one training.
+
+    Only a LeNet results set has companions (an AlexNet set's own report is its figures page).
+    """
+    results = Path(results).resolve()
+    if _arch(results) != "lenet":
+        return {}
+    found = {}
+    for network, (name, _) in COMPANIONS.items():
+        folder = results.parent / name
+        if _arch(folder) == network and any(folder.glob("run_*/trainings/[0-9][0-9][0-9].json")):
+            found[network] = folder
+    return found
+
+
+def notebook_name(network: str) -> str:
+    return f"{SOURCE_NOTEBOOK}_{network}.ipynb"
+
+
+def parameters(network: str, folder: Path) -> dict:
+    return {"results": str(folder), "layer": COMPANIONS[network][1]}
+
+
+def relabel(nb: dict, network: str) -> dict:
+    """``nb`` with its figure labels suffixed by the network (``fig-filters`` -> ``fig-filters-alexnet``)."""
+    pattern = re.compile(r"^(#\|\s*label:\s*)(" + "|".join(LABELS) + r")\s*$")
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        src = cell.get("source", "")
+        lines = (src if isinstance(src, list) else src.splitlines(True))
+        cell["source"] = [pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}-{network}", line.rstrip("\n"))
+                          + ("\n" if line.endswith("\n") else "") for line in lines]
+    return nb
+
+
+# ----------------------------------------------------------------------------- the report's section
+
+def numbers(folder: Path, network: str) -> str:
+    """One sentence of numbers from a companion's results: emptied conv2 kernels per technique and reinit at the
+    last iteration every run reached, a random mask's, and test accuracy (dense and pruned)."""
+    from . import analysis
+
+    table = analysis.load(folder)
+    it = analysis.last_iteration(table)
+    layer = COMPANIONS[network][1]
+    curve = analysis.empty_kernel_curve(table, layer)
+    at = curve[curve["iteration"] == it]
+    parts, chance = [], math.nan
+    for t, mode in PANELS:
+        sel = at[(at["technique"] == t) & (at["reinit"] == mode)]
+        acc = table[(table["technique"] == t) & (table["reinit"] == mode) & (table["iteration"] == it)]["test_acc"]
+        if sel.empty:
+            continue
+        chance = float(sel["chance"].mean())
+        name = f"{_technique_label(t)} + {'fine-tuning' if mode == 'finetune' else 'rewinding'}"
+        parts.append(f"{name} {100 * float(sel['empty'].mean()):.1f}% (test accuracy {float(acc.mean()):.1f}%)")
+    dense = table[table["iteration"] == 0]["test_acc"]
+    seeds = int(table["seed"].nunique())
+    n = int(at["kernels"].iloc[0]) if len(at) else 0
+    return (f"{NAMES[network]} {layer} ({n:,} kernels) after {it} pruning steps "
+            f"({100 * 0.8 ** it:.1f}% of each layer left): kernels emptied by " + "; ".join(parts)
+            + f"; a random mask of the same sparsity empties {100 * chance:.1f}%. Dense test accuracy "
+            f"{float(dense.mean()):.1f}%. {seeds} seed{'s' if seeds != 1 else ''}: "
+            + ("no spread can be given, so these are an illustration, not a verdict." if seeds < 2 else
+               "means over seeds."))
+
+
+def _technique_label(t: str) -> str:
+    from . import techniques
+
+    return techniques.label(t)
+
+
+def section(found: dict[str, Path], poster: bool = False) -> str:
+    """The markdown that replaces :data:`MARKER`: embeds and numbers of each companion found, or how to get them."""
+    missing = [n for n in COMPANIONS if n not in found]
+    out = []
+    for network, folder in found.items():
+        nb = f"notebooks/{notebook_name(network)}"
+        out.append(f"**{NAMES[network]}** (results `{folder.name}`, config `configs/{folder.name}.yaml`): "
+                   f"{numbers(folder, network)}")
+        out.append(f"{{{{< embed {nb}#fig-filters-{network} >}}}}")
+        if not poster:
+            out.append(f"{{{{< embed {nb}#fig-empty-kernels-{network} >}}}}")
+    if missing:
+        names = " and ".join(NAMES[n] for n in missing)
+        configs = " ".join(f"configs/{COMPANIONS[n][0]}.yaml" for n in missing)
+        out.append(f"*{names} conv2: not in this build.* Run `make conv2` (or `python -m pruning run` on {configs}; "
+                   f"about an hour together on 2 CPU cores) and render again, or read the published report in `docs/`.")
+    return "\n\n".join(out)

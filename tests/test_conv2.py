@@ -1,0 +1,118 @@
+"""AlexNet/VGG11 conv2: reduced records (bit-packed masks of chosen layers), emptied kernels, companion figures."""
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from pruning import analysis, companions, models, notebooks, records, runner, store
+from pruning.config import load_experiment
+from conftest import write_config
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (8,), (9,), (3, 5, 5), (16, 6, 3, 3), (10, 84)])
+def test_bit_packing_round_trips_and_takes_one_bit_per_entry(shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    mask = torch.rand(shape, generator=g) < 0.3
+    packed = records.pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(mask.numel() / 8)
+    assert torch.equal(records.unpack_bits(packed, shape), mask)
+
+
+def test_bit_packing_uses_numpys_bit_order():
+    mask = torch.tensor([True, False, False, False, False, False, False, True, True])
+    assert records.pack_bits(mask).tolist() == [0b10000001, 0b10000000]
+
+
+def test_emptied_kernels_are_counted_on_a_hand_built_mask():
+    mask = torch.ones(3, 2, 2, 2, dtype=torch.bool)
+    mask[0, 0] = False             # kernel (0, 0) empty
+    mask[1, :] = False             # filter 1 empty: kernels (1, 0) and (1, 1)
+    mask[2, 1, 0, 0] = False       # one entry only: not empty
+    counts = analysis.empty_kernels(mask)
+    assert counts == {"kernels": 6, "empty_kernels": 3, "filters": 3, "empty_filters": 1, "inputs": 2,
+                      "empty_inputs": 0}
+    # 13 of 24 entries pruned: a random mask empties a 4-entry kernel with (13/24)**4
+    assert analysis.chance_empty_fraction(mask) == pytest.approx((13 / 24) ** 4)
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    """A tiny LeNet set and a tiny AlexNet set beside it (results/lenet_tiny, results/alexnet_mnist_cpu)."""
+    root = tmp_path_factory.mktemp("conv2")
+    common = dict(techniques=["l1_us", "l1_s"], reinit=["rewind", "finetune"], reinit_techniques={"finetune": ["l1_us"]})
+    lenet = load_experiment(write_config(root / "lenet_tiny.yaml", **common,
+                                         data={"train_subset": 320, "val_subset": 100, "test_subset": 200}))
+    alex = load_experiment(write_config(
+        root / "alexnet_mnist_cpu.yaml", arch="alexnet", **common,
+        data={"train_subset": 64, "val_subset": 32, "test_subset": 64, "input_size": 63},
+        store={"weights": ["features.3"], "masks": ["features.0", "features.3"]}))
+    runner.run_experiment(lenet, root / "results" / "lenet_tiny", quiet=True)
+    runner.run_experiment(alex, root / "results" / "alexnet_mnist_cpu", quiet=True)
+    return root / "results" / "lenet_tiny", root / "results" / "alexnet_mnist_cpu"
+
+
+def test_reduced_records_keep_the_chosen_layers_bit_packed_and_the_checkpoint_keeps_every_mask(sets):
+    _, alex = sets
+    table = store.load_results(alex)
+    assert len(table) == 9 and set(table["technique"]) == {"l1_us", "l1_s"}
+    raw = torch.load(io.BytesIO(open(table["file"].iloc[-1], "rb").read()), weights_only=True)
+    assert set(raw["packed_masks"]) == {"features.0", "features.3"} and "masks" not in raw
+    assert raw["packed_masks"]["features.3"].dtype == torch.uint8
+    assert raw["packed_masks"]["features.3"].numel() == 192 * 64 * 25 // 8
+    rec = store.load_training(table.iloc[-1])
+    assert set(rec["masks"]) == {"features.0", "features.3"} and rec["masks"]["features.3"].dtype == torch.bool
+    assert set(rec["weights"]) == {"features.3.weight", "features.3.bias"}
+    layers = [n for n, _ in models.prunable_layers(models.build_meta("alexnet"))]
+    ckpt = store.RunStore(alex, load_experiment_runs(alex)[0]).checkpoint()
+    assert list(ckpt["masks"]) == layers and all(m.dtype == torch.bool for m in ckpt["masks"].values())
+    # the stored conv2 mask is the one the run prunes with: 20% of what remains per step
+    for _, row in table.iterrows():
+        kept = int(store.load_training(row)["masks"]["features.3"].sum())
+        assert kept == row["remaining.features.3"]
+
+
+def load_experiment_runs(folder):
+    from pruning.config import ExperimentConfig, RunConfig, _build
+
+    exp = json.loads((folder / "experiment.json").read_text())
+    return _build(ExperimentConfig, exp["config"], "", "experiment.json").runs()
+
+
+def test_reduced_records_feed_the_filter_analysis(sets):
+    _, alex = sets
+    table = analysis.load(alex)
+    kernels = analysis.filter_kernels(table, "l1_s", reinit="rewind", layer="features.3")
+    assert set(kernels) == {0, 1, 2} and kernels[2].shape == (192, 64, 5, 5)
+    curve = analysis.empty_kernel_curve(table, "features.3")
+    assert len(curve) == 9
+    for _, row in curve.iterrows():
+        mask = store.load_training(table[(table.technique == row.technique) & (table.reinit == row.reinit)
+                                         & (table.iteration == row.iteration)].iloc[0])["masks"]["features.3"]
+        assert row.empty_kernels == int((~mask.flatten(2).any(2)).sum())
+    # L1 structured pruning removes whole filters: 20% of 192, then 20% of the 154 left
+    s = curve[curve.technique == "l1_s"].set_index("iteration")["empty_kernels"]
+    assert s[1] == 38 * 64 and s[2] == (38 + 31) * 64
+    with pytest.raises(analysis.ParameterError, match="stores no mask of layer 'features.6'"):
+        analysis.empty_kernel_curve(table, "features.6")
+
+
+def test_a_lenet_report_runs_the_filters_notebook_on_its_companions(sets):
+    lenet, alex = sets
+    assert companions.find(lenet) == {"alexnet": alex}
+    assert companions.find(alex) == {}  # a companion has no companions
+    done = notebooks.execute_all(lenet, notebooks=["filters"], quiet=True)
+    assert [p.name for p in done] == ["filters.ipynb", "filters_alexnet.ipynb"]
+    nb = json.loads(done[1].read_text())
+    labels = {line.split(":", 1)[1].strip() for c in nb["cells"] for line in "".join(c["source"]).splitlines()
+              if line.startswith("#| label:")}
+    assert labels == {"fig-filters-alexnet", "fig-empty-kernels-alexnet"}
+    params = json.loads(done[1].with_name("filters_alexnet.inputs.json").read_text())["parameters"]
+    assert params == {"results": str(alex), "layer": "features.3"}
+    text = companions.section(companions.find(lenet))
+    assert "{{< embed notebooks/filters_alexnet.ipynb#fig-filters-alexnet >}}" in text
+    assert "AlexNet features.3 (12,288 kernels) after 2 pruning steps" in text
+    assert "VGG11 conv2: not in this build" in text and "make conv2" in text
