@@ -116,3 +116,33 @@ def test_a_lenet_report_runs_the_filters_notebook_on_its_companions(sets):
     assert "{{< embed notebooks/filters_alexnet.ipynb#fig-filters-alexnet >}}" in text
     assert "AlexNet features.3 (12,288 kernels) after 2 pruning steps" in text
     assert "VGG11 conv2: not in this build" in text and "make conv2" in text
+
+
+def test_the_report_sources_get_the_companions_section_where_their_marker_is(sets, tmp_path):
+    from pruning import report
+
+    lenet, alex = sets
+    staged = report.stage(tmp_path / "build", {}, companions.find(lenet))
+    paper = (staged / "paper.qmd").read_text()
+    poster = (staged / "poster.qmd").read_text()
+    assert companions.MARKER not in paper and companions.MARKER not in poster
+    for text in (paper, poster):
+        assert "{{< embed notebooks/filters_alexnet.ipynb#fig-filters-alexnet >}}" in text
+        assert "VGG11 conv2: not in this build" in text
+    assert "#fig-empty-kernels-alexnet" in paper and "#fig-empty-kernels-alexnet" not in poster
+    alone = report.stage(tmp_path / "build2", {}, {})
+    assert "AlexNet and VGG11 conv2: not in this build" in (alone / "paper.qmd").read_text()
+
+
+def test_a_companion_set_publishes_a_page_of_figures_and_the_index_links_it(sets, tmp_path):
+    from pruning import publish
+
+    _, alex = sets
+    target = publish.publish(alex, docs=tmp_path / "docs", quiet=True)
+    assert sorted(p.name for p in target.iterdir()) == ["experiment.json", "figures.html", "results.csv"]
+    page = (target / "figures.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2
+    assert "AlexNet features.3 (12,288 kernels) after 2 pruning steps" in page
+    assert "MB per training record" in page
+    index = (tmp_path / "docs" / "index.html").read_text()
+    assert 'href="alexnet_mnist_cpu/figures.html"' in index and "alexnet_mnist_cpu/paper.html" not in index
