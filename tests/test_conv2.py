@@ -100,7 +100,8 @@ def test_reduced_records_feed_the_filter_analysis(sets):
         analysis.empty_kernel_curve(table, "features.6")
 
 
-def test_a_lenet_report_runs_the_filters_notebook_on_its_companions(sets):
+def test_a_lenet_report_runs_the_filters_notebook_on_its_companions(sets, tmp_path, monkeypatch):
+    monkeypatch.setattr(notebooks, "BUILD_DIR", tmp_path / "build")  # not the repository's build/
     lenet, alex = sets
     assert companions.find(lenet) == {"alexnet": alex}
     assert companions.find(alex) == {}  # a companion has no companions
@@ -134,8 +135,10 @@ def test_the_report_sources_get_the_companions_section_where_their_marker_is(set
     assert "AlexNet and VGG11 conv2: not in this build" in (alone / "paper.qmd").read_text()
 
 
-def test_a_companion_set_publishes_a_page_of_figures_and_the_index_links_it(sets, tmp_path):
+def test_a_companion_set_publishes_a_page_of_figures_and_the_index_links_it(sets, tmp_path, monkeypatch):
     from pruning import publish
+
+    monkeypatch.setattr(notebooks, "BUILD_DIR", tmp_path / "build")
 
     _, alex = sets
     target = publish.publish(alex, docs=tmp_path / "docs", quiet=True)
