@@ -96,8 +96,9 @@ def numbers(folder: Path, network: str) -> str:
     dense = table[table["iteration"] == 0]["test_acc"]
     seeds = int(table["seed"].nunique())
     n = int(at["kernels"].iloc[0]) if len(at) else 0
+    left = 100 * (1 - float(at["sparsity"].mean())) if len(at) else math.nan
     return (f"{NAMES[network]} {layer} ({n:,} kernels) after {it} pruning steps "
-            f"({100 * 0.8 ** it:.1f}% of each layer left): kernels emptied by " + "; ".join(parts)
+            f"({left:.1f}% of its weights left): kernels emptied by " + "; ".join(parts)
             + f"; a random mask of the same sparsity empties {100 * chance:.1f}%. Dense test accuracy "
             f"{float(dense.mean()):.1f}%. {seeds} seed{'s' if seeds != 1 else ''}: "
             + ("no spread can be given, so these are an illustration, not a verdict." if seeds < 2 else
