@@ -41,12 +41,13 @@ def _show(value) -> str:
 
 
 def deviations(run_config: dict, protocol: dict | None = None, runs_done: int | None = None,
-               runs: int | None = None) -> pd.DataFrame:
+               runs: int | None = None, companions=()) -> pd.DataFrame:
     """One row per field where ``run_config`` differs from the protocol: field, protocol, this run.
 
     Both configs are the resolved ones (``experiment.json``'s ``config``); fields that only choose how
     to compute or store (:data:`IGNORED`) are left out. Rows are added for the architectures the
-    protocol's figures cover and the run does not, and for unfinished runs.
+    protocol's figures cover and the run does not, and for unfinished runs. ``companions``: the architectures
+    whose conv2 figures come from companion results sets (``pruning.companions``), named in that row.
     """
     protocol = protocol_config() if protocol is None else protocol
     a, b = _flat(protocol), _flat(run_config)
@@ -60,8 +61,10 @@ def deviations(run_config: dict, protocol: dict | None = None, runs_done: int | 
     archs = [run_config.get("arch")]
     missing = [x for x in PROTOCOL_ARCHS if x not in archs]
     if missing:
+        extra = [x for x in missing if x in companions]
         rows.append({"field": "architectures", "protocol": ", ".join(PROTOCOL_ARCHS),
-                     "this run": ", ".join(str(x) for x in archs)})
+                     "this run": ", ".join(str(x) for x in archs)
+                     + (f" (+ {', '.join(extra)} conv2 kernels only, from their own reduced results sets)" if extra else "")})
     if runs is not None and runs_done is not None and runs_done < runs:
         rows.append({"field": "runs finished", "protocol": str(runs), "this run": str(runs_done)})
     return pd.DataFrame(rows, columns=["field", "protocol", "this run"])
@@ -73,4 +76,6 @@ def read_deviations(results) -> pd.DataFrame:
     exp = json.loads((folder / "experiment.json").read_text(encoding="utf-8"))
     runs = exp.get("runs", [])
     done = sum(1 for r in runs if (folder / f"run_{r['hash']}" / "done.json").exists())
-    return deviations(exp.get("config", {}), runs_done=done, runs=len(runs))
+    from .. import companions
+
+    return deviations(exp.get("config", {}), runs_done=done, runs=len(runs), companions=companions.find(folder))

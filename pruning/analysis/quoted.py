@@ -115,7 +115,10 @@ def variables(results) -> dict[str, str]:
 
 
 def _deviation_variables(folder: Path, exp: dict, runs_done: int) -> dict[str, str]:
-    dev = deviations.deviations(exp.get("config", {}), runs_done=runs_done, runs=len(exp.get("runs", [])))
+    from .. import companions
+
+    dev = deviations.deviations(exp.get("config", {}), runs_done=runs_done, runs=len(exp.get("runs", [])),
+                                companions=companions.find(folder))
     names = {"training.lr": "learning rate", "training.momentum": "momentum", "training.epochs": "epochs",
              "seeds": "seeds", "iterations": "iterations", "data.train_subset": "training images",
              "architectures": "architectures", "data.val_subset": "validation images",
