@@ -84,22 +84,22 @@ def numbers(folder: Path, network: str) -> str:
     layer = COMPANIONS[network][1]
     curve = analysis.empty_kernel_curve(table, layer)
     at = curve[curve["iteration"] == it]
-    parts, chance = [], math.nan
+    parts = []
     for t, mode in PANELS:
         sel = at[(at["technique"] == t) & (at["reinit"] == mode)]
         acc = table[(table["technique"] == t) & (table["reinit"] == mode) & (table["iteration"] == it)]["test_acc"]
         if sel.empty:
             continue
-        chance = float(sel["chance"].mean())
         name = f"{_technique_label(t)} + {'fine-tuning' if mode == 'finetune' else 'rewinding'}"
-        parts.append(f"{name} {100 * float(sel['empty'].mean()):.1f}% (test accuracy {float(acc.mean()):.1f}%)")
+        parts.append(f"{name} {100 * float(sel['empty'].mean()):.1f}% (a random mask of its sparsity: "
+                     f"{100 * float(sel['chance'].mean()):.1f}%; test accuracy {float(acc.mean()):.1f}%)")
     dense = table[table["iteration"] == 0]["test_acc"]
     seeds = int(table["seed"].nunique())
     n = int(at["kernels"].iloc[0]) if len(at) else 0
     left = 100 * (1 - float(at["sparsity"].mean())) if len(at) else math.nan
     return (f"{NAMES[network]} {layer} ({n:,} kernels) after {it} pruning steps "
-            f"({left:.1f}% of its weights left): kernels emptied by " + "; ".join(parts)
-            + f"; a random mask of the same sparsity empties {100 * chance:.1f}%. Dense test accuracy "
+            f"({left:.1f}% of its weights left on average): kernels emptied by " + "; ".join(parts)
+            + ". Dense test accuracy "
             f"{float(dense.mean()):.1f}%. {seeds} seed{'s' if seeds != 1 else ''}: "
             + ("no spread can be given, so these are an illustration, not a verdict." if seeds < 2 else
                "means over seeds."))

@@ -65,7 +65,7 @@ def _table(results: Path, network: str) -> str:
                       for a, e, c in zip(merged["test_acc"], merged["empty"], merged["collapsed"])]
     pivot = merged.pivot(index="iteration", columns="run", values="cell")
     chance = merged.groupby("iteration")["chance"].mean()
-    pivot["random mask: emptied"] = [f"{100 * chance[i]:.1f}%" for i in pivot.index]
+    pivot["random mask: emptied (mean over runs)"] = [f"{100 * chance[i]:.1f}%" for i in pivot.index]
     weights = merged.groupby("iteration")["sparsity"].mean()
     pivot.insert(0, "weights left", [f"{100 * (1 - weights[i]):.1f}%" for i in pivot.index])
     return pivot.reset_index().to_html(index=False, classes="data", border=0)
@@ -90,7 +90,7 @@ white-space:pre-wrap;font-size:.85rem}}table.data{{border-collapse:collapse;font
 border-bottom:1px solid #ddd;padding:.25rem .5rem;text-align:right}}</style></head><body>
 <p><a href="../index.html">all published results</a></p>
 <h1>{e(companions.NAMES[network])} conv2 kernels under iterative pruning: <code>{e(exp['name'])}</code></h1>
-<p>{e(exp.get('description', ''))}. This set feeds the AlexNet/VGG11 figures of the LeNet report's question 5
+<p>{e(exp['config'].get('description', ''))}. This set feeds the AlexNet/VGG11 figures of the LeNet report's question 5
 (does L1 unstructured pruning with rewinding empty whole kernels, as structured pruning does, while fine-tuning does not?).
 It is far smaller than the paper's setting; the config's header says what was cut and why:</p>
 <pre>{e(_config_header(exp))}</pre>

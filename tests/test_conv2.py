@@ -115,7 +115,7 @@ def test_a_lenet_report_runs_the_filters_notebook_on_its_companions(sets, tmp_pa
     assert params == {"results": str(alex), "layer": "features.3"}
     text = companions.section(companions.find(lenet))
     assert "{{< embed notebooks/filters_alexnet.ipynb#fig-filters-alexnet >}}" in text
-    assert "AlexNet features.3 (12,288 kernels) after 2 pruning steps" in text
+    assert "AlexNet features.3 (12,288 kernels) after 2 pruning steps" in text and "a random mask of its sparsity" in text
     assert "VGG11 conv2: not in this build" in text and "make conv2" in text
 
 
