@@ -165,10 +165,14 @@ def test_deviations_list_each_differing_field_with_both_values():
     proto = deviations.protocol_config()
     assert deviations.deviations(proto, proto).empty or list(deviations.deviations(proto, proto)["field"]) == [
         "architectures"]
-    small = {**proto, "seeds": [0, 1], "training": {**proto["training"], "lr": 0.05}, "device": "cuda"}
+    small = {**proto, "seeds": [0, 1], "training": {**proto["training"], "lr": 0.05}, "device": "cuda", "workers": 3,
+             "store": {**proto["store"], "masks": ["conv1"]}}
     dev = deviations.deviations(small, proto, runs_done=3, runs=4).set_index("field")
     assert dev.loc["seeds", "protocol"] == "0, 1, 2, 3, 4" and dev.loc["seeds", "this run"] == "0, 1"
     assert (dev.loc["training.lr", "protocol"], dev.loc["training.lr", "this run"]) == ("0.01", "0.05")
-    assert "device" not in dev.index  # how to compute, not what
+    assert {"device", "workers", "store.masks"}.isdisjoint(dev.index)  # how to compute or store, not what
     assert (dev.loc["runs finished", "protocol"], dev.loc["runs finished", "this run"]) == ("4", "3")
     assert dev.loc["architectures", "protocol"] == "lenet, alexnet, vgg11"
+    with_companions = deviations.deviations(small, proto, companions={"alexnet": "results/alexnet_mnist_cpu"})
+    assert with_companions.set_index("field").loc["architectures", "this run"] == (
+        "lenet (+ alexnet conv2 kernels only, from their own reduced results sets)")

@@ -9,7 +9,8 @@ import pandas as pd
 from .. import paths
 
 # Fields that change how a run is computed or stored, not what it computes.
-IGNORED = {"name", "description", "device", "trainer", "store.logits", "store.weights"}
+IGNORED = {"name", "description", "device", "trainer", "workers", "share_dense", "store.logits", "store.weights",
+           "store.masks"}
 # The protocol's figures also show AlexNet and VGG11 conv2 kernels (unstructured pruning + rewinding).
 PROTOCOL_ARCHS = ["lenet", "alexnet", "vgg11"]
 
