@@ -105,6 +105,28 @@ def numbers(folder: Path, network: str) -> str:
                "means over seeds."))
 
 
+def short_numbers(folder: Path, network: str) -> str:
+    """The poster's line: emptied conv2 kernels per technique and reinit beside a random mask's, one seed or more."""
+    from . import analysis
+
+    table = analysis.load(folder)
+    it = analysis.last_iteration(table)
+    curve = analysis.empty_kernel_curve(table, COMPANIONS[network][1])
+    at = curve[curve["iteration"] == it]
+    parts = []
+    for t, mode in PANELS:
+        sel = at[(at["technique"] == t) & (at["reinit"] == mode)]
+        if len(sel):
+            parts.append(f"{_technique_label(t)} {'fine-tune' if mode == 'finetune' else 'rewind'} "
+                         f"{100 * float(sel['empty'].mean()):.1f}%")
+    lus = at[at["technique"] == "l1_us"]
+    seeds = int(table["seed"].nunique())
+    return (f"kernels emptied after {it} steps: " + ", ".join(parts)
+            + (f"; random mask {100 * float(lus['chance'].mean()):.1f}%" if len(lus) else "")
+            + f" ({seeds} seed{'s' if seeds != 1 else ''}: "
+            + ("an illustration, no verdict)." if seeds < 2 else "means)."))
+
+
 def _technique_label(t: str) -> str:
     from . import techniques
 
@@ -117,7 +139,8 @@ def section(found: dict[str, Path], poster: bool = False) -> str:
     out = []
     for network, folder in found.items():
         nb = f"notebooks/{notebook_name(network)}"
-        out.append(f"**{NAMES[network]}** (results `{folder.name}`, config `configs/{folder.name}.yaml`): "
+        out.append(f"**{NAMES[network]}** conv2: {short_numbers(folder, network)}" if poster else
+                   f"**{NAMES[network]}** (results `{folder.name}`, config `configs/{folder.name}.yaml`): "
                    f"{numbers(folder, network)}")
         out.append(f"{{{{< embed {nb}#fig-filters-{network} >}}}}")
         if not poster:
