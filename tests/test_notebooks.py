@@ -33,7 +33,7 @@ LABELS = {
     "agreement": {"fig-agreement"},
     "ensembles": {"tbl-ensembles"},
     "weight_stability": {"fig-weight-drift", "fig-stability", "tbl-stability"},
-    "filters": {"fig-filters"},
+    "filters": {"fig-filters", "fig-empty-kernels"},
     "mask_similarity": {"fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune"},
     "findings": {"tbl-verdicts", "tbl-deviations", "tbl-poster", "tbl-collapsed"},
 }
