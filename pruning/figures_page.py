@@ -9,7 +9,6 @@ Images are embedded (base64), so the file stands alone.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 from . import companions, embeds, paths, store
