@@ -74,16 +74,21 @@ def relabel(nb: dict, network: str) -> dict:
 
 # ----------------------------------------------------------------------------- the report's section
 
-def numbers(folder: Path, network: str) -> str:
-    """One sentence of numbers from a companion's results: emptied conv2 kernels per technique and reinit at the
-    last iteration every run reached, a random mask's, and test accuracy (dense and pruned)."""
+def _last(folder: Path, network: str):
+    """(table, the last iteration every run reached, the emptied-kernel curve's rows at it) of a companion."""
     from . import analysis
 
     table = analysis.load(folder)
     it = analysis.last_iteration(table)
+    curve = analysis.empty_kernel_curve(table, COMPANIONS[network][1])
+    return table, it, curve[curve["iteration"] == it]
+
+
+def numbers(folder: Path, network: str) -> str:
+    """One sentence of numbers from a companion's results: emptied conv2 kernels per technique and reinit at the
+    last iteration every run reached, a random mask's, and test accuracy (dense and pruned)."""
+    table, it, at = _last(folder, network)
     layer = COMPANIONS[network][1]
-    curve = analysis.empty_kernel_curve(table, layer)
-    at = curve[curve["iteration"] == it]
     parts = []
     for t, mode in PANELS:
         sel = at[(at["technique"] == t) & (at["reinit"] == mode)]
@@ -107,12 +112,7 @@ def numbers(folder: Path, network: str) -> str:
 
 def short_numbers(folder: Path, network: str) -> str:
     """The poster's line: emptied conv2 kernels per technique and reinit beside a random mask's, one seed or more."""
-    from . import analysis
-
-    table = analysis.load(folder)
-    it = analysis.last_iteration(table)
-    curve = analysis.empty_kernel_curve(table, COMPANIONS[network][1])
-    at = curve[curve["iteration"] == it]
+    table, it, at = _last(folder, network)
     parts = []
     for t, mode in PANELS:
         sel = at[(at["technique"] == t) & (at["reinit"] == mode)]

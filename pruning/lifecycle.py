@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import datasets, models, reinit, store, techniques, training
+from . import datasets, models, records, reinit, store, techniques, training
 from .config import RunConfig
 from .seeds import derive_seed
 
@@ -154,13 +154,8 @@ def describe(rc: RunConfig, state: dict, masks: dict, rd: RunData, val_logits: t
     remaining = techniques.remaining(masks)
     total = sum(m.numel() for m in masks.values())
     n_bias = sum(v.numel() for k, v in state.items() if not k.endswith(".weight") or k[:-7] not in masks)
-    keep = rc.store.weights
-    if keep == "all":
-        weights = state
-    elif keep == "none":
-        weights = {}
-    else:
-        weights = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] in keep}
+    kept = set(records.select(dict.fromkeys(k.rsplit(".", 1)[0] for k in state), rc.store.weights, "weights"))
+    weights = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] in kept}
     label_dtype = torch.uint8 if test_logits.shape[1] <= 256 else torch.int64
     record = {
         "iteration": iteration,

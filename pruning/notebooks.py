@@ -253,11 +253,16 @@ def _companion_jobs(results: Path, loaded: dict, out_dir: Path) -> list[tuple]:
     found = companions.find(results) if source is not None else {}
     for network in companions.COMPANIONS:
         if network not in found:
-            for path in (out_dir / companions.notebook_name(network),
-                         out_dir / f"{Path(companions.notebook_name(network)).stem}.inputs.json"):
+            target = out_dir / companions.notebook_name(network)
+            for path in (target, _stamp(target)):
                 path.unlink(missing_ok=True)
     return [(source, loaded[source], out_dir / companions.notebook_name(network),
              companions.parameters(network, folder), folder, network) for network, folder in found.items()]
+
+
+def _stamp(target: Path) -> Path:
+    """``<name>.inputs.json`` beside an executed notebook: the hash of the inputs it was executed with."""
+    return target.with_name(f"{target.stem}.inputs.json")
 
 
 def _run_one(source: Path, nb: dict, target: Path, params: dict, results_fp: str, code_fp: str, force: bool,
@@ -266,7 +271,7 @@ def _run_one(source: Path, nb: dict, target: Path, params: dict, results_fp: str
 
     ``network``: a companion's notebook, whose figure labels get the network's name (``companions.relabel``).
     """
-    stamp = target.with_name(f"{target.stem}.inputs.json")
+    stamp = _stamp(target)
     digest = inputs_hash(nb, params, results_fp, code_fp)
     if not force and target.exists() and stamp.exists():
         try:

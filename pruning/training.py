@@ -71,8 +71,8 @@ def fold_masks(model: nn.Module) -> list[tuple[nn.Module, torch.Tensor]]:
     gives ``weight_orig`` through the mask, so SGD (momentum included) moves every kept weight by the same
     bits and a pruned one stays 0; only ``weight_orig``'s pruned entries, which no output or stored state
     reads, are not carried along. It saves the mask products of every forward and backward pass: a masked
-    batch-32 step took 306 -> 194 ms for AlexNet at 63x63 and 658 -> 454 ms for VGG11 at 32x32 here
-    (2 cores; unmasked: 188 and 436 ms).
+    batch-32 step took 319 -> 214 ms for AlexNet at 63x63 and 744 -> 507 ms for VGG11 at 32x32 here
+    (2 cores, ``benchmarks/masking.py --arch``; unmasked: 199 and 479 ms).
     """
     folded = []
     for module in model.modules():

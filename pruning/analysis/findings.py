@@ -291,10 +291,9 @@ def _empty_pct(rec) -> tuple[float, float]:
     kernels, empty, chance = 0, 0, 0.0
     for mask in (m for m in rec["masks"].values() if m.dim() == 4):
         counts = connectivity.empty_kernels(mask.float())
-        pruned = 1.0 - float(mask.float().mean())
         kernels += counts["kernels"]
         empty += counts["empty_kernels"]
-        chance += counts["kernels"] * pruned ** mask[0, 0].numel()
+        chance += counts["kernels"] * connectivity.chance_empty_fraction(mask)
     return (100 * empty / kernels, 100 * chance / kernels) if kernels else (math.nan, math.nan)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import store, techniques as _techniques
 from . import accuracy, deviations, findings as _findings, masks, predictions
-from .table import ParameterError, _ranges, last_iteration, load, report_iteration, record, technique_order
+from .table import ParameterError, _ranges, load, report_iteration, record, technique_order
 
 ARCH_NAMES = {"lenet": "LeNet", "alexnet": "AlexNet", "vgg11": "VGG11"}
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -105,7 +105,7 @@ def variables(results) -> dict[str, str]:
     us = at[at["technique"] == "l1_us"] if "l1_us" in techs else at
     v["remaining_pct"] = _fmt(100 * (1 - float(us["sparsity"].mean())))
     v["test_images"] = f"{int(record(at.iloc[0])['targets'].numel()):,}"
-    v.update(_deviation_variables(folder, exp, runs_done))
+    v.update(_deviation_variables(folder))
     v.update(_accuracy_variables(table, sel, it, techs, main))
     v.update(_mask_variables(sel, it, main))
     v.update(_agreement_variables(sel, it, main))
@@ -114,11 +114,8 @@ def variables(results) -> dict[str, str]:
     return v
 
 
-def _deviation_variables(folder: Path, exp: dict, runs_done: int) -> dict[str, str]:
-    from .. import companions
-
-    dev = deviations.deviations(exp.get("config", {}), runs_done=runs_done, runs=len(exp.get("runs", [])),
-                                companions=companions.find(folder))
+def _deviation_variables(folder: Path) -> dict[str, str]:
+    dev = deviations.read_deviations(folder)
     names = {"training.lr": "learning rate", "training.momentum": "momentum", "training.epochs": "epochs",
              "seeds": "seeds", "iterations": "iterations", "data.train_subset": "training images",
              "architectures": "architectures", "data.val_subset": "validation images",
