@@ -61,69 +61,138 @@ class Population:
     """``M`` LeNets as stacked tensors: ``params['conv1.weight']`` has shape (M, 6, C, 3, 3), and so on.
 
     ``masks[layer]`` is a float 0/1 tensor of the weight's stacked shape (all ones where a member has
-    no mask). Parameters are leaf tensors that require grad; :meth:`step` updates them in place.
+    no mask). The weights are kept masked: a pruned entry starts at exactly 0 and its gradient is
+    multiplied by 0 (what the gradient of ``weight * mask`` is), so it stays 0.
+
+    The step is written out by hand, forward and backward (:meth:`train_step`): autograd cannot reuse
+    buffers, and on the CPU fresh large buffers (the conv1 output is 5 MB at M=10) cost more page
+    faults than arithmetic. ``tests/test_population.py`` checks it against ``torch.optim.SGD`` on each
+    masked one-net module.
     """
 
     def __init__(self, states: list[dict[str, torch.Tensor]], masks: list[dict[str, torch.Tensor] | None],
                  device: str | torch.device):
         self.m = len(states)
         self.names = [f"{layer}.{kind}" for layer, _ in LENET_LAYERS for kind in ("weight", "bias")]
-        self.params = {}
-        for name in self.names:
-            stacked = torch.stack([s[name].detach().to(device, torch.float32) for s in states])
-            self.params[name] = stacked.contiguous().requires_grad_(True)
+        self.params = {name: torch.stack([s[name].detach().to(device, torch.float32) for s in states]).contiguous()
+                       for name in self.names}
         self.masks = {}
         for layer, _ in LENET_LAYERS:
             w = self.params[f"{layer}.weight"]
             ones = torch.ones(w.shape[1:], device=w.device)
             self.masks[layer] = torch.stack([
                 mk[layer].to(w.device, torch.float32) if mk and layer in mk else ones for mk in masks])
-            with torch.no_grad():  # a starting state is already masked; make sure of it
-                w.mul_(self.masks[layer])
+            w.mul_(self.masks[layer])  # a starting state is already masked; make sure of it
         self.buffers: list[torch.Tensor] | None = None  # momentum buffers, created at the first step
+        self._work: dict[int, dict[str, torch.Tensor]] = {}  # reused buffers, by batch size
 
-    def _weight(self, layer: str) -> torch.Tensor:
-        return self.params[f"{layer}.weight"] * self.masks[layer]
+    # The conv1 of every member is one matrix product: patches (n*H*W, C*9 + 1, last column ones for the
+    # bias) times the members' stacked filters (C*9 + 1, M*6). Its output is already channels_last.
+    def _patches(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        n, c, hh, ww = x.shape
+        if out is None:
+            out = torch.ones(c * 9 + 1, n * (hh - 2) * (ww - 2), device=x.device)
+        # rows in (channel, dy, dx) order, as the filters flatten; columns in (image, y, x) order
+        out[:-1].view(c, 3, 3, n, hh - 2, ww - 2).copy_(x.unfold(2, 3, 1).unfold(3, 3, 1).permute(1, 4, 5, 0, 2, 3))
+        return out
+
+    def _work_for(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        n, c, hh, ww = x.shape
+        if n not in self._work:
+            rows, cols = n * (hh - 2) * (ww - 2), self.m * self.params["conv1.weight"].shape[1]
+            self._work[n] = {"patches": torch.ones(c * 9 + 1, rows, device=x.device),
+                             "h1": torch.empty(rows, cols, device=x.device),
+                             "dh1": torch.empty(rows, cols, device=x.device)}
+        return self._work[n]
+
+    def _forward(self, x: torch.Tensor, work: dict | None = None):
+        """Logits (M, n, classes) and what the backward pass needs."""
+        p, m, n = self.params, self.m, x.shape[0]
+        hh, ww = x.shape[2] - 2, x.shape[3] - 2
+        w1, w2 = p["conv1.weight"], p["conv2.weight"]
+        patches = self._patches(x, work["patches"] if work else None)
+        filters = torch.cat([w1.reshape(m * w1.shape[1], -1), p["conv1.bias"].reshape(-1, 1)], 1)
+        h1 = torch.mm(patches.t(), filters.t(), out=work["h1"]) if work else patches.t() @ filters.t()
+        h1 = h1.view(n, hh, ww, -1).permute(0, 3, 1, 2)  # (n, M*6, H, W), channels_last
+        a1, i1 = F.max_pool2d_with_indices(h1, 2)  # ReLU after pooling: the same values and gradients
+        a1 = a1.relu_()
+        h2 = F.conv2d(a1, w2.reshape(m * w2.shape[1], *w2.shape[2:]), p["conv2.bias"].reshape(-1), groups=m)
+        a2, i2 = F.max_pool2d_with_indices(h2, 2)
+        a2 = a2.relu_()
+        # (M, n, 16*5*5), flattened per member as LeNet does (a2 is channels_last: (n, 5, 5, M*16) in memory)
+        h = a2.permute(0, 2, 3, 1).reshape(n, *a2.shape[2:], m, -1).permute(3, 0, 4, 1, 2).reshape(m, n, -1)
+        acts = [h]
+        for layer in ("fc1", "fc2", "fc3"):
+            h = torch.baddbmm(p[f"{layer}.bias"].unsqueeze(1), h, p[f"{layer}.weight"].transpose(1, 2))
+            if layer != "fc3":
+                h = h.relu_()
+                acts.append(h)
+        return h, (patches, h1, i1, a1, h2, i2, a2, acts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (b, C, H, W): the batch every member sees. Returns logits (M, b, classes)."""
-        m, b = self.m, x.shape[0]
-        w1, w2 = self._weight("conv1"), self._weight("conv2")
-        h = F.conv2d(x, w1.reshape(m * w1.shape[1], *w1.shape[2:]), self.params["conv1.bias"].reshape(-1))
-        h = F.max_pool2d(F.relu(h.contiguous(memory_format=CHANNELS_LAST)), 2)
-        h = F.conv2d(h, w2.reshape(m * w2.shape[1], *w2.shape[2:]), self.params["conv2.bias"].reshape(-1), groups=m)
-        h = F.max_pool2d(F.relu(h), 2)
-        h = h.contiguous().reshape(b, m, -1).transpose(0, 1)  # (M, b, 400), flattened per member as LeNet does
-        for layer in ("fc1", "fc2", "fc3"):
-            h = torch.baddbmm(self.params[f"{layer}.bias"].unsqueeze(1), h, self._weight(layer).transpose(1, 2))
-            if layer != "fc3":
-                h = F.relu(h)
-        return h
+        return self._forward(x)[0]
+
+    def _backward(self, dz: torch.Tensor, saved, work: dict) -> list[torch.Tensor]:
+        """Every parameter's gradient (in ``names`` order, masked) from the logits' gradient ``dz``."""
+        p, m = self.params, self.m
+        patches, h1, i1, a1, h2, i2, a2, acts = saved
+        n = a1.shape[0]
+        grads = {}
+        for layer, a in zip(("fc3", "fc2", "fc1"), reversed(acts)):
+            grads[f"{layer}.weight"] = torch.bmm(dz.transpose(1, 2), a)
+            grads[f"{layer}.bias"] = dz.sum(1)
+            dz = torch.bmm(dz, p[f"{layer}.weight"])
+            if layer != "fc1":
+                dz = torch.ops.aten.threshold_backward(dz, a, 0)
+        # (M, n, 16*5*5) back to (n, M*16, 5, 5) channels_last, as a2 is laid out
+        da2 = dz.view(m, n, a2.shape[1] // m, *a2.shape[2:]).permute(1, 3, 4, 0, 2).contiguous()
+        da2 = torch.ops.aten.threshold_backward(da2.view(n, *a2.shape[2:], -1).permute(0, 3, 1, 2), a2, 0)
+        dh2 = torch.ops.aten.max_pool2d_with_indices_backward(da2, h2, [2, 2], [2, 2], [0, 0], [1, 1], False, i2)
+        w2 = p["conv2.weight"]
+        da1, gw2, gb2 = torch.ops.aten.convolution_backward(
+            dh2, a1, w2.reshape(m * w2.shape[1], *w2.shape[2:]), [m * w2.shape[1]], [1, 1], [0, 0], [1, 1],
+            False, [0, 0], m, [True, True, True])
+        grads["conv2.weight"], grads["conv2.bias"] = gw2.view(w2.shape), gb2.view(m, -1)
+        da1 = torch.ops.aten.threshold_backward(da1, a1, 0)
+        dh1 = work["dh1"].view(h1.shape[0], h1.shape[2], h1.shape[3], -1).permute(0, 3, 1, 2)
+        torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+            da1, h1, [2, 2], [2, 2], [0, 0], [1, 1], False, i1, grad_input=dh1)
+        g1 = patches @ work["dh1"]  # (C*9 + 1, M*6): the filters' gradients, then the biases'
+        w1 = p["conv1.weight"]
+        grads["conv1.weight"] = g1[:-1].t().reshape(w1.shape)
+        grads["conv1.bias"] = g1[-1].reshape(m, -1)
+        for layer, _ in LENET_LAYERS:
+            grads[f"{layer}.weight"].mul_(self.masks[layer])
+        return [grads[name] for name in self.names]
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, cfg: TrainingConfig) -> torch.Tensor:
         """One SGD step on the shared batch ``x`` (b, C, H, W), ``y`` (b,). Returns each member's mean loss (M,)."""
-        b = x.shape[0]
-        logits = self.forward(x)  # (M, b, classes)
-        losses = F.cross_entropy(logits.reshape(self.m * b, -1), y.repeat(self.m), reduction="none")
-        losses = losses.view(self.m, b).mean(1)
-        self.step(losses.sum(), cfg)
-        return losses.detach()
+        m, b = self.m, x.shape[0]
+        work = self._work_for(x)
+        logits, saved = self._forward(x, work)
+        logp = F.log_softmax(logits, -1)
+        target = y.view(1, b, 1).expand(m, b, 1)
+        losses = -logp.gather(2, target).squeeze(2).mean(1)
+        # d(mean cross-entropy)/d logits = (softmax - one-hot) / b, for each member's own loss
+        dz = logp.exp_().scatter_add_(2, target, torch.full((m, b, 1), -1.0, device=x.device)).div_(b)
+        self.step(self._backward(dz, saved, work), cfg)
+        return losses
 
-    def step(self, loss: torch.Tensor, cfg: TrainingConfig) -> None:
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor], cfg: TrainingConfig) -> None:
         """One SGD step on every member, as ``torch.optim.SGD(lr, momentum, weight_decay)`` does it."""
         params = [self.params[n] for n in self.names]
-        grads = list(torch.autograd.grad(loss, params))
-        with torch.no_grad():
-            if cfg.weight_decay:
-                grads = list(torch._foreach_add(grads, params, alpha=cfg.weight_decay))
-            if cfg.momentum:
-                if self.buffers is None:
-                    self.buffers = [g.clone() for g in grads]
-                else:
-                    torch._foreach_mul_(self.buffers, cfg.momentum)
-                    torch._foreach_add_(self.buffers, grads)
-                grads = self.buffers
-            torch._foreach_add_(params, grads, alpha=-cfg.lr)
+        if cfg.weight_decay:
+            grads = list(torch._foreach_add(grads, params, alpha=cfg.weight_decay))
+        if cfg.momentum:
+            if self.buffers is None:
+                self.buffers = [g.clone() for g in grads]
+            else:
+                torch._foreach_mul_(self.buffers, cfg.momentum)
+                torch._foreach_add_(self.buffers, grads)
+            grads = self.buffers
+        torch._foreach_add_(params, grads, alpha=-cfg.lr)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
