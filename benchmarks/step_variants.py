@@ -1,18 +1,20 @@
-"""Which population step is fastest on this CPU: the layout choices behind ``pruning/population.py``, timed side by side.
+"""Which population step is fastest on this CPU: the choices behind ``pruning/population.py``, timed side by side.
 
     python benchmarks/step_variants.py                 # 1 thread, M=10 (one worker of the paper CPU config)
     python benchmarks/step_variants.py --threads 2 --members 18
 
-M LeNets on one shared batch of 32 (random data and weights: speed does not depend on values), one full
-SGD step (forward, backward, update) per call. The variants:
+M LeNets on one shared batch of 32 MNIST images (random weights and half-pruned masks), one full SGD step
+(forward, backward, update) per call. The variants, all but the last through autograd:
 
 - ``nchw``: conv1 output and conv2 in the default NCHW memory order;
 - ``channels_last``: conv1's output converted to channels_last before pooling, so pooling and the
-  grouped conv2 run in NHWC (what ``population.Population`` does);
+  grouped conv2 run in NHWC (the population's step before it was written out by hand);
 - ``amax_pool``: channels_last, with 2x2 max pooling as a reshape + ``amax`` instead of ``max_pool2d``;
 - ``unfold_conv2``: conv2 as ``unfold`` (im2col) + one batched matrix product per member instead of a
   grouped convolution;
-- ``pool_then_relu``: channels_last, ReLU after pooling instead of before (same values, fewer elements).
+- ``pool_then_relu``: channels_last, ReLU after pooling instead of before (same values, fewer elements);
+- ``hand_written``: ``population.Population.train_step``, the step the population trainer takes: conv1
+  as one matrix product over the shared patches, ReLU after pooling, forward and backward by hand.
 
 Prints ms per step and model-steps/s per variant, best of ``--repeat`` rounds.
 """
@@ -24,7 +26,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-VARIANTS = ("nchw", "channels_last", "amax_pool", "unfold_conv2", "pool_then_relu")
+from pruning import datasets, population
+from pruning.config import TrainingConfig
+
+VARIANTS = ("nchw", "channels_last", "amax_pool", "unfold_conv2", "pool_then_relu", "hand_written")
 
 
 def make(m: int):
@@ -73,7 +78,18 @@ def forward(x, params, masks, m, variant):
     return h
 
 
+def as_population(params, masks, m) -> population.Population:
+    """The same members as ``population.Population`` (its layer names; weights masked as it keeps them)."""
+    names = {"1": "conv1", "2": "conv2", "3": "fc1", "4": "fc2", "5": "fc3"}
+    states = [{f"{names[k[1]]}.{'weight' if k[0] == 'w' else 'bias'}": v[i].detach().clone() for k, v in params.items()}
+              for i in range(m)]
+    member_masks = [{names[k[1]]: masks[k][i] > 0 for k in masks} for i in range(m)]
+    return population.Population(states, member_masks, "cpu")
+
+
 def step(x, y, params, masks, m, variant):
+    if variant == "hand_written":
+        return params.train_step(x, y, TrainingConfig(epochs=1, batch_size=x.shape[0], lr=0.01))
     logits = forward(x, params, masks, m, variant)
     loss = F.cross_entropy(logits.reshape(m * x.shape[0], -1), y.repeat(m), reduction="none").view(m, -1).mean(1).sum()
     names = list(params)
@@ -91,18 +107,21 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     m = args.members
-    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    data = datasets.load("mnist", "cpu")
+    x, y = data.train_x[:32].clone(), data.train_y[:32].clone()
     best = {}
     for _ in range(args.repeat):
         for variant in VARIANTS:
             params, masks = make(m)
+            if variant == "hand_written":
+                params = as_population(params, masks, m)
             for _ in range(10):
                 step(x, y, params, masks, m, variant)
             start = time.perf_counter()
             for _ in range(args.steps):
                 step(x, y, params, masks, m, variant)
             best[variant] = min(best.get(variant, float("inf")), (time.perf_counter() - start) / args.steps)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), M={m} LeNets on a shared batch of 32, "
+    print(f"torch {torch.__version__}, {args.threads} thread(s), M={m} LeNets on a shared batch of 32 MNIST images, "
           f"best of {args.repeat} x {args.steps} steps")
     for variant in VARIANTS:
         print(f"{variant:<16} {1e3 * best[variant]:7.2f} ms/step {m / best[variant]:8.0f} model-steps/s "

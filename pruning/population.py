@@ -4,21 +4,28 @@ Runs of one seed see the same batches in the same order (``training.epoch_order(
 epoch, ...)`` depends on neither technique nor reinit mode), so ``M`` such runs can take each step
 together on one shared batch:
 
-- conv1 is one convolution over the shared batch with the ``M * 6`` filters of all members stacked;
-- conv2 is a grouped convolution (``groups=M``), in channels_last memory order, which is what makes
-  pooling and convolution fast on the CPU (measured in ``benchmarks/population.py``);
-- the linear layers are batched matrix products (``baddbmm``).
+- conv1 is one matrix product: the batch's 3x3 patches, built once for all members (with a row of
+  ones for the bias), times the ``M * 6`` filters of all members stacked; its output comes out in
+  channels_last memory order, which is what makes pooling and conv2 fast on the CPU;
+- conv2 is a grouped convolution (``groups=M``), in channels_last;
+- the linear layers are batched matrix products (``baddbmm``);
+- ReLU comes after each pooling (the same values and gradients as before it, on a quarter of the elements);
+- forward and backward are written out by hand (no autograd): the conv1 buffers, the largest (5 MB at
+  M=10), are allocated once and reused, and nothing is computed that the step does not need.
+
+``benchmarks/population.py`` measures the gain over the one-net loop; ``benchmarks/step_variants.py``
+times the layout choices.
 
 Each member keeps everything that makes it the run it is, so its results equal those of the one-net
 loop (``lifecycle.train_one``) up to float rounding:
 
-- its own masks, multiplied into the weights inside the forward pass: the gradient of a pruned entry
-  is exactly 0, its weight starts at exactly 0, so weight decay (0 * wd) and momentum (a buffer of
-  zeros) leave it at exactly 0 after every step;
+- its own masks: its weights start masked and each gradient is multiplied by the mask (the gradient
+  of ``weight * mask``), so a pruned entry starts at exactly 0, its gradient is exactly 0, and weight
+  decay (0 * wd) and momentum (a buffer of zeros) leave it at exactly 0 after every step;
 - its own starting weights and its own SGD: the update of ``torch.optim.SGD`` (weight decay added to
   the gradient, momentum buffer started from the first gradient, dampening 0, no Nesterov);
-- its own mean cross-entropy loss per batch: the population minimises the sum of the members' losses,
-  and since no parameter is shared each member's gradient is that of its own loss.
+- its own mean cross-entropy loss per batch: its gradient with respect to the member's
+  logits is (softmax - one-hot) / batch size, and no parameter is shared between members.
 
 **Resumes are exact.** A member's float rounding depends on the shapes of the population it trains
 in, not on the values of the other members (each output channel and each matrix of the batch is
@@ -64,10 +71,8 @@ class Population:
     no mask). The weights are kept masked: a pruned entry starts at exactly 0 and its gradient is
     multiplied by 0 (what the gradient of ``weight * mask`` is), so it stays 0.
 
-    The step is written out by hand, forward and backward (:meth:`train_step`): autograd cannot reuse
-    buffers, and on the CPU fresh large buffers (the conv1 output is 5 MB at M=10) cost more page
-    faults than arithmetic. ``tests/test_population.py`` checks it against ``torch.optim.SGD`` on each
-    masked one-net module.
+    The step is written out by hand, forward and backward (:meth:`train_step`, see the module's note);
+    ``tests/test_population.py`` checks it against ``torch.optim.SGD`` on each masked one-net module.
     """
 
     def __init__(self, states: list[dict[str, torch.Tensor]], masks: list[dict[str, torch.Tensor] | None],
@@ -86,8 +91,9 @@ class Population:
         self.buffers: list[torch.Tensor] | None = None  # momentum buffers, created at the first step
         self._work: dict[int, dict[str, torch.Tensor]] = {}  # reused buffers, by batch size
 
-    # The conv1 of every member is one matrix product: patches (n*H*W, C*9 + 1, last column ones for the
-    # bias) times the members' stacked filters (C*9 + 1, M*6). Its output is already channels_last.
+    # The conv1 of every member is one matrix product: the patches, stored as (C*9 + 1, n*H*W) with a last
+    # row of ones for the bias, transposed, times the members' stacked filters and biases (C*9 + 1, M*6).
+    # Its output (n*H*W, M*6) is the conv1 output in channels_last order.
     def _patches(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         n, c, hh, ww = x.shape
         if out is None:
