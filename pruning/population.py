@@ -164,7 +164,9 @@ class Population:
         dh1 = work["dh1"].view(h1.shape[0], h1.shape[2], h1.shape[3], -1).permute(0, 3, 1, 2)
         torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
             da1, h1, [2, 2], [2, 2], [0, 0], [1, 1], False, i1, grad_input=dh1)
-        g1 = patches @ work["dh1"]  # (C*9 + 1, M*6): the filters' gradients, then the biases'
+        # (C*9 + 1, M*6): the filters' gradients, then the biases'. dh1 is channels_last, so this reshape is a
+        # view of work["dh1"] (a device whose kernel wrote another layout gets a copy, not wrong numbers).
+        g1 = patches @ dh1.permute(0, 2, 3, 1).reshape(-1, dh1.shape[1])
         w1 = p["conv1.weight"]
         grads["conv1.weight"] = g1[:-1].t().reshape(w1.shape)
         grads["conv1.bias"] = g1[-1].reshape(m, -1)
