@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from . import companions, paths
+from . import companions, paths, replicates, store
 from .analysis import ParameterError, quoted
 from .embeds import check_embeds, run_notebooks_hint
 from .errors import ReportError
@@ -51,9 +51,10 @@ def variables(results) -> dict[str, str]:
 
 # ============================================================================= staging
 
-def stage(build: Path, values: dict, found: dict | None = None) -> Path:
+def stage(build: Path, values: dict, found: dict | None = None, sections: dict[str, str] | None = None) -> Path:
     """Copy report/ into ``build/report/``, link ``notebooks`` -> ``../notebooks``, write ``_variables.yml``, and
-    put the companions' section (``companions.section`` of ``found``) where the documents hold its marker."""
+    put the companions' section (``companions.section`` of ``found``) where the documents hold its marker,
+    and each of ``sections`` ({marker: markdown}, e.g. the replicates' paragraph) where they hold its marker."""
     staged = build / "report"
     staged.mkdir(parents=True, exist_ok=True)
     for old in ("paper.html", "poster.html", "_offline"):
@@ -82,8 +83,10 @@ def stage(build: Path, values: dict, found: dict | None = None) -> Path:
         path = staged / doc
         text = path.read_text(encoding="utf-8")
         if companions.MARKER in text:
-            path.write_text(text.replace(companions.MARKER, companions.section(found or {}, doc.startswith("poster"))),
-                            encoding="utf-8")
+            text = text.replace(companions.MARKER, companions.section(found or {}, doc.startswith("poster")))
+        for marker, section in (sections or {}).items():
+            text = text.replace(marker, section)
+        path.write_text(text, encoding="utf-8")
     (staged / "_variables.yml").write_text(
         "# Written by pruning/report.py from the results; every number the report quotes.\n"
         + yaml.safe_dump(values, sort_keys=True, allow_unicode=True, width=1000), encoding="utf-8")
@@ -126,7 +129,8 @@ def render(results, renderer: str = "auto", quiet: bool = False, build: Path | N
     if not notebooks.is_dir():
         raise ReportError(f"no executed notebooks in {notebooks}; {run_notebooks_hint(results)}")
     values = variables(results)
-    staged = stage(build, values, companions.find(results))
+    staged = stage(build, values, companions.find(results),
+                   {replicates.MARKER: replicates.section(results, store.load_results(results))})
     resolved = check_embeds([staged / d for d in DOCUMENTS], notebooks, results)
     if renderer == "auto":
         renderer = "quarto" if shutil.which("quarto") else "pandoc"

@@ -3,7 +3,7 @@
     python scripts/compare_results.py docs/replicates/paper_lenet_mnist_cpu_autograd_step/results.csv \
         docs/paper_lenet_mnist_cpu/results.csv --iteration 18
 
-Made for replicates that should agree up to float rounding (the same config trained by two trainers, or
+Made for replicates that should agree up to float rounding (``pruning/replicates.py``, which the paper uses) (the same config trained by two trainers, or
 by one trainer after a change to its arithmetic). Matches trainings by (technique, reinit, seed,
 iteration) and prints, per iteration, the median and largest absolute difference in test accuracy, then
 each technique's mean ± std over seeds at ``--iteration`` in both tables, and the collapsed trainings.
@@ -14,7 +14,7 @@ import argparse
 
 import pandas as pd
 
-KEY = ["technique", "reinit", "seed", "iteration"]
+from pruning import replicates
 
 
 def main(argv=None) -> None:
@@ -24,19 +24,17 @@ def main(argv=None) -> None:
     p.add_argument("--iteration", type=int, default=18, help="iteration of the per-technique table (default 18)")
     args = p.parse_args(argv)
     a, b = pd.read_csv(args.a), pd.read_csv(args.b)
-    both = a.merge(b, on=KEY, suffixes=("_a", "_b"))
+    both = replicates.compare(a, b)
     if both.empty:
         raise SystemExit("no training is in both tables: compare two results sets of one config")
-    both["diff"] = (both.test_acc_a - both.test_acc_b).abs()
     print(f"{len(both)} trainings in both ({len(a)} in a, {len(b)} in b); "
           f"{int((both['diff'] == 0).sum())} with identical test accuracy")
     per_it = both.groupby("iteration")["diff"].agg(["median", "max"]).round(3)
     print("|test accuracy a - b| (points) per iteration:")
     print(per_it.T.to_string())
-    at = both[both.iteration == args.iteration].groupby(["technique", "reinit"])
-    table = pd.concat({"a": at.test_acc_a.agg(["mean", "std"]), "b": at.test_acc_b.agg(["mean", "std"])}, axis=1)
-    print(f"test accuracy at iteration {args.iteration}, mean and std over seeds:")
-    print(table.round(2).to_string())
+    print(f"test accuracy at iteration {args.iteration}, mean and std over seeds (a, b), and whether the means "
+          "differ by more than the larger std:")
+    print(replicates.moved(both, args.iteration).round(2).to_string())
     print(f"collapsed trainings: a {int(a.collapsed.sum())}, b {int(b.collapsed.sum())}")
 
 

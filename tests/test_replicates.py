@@ -1,0 +1,90 @@
+"""Replicates (pruning/replicates.py, scripts/compare_results.py): two results tables of one config, matched
+training by training; the paper's paragraph on them."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import json
+
+import pandas as pd
+import pytest
+
+from pruning import replicates
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_results.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("compare_results", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def table(rows):
+    return pd.DataFrame(rows, columns=["technique", "reinit", "seed", "iteration", "test_acc", "collapsed"])
+
+
+def test_differences_per_iteration_and_means_at_the_chosen_iteration(tmp_path, capsys):
+    a = table([("l1_us", "rewind", 0, 1, 98.0, False), ("l1_us", "rewind", 1, 1, 97.0, False),
+               ("l1_us", "rewind", 0, 2, 90.0, False), ("l1_us", "rewind", 1, 2, 11.35, True),
+               ("l1_s", "rewind", 0, 2, 50.0, False)])  # not in b: left out
+    b = table([("l1_us", "rewind", 0, 1, 98.0, False), ("l1_us", "rewind", 1, 1, 96.5, False),
+               ("l1_us", "rewind", 0, 2, 80.0, False), ("l1_us", "rewind", 1, 2, 70.0, False)])
+    a.to_csv(tmp_path / "a.csv", index=False)
+    b.to_csv(tmp_path / "b.csv", index=False)
+    load_script().main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--iteration", "2"])
+    out = capsys.readouterr().out
+    assert "4 trainings in both (5 in a, 4 in b); 1 with identical test accuracy" in out
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()}
+    # iteration 1: |0|, |0.5| -> median 0.25, max 0.5; iteration 2: |10|, |58.65| -> median 34.325, max 58.65
+    assert [float(v) for v in lines["median"]] == [0.25, 34.325]
+    assert [float(v) for v in lines["max"]] == [0.5, 58.65]
+    # iteration 2, l1_us rewind: a mean (90 + 11.35) / 2 = 50.675 -> 50.67 or 50.68; b mean 75.0
+    assert [float(v) for v in lines["l1_us"][1:2]] in ([50.67], [50.68]) and float(lines["l1_us"][3]) == 75.0
+    assert "collapsed trainings: a 1, b 0" in out
+
+
+def test_tables_with_no_training_in_common_say_so_in_one_line(tmp_path):
+    table([("l1_us", "rewind", 0, 1, 98.0, False)]).to_csv(tmp_path / "a.csv", index=False)
+    table([("l1_us", "rewind", 5, 1, 98.0, False)]).to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(SystemExit, match="no training is in both tables"):
+        load_script().main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv")])
+
+
+def write_set(folder: Path, config_hash: str, rows) -> pd.DataFrame:
+    folder.mkdir(parents=True)
+    (folder / "experiment.json").write_text(json.dumps({"config_hash": config_hash, "code_version": "v1"}))
+    t = table(rows)
+    t.to_csv(folder / "results.csv", index=False)
+    return t
+
+
+def test_a_replicate_is_found_by_its_config_hash_and_the_paper_paragraph_quotes_its_drift(tmp_path):
+    own = write_set(tmp_path / "results" / "set", "abc", [
+        ("l1_us", "rewind", 0, 1, 98.0, False), ("l1_us", "rewind", 1, 1, 97.0, False),
+        ("l1_us", "rewind", 0, 2, 80.0, False), ("l1_us", "rewind", 1, 2, 82.0, False),
+        ("l1_s", "rewind", 0, 1, 50.0, False), ("l1_s", "rewind", 1, 1, 52.0, False),
+        ("l1_s", "rewind", 0, 2, 40.0, False), ("l1_s", "rewind", 1, 2, 42.0, False)])
+    docs = tmp_path / "docs"
+    write_set(docs / "replicates" / "other_config", "zzz", [("l1_us", "rewind", 0, 1, 0.0, False)])
+    write_set(docs / "replicates" / "same_config", "abc", [
+        ("l1_us", "rewind", 0, 1, 98.0, False), ("l1_us", "rewind", 1, 1, 97.5, False),
+        ("l1_us", "rewind", 0, 2, 90.0, False), ("l1_us", "rewind", 1, 2, 92.0, False),
+        ("l1_s", "rewind", 0, 1, 50.0, False), ("l1_s", "rewind", 1, 1, 52.0, False),
+        ("l1_s", "rewind", 0, 2, 40.5, False), ("l1_s", "rewind", 1, 2, 42.0, False)])
+    assert replicates.find(tmp_path / "results" / "set", docs) == [docs / "replicates" / "same_config"]
+    text = replicates.section(tmp_path / "results" / "set", own, docs)
+    # iteration 1 diffs: 0, 0.5, 0, 0 -> median 0, max 0.5; iteration 2 (the last): 10, 10, 0.5, 0 -> median 5.25, max 10
+    assert "(8 trainings)" in text and "`docs/replicates/same_config/`" in text and "`v1`" in text
+    assert "median of 0.00 points at iteration 1 and 5.25 at iteration 2;" in text
+    assert "largest difference is 0.5 points at iteration 1 and 10.0 at iteration 2," in text
+    # at iteration 2, L1 US moved 91 -> 81 (stds 1.41): beyond the spread; L1 S 41.25 -> 41 (std 1.06, 1.41): not
+    assert "1 of 2 technique means moved" in text and "L1 US rewind (91.0 ± 1.4 to 81.0 ± 1.4)" in text
+
+
+def test_without_a_replicate_the_paper_says_the_drift_is_not_measured(tmp_path):
+    own = write_set(tmp_path / "results" / "set", "abc", [("l1_us", "rewind", 0, 1, 98.0, False)])
+    text = replicates.section(tmp_path / "results" / "set", own, tmp_path / "docs")
+    assert text.startswith("**Replicates.** No replicate of this configuration is stored")
