@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import paths, plots
+from . import paths, plots, store
 from .analysis.table import report_iteration
 
 MARKER = "<!-- replicates -->"
@@ -30,7 +30,8 @@ def _hash(folder: Path) -> str | None:
 
 
 def find(results, docs: Path | None = None) -> list[Path]:
-    """Stored replicates of ``results``: folders ``<docs>/replicates/*`` with a ``results.csv`` and the same config hash."""
+    """Stored replicates of ``results``: folders ``<docs>/replicates/*`` holding a ``results.csv`` and an
+    ``experiment.json`` with the same config hash."""
     own = _hash(Path(results))
     root = Path(docs if docs is not None else paths.DOCS) / "replicates"
     return [f for f in sorted(root.glob("*")) if own and (f / "results.csv").exists() and _hash(f) == own]
@@ -53,13 +54,16 @@ def moved(both: pd.DataFrame, iteration: int) -> pd.DataFrame:
     return out
 
 
-def section(results, table: pd.DataFrame, docs: Path | None = None) -> str:
-    """The paper's paragraph on replicates of ``results`` (whose results table is ``table``)."""
+def section(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> str:
+    """The paper's paragraph on replicates of ``results``. Its results table (``table``, or
+    ``store.load_results`` of it) is read only when a replicate is stored."""
     found = find(results, docs)
     if not found:
         return ("**Replicates.** No replicate of this configuration is stored (`docs/replicates/`), so how much "
                 "the verdicts move when the same config is trained again is not measured here.")
     rep = found[0]
+    if table is None:
+        table = store.load_results(results)
     both = compare(pd.read_csv(rep / "results.csv"), table)
     it = report_iteration(table)
     per = both.groupby("iteration")["diff"]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from . import companions, paths, replicates, store
+from . import companions, paths, replicates
 from .analysis import ParameterError, quoted
 from .embeds import check_embeds, run_notebooks_hint
 from .errors import ReportError
@@ -129,8 +129,7 @@ def render(results, renderer: str = "auto", quiet: bool = False, build: Path | N
     if not notebooks.is_dir():
         raise ReportError(f"no executed notebooks in {notebooks}; {run_notebooks_hint(results)}")
     values = variables(results)
-    staged = stage(build, values, companions.find(results),
-                   {replicates.MARKER: replicates.section(results, store.load_results(results))})
+    staged = stage(build, values, companions.find(results), {replicates.MARKER: replicates.section(results)})
     resolved = check_embeds([staged / d for d in DOCUMENTS], notebooks, results)
     if renderer == "auto":
         renderer = "quarto" if shutil.which("quarto") else "pandoc"

@@ -3,8 +3,9 @@
     python scripts/compare_results.py docs/replicates/paper_lenet_mnist_cpu_autograd_step/results.csv \
         docs/paper_lenet_mnist_cpu/results.csv --iteration 18
 
-Made for replicates that should agree up to float rounding (``pruning/replicates.py``, which the paper uses) (the same config trained by two trainers, or
-by one trainer after a change to its arithmetic). Matches trainings by (technique, reinit, seed,
+Made for replicates that should agree up to float rounding: the same config trained by two trainers, or
+by one trainer after a change to its arithmetic (``pruning/replicates.py``, whose functions this uses,
+puts the same comparison in the paper). Matches trainings by (technique, reinit, seed,
 iteration) and prints, per iteration, the median and largest absolute difference in test accuracy, then
 each technique's mean ± std over seeds at ``--iteration`` in both tables, and the collapsed trainings.
 """
