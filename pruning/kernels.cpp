@@ -120,3 +120,129 @@ extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const fl
     for (int64_t e = 0; e < K * Cp; e++) g[e] += loc[e];
   }
 }
+
+// conv2 (3x3, stride 1, no padding, 16 output channels per member, grouped by member) + bias + 2x2 max pooling
+// + ReLU, for M members that each see their own input channels. Only the conv2 outputs that pooling reads are
+// computed (pooling drops the last row and column of an odd-sized output).
+//
+// Layouts: a1 (n, H, W, M*Ci), the pooled conv1 output in channels_last order; wt (M, K, 16) with K = 9*Ci in
+// (ky, kx, ci) order; bias (M, 16); a2 (M, n, 16*PH*PW), each member's output flattened as LeNet flattens it
+// (channel, y, x), which is what fc1 reads; idx (n, PH, PW, M, 16): the winning window position, or 4 where
+// ReLU is inactive (the pooled value is <= 0, so no gradient flows back).
+extern "C" void conv2_pool_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx,
+                                   int64_t n, int64_t H, int64_t W, int64_t M, int64_t Ci) {
+  const int64_t K = 9 * Ci, MC = M * Ci, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
+  const v16 zero = {0};
+  const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t i = 0; i < PH; i++)
+      for (int64_t j = 0; j < PW; j++)
+        for (int64_t m = 0; m < M; m++) {
+          v16 r0, r1, r2, r3;
+          std::memcpy(&r0, bias + m * L, sizeof r0);
+          r1 = r0; r2 = r0; r3 = r0;
+          const float *w = wt + m * K * L;
+          for (int64_t ky = 0; ky < 3; ky++)
+            for (int64_t kx = 0; kx < 3; kx++) {
+              const float *p = a1 + ((b * H + 2 * i + ky) * W + 2 * j + kx) * MC + m * Ci;
+              for (int64_t ci = 0; ci < Ci; ci++, w += L) {
+                v16 f;
+                std::memcpy(&f, w, sizeof f);
+                r0 += p[ci] * f;
+                r1 += p[MC + ci] * f;
+                r2 += p[W * MC + ci] * f;
+                r3 += p[W * MC + MC + ci] * f;
+              }
+            }
+          v16 best = r0;
+          i16 won = splat(0), t;
+          t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
+          t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
+          t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
+          t = best <= zero;
+          best = t ? zero : best;
+          won = t ? four : won;
+          float *out = a2 + (m * n + b) * L * S + i * PW + j;
+          uint8_t *code = idx + (((b * PH + i) * PW + j) * M + m) * L;
+          for (int64_t o = 0; o < L; o++) {
+            out[o * S] = best[o];
+            code[o] = (uint8_t)won[o];
+          }
+        }
+}
+
+// The backward of conv2_pool_forward. ga2 (M, n, 16*PH*PW): the gradient of a2. w (M, 16, Kp): each output
+// channel's filter in (ky, kx, ci) order, zero-padded to Kp (a multiple of 16). Writes gwt (M, K, 16) and
+// gb (M, 16), the gradients of wt and bias, and da1 (n, H, W, M*Ci), the gradient of a1. scratch: 4*Kp + 16*M*Ci
+// floats. Sums run in a fixed order (images, then pooled positions, then members).
+extern "C" void conv2_pool_backward(const float *a1, const float *w, const uint8_t *idx, const float *ga2,
+                                    float *gwt, float *gb, float *da1, float *scratch, int64_t n, int64_t H,
+                                    int64_t W, int64_t M, int64_t Ci, int64_t Kp) {
+  const int64_t K = 9 * Ci, MC = M * Ci, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
+  const v16 zero = {0};
+  float *d = scratch;              // (4, Kp): each window position's share of the input gradient
+  float *local = scratch + 4 * Kp; // (M, 4, 4, Ci): the 4x4 input block under one pooled position
+  std::memset(gwt, 0, M * K * L * sizeof(float));
+  std::memset(gb, 0, M * L * sizeof(float));
+  std::memset(da1, 0, n * H * W * MC * sizeof(float));
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t i = 0; i < PH; i++)
+      for (int64_t j = 0; j < PW; j++) {
+        std::memset(local, 0, M * 16 * Ci * sizeof(float));
+        for (int64_t m = 0; m < M; m++) {
+          const float *gsrc = ga2 + (m * n + b) * L * S + i * PW + j;
+          const uint8_t *code = idx + (((b * PH + i) * PW + j) * M + m) * L;
+          v16 gv;
+          i16 wv;
+          for (int64_t o = 0; o < L; o++) {
+            gv[o] = gsrc[o * S];
+            wv[o] = code[o];
+          }
+          const v16 g0 = wv == 0 ? gv : zero, g1 = wv == 1 ? gv : zero;
+          const v16 g2 = wv == 2 ? gv : zero, g3 = wv == 3 ? gv : zero;
+          v16 bsum;
+          std::memcpy(&bsum, gb + m * L, sizeof bsum);
+          bsum += (g0 + g1) + (g2 + g3);
+          std::memcpy(gb + m * L, &bsum, sizeof bsum);
+          // the filters' gradients: each input value times the gradient of the window position it fed
+          float *gw = gwt + m * K * L;
+          for (int64_t ky = 0; ky < 3; ky++)
+            for (int64_t kx = 0; kx < 3; kx++) {
+              const float *p = a1 + ((b * H + 2 * i + ky) * W + 2 * j + kx) * MC + m * Ci;
+              for (int64_t ci = 0; ci < Ci; ci++, gw += L) {
+                v16 acc;
+                std::memcpy(&acc, gw, sizeof acc);
+                acc += p[ci] * g0 + p[MC + ci] * g1 + p[W * MC + ci] * g2 + p[W * MC + MC + ci] * g3;
+                std::memcpy(gw, &acc, sizeof acc);
+              }
+            }
+          // the input's gradient: each output channel's gradient goes to the window position that won it
+          std::memset(d, 0, 4 * Kp * sizeof(float));
+          const float *wm = w + m * L * Kp;
+          for (int64_t o = 0; o < L; o++) {
+            if (wv[o] > 3) continue;  // ReLU inactive: no gradient
+            float *dst = d + wv[o] * Kp;
+            const float g = gv[o];
+            const float *f = wm + o * Kp;
+            for (int64_t e = 0; e < Kp; e++) dst[e] += g * f[e];
+          }
+          float *loc = local + m * 16 * Ci;
+          for (int64_t o = 0; o < 4; o++) {
+            const int64_t dy = o >> 1, dx = o & 1;
+            for (int64_t ky = 0; ky < 3; ky++) {
+              float *row = loc + ((dy + ky) * 4 + dx) * Ci;
+              const float *src = d + o * Kp + ky * 3 * Ci;
+              for (int64_t e = 0; e < 3 * Ci; e++) row[e] += src[e];
+            }
+          }
+        }
+        for (int64_t r = 0; r < 4; r++)
+          for (int64_t c = 0; c < 4; c++) {
+            float *dst = da1 + ((b * H + 2 * i + r) * W + 2 * j + c) * MC;
+            for (int64_t m = 0; m < M; m++) {
+              const float *src = local + ((m * 4 + r) * 4 + c) * Ci;
+              for (int64_t ci = 0; ci < Ci; ci++) dst[m * Ci + ci] += src[ci];
+            }
+          }
+      }
+}

@@ -79,17 +79,14 @@ def library():
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.conv1_pool_forward.argtypes = [ptr] * 4 + [i64] * 6
         lib.conv1_pool_backward.argtypes = [ptr] * 6 + [i64] * 6
+        lib.conv2_pool_forward.argtypes = [ptr] * 5 + [i64] * 5
+        lib.conv2_pool_backward.argtypes = [ptr] * 8 + [i64] * 6
     _loaded["lib"] = lib
     return lib
 
 
-def usable(x: torch.Tensor) -> bool:
-    """Whether the kernels can take this batch: float32 on the CPU, and the library is there."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and library() is not None
-
-
 def describe() -> str:
-    """For experiment.json: which conv1 path a population step on the CPU takes on this machine."""
+    """For experiment.json: which conv path a population step on the CPU takes on this machine."""
     return "fused C++ kernels (pruning/kernels.cpp)" if library() is not None else "torch"
 
 
@@ -101,18 +98,57 @@ def padded_filters(filters: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _ptrs(*tensors: torch.Tensor, dtypes=None) -> list[int]:
+    """Raw pointers for the C++ side, which reads every tensor as a dense CPU array of its documented shape."""
+    for t in tensors:
+        if t.device.type != "cpu" or not t.is_contiguous() or t.dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"the fused kernels take contiguous float32/uint8 CPU tensors, got {t.dtype} "
+                             f"{tuple(t.shape)} on {t.device} (contiguous: {t.is_contiguous()})")
+    return [t.data_ptr() for t in tensors]
+
+
 def conv1_pool_forward(x: torch.Tensor, ft: torch.Tensor, cout: int, a: torch.Tensor, idx: torch.Tensor) -> None:
-    """Fill ``a`` (n, PH, PW, cout) with relu(max_pool2d(conv1(x))) and ``idx`` (uint8, same shape) with the winners."""
+    """Fill ``a`` (n, PH, PW, cout) with relu(max_pool2d(conv1(x))) and ``idx`` (uint8, same shape) with the
+    winning window positions; ``ft`` from :func:`padded_filters`."""
     n, c, h, w = x.shape
-    x = x.contiguous()
-    library().conv1_pool_forward(x.data_ptr(), ft.data_ptr(), a.data_ptr(), idx.data_ptr(), n, c, h, w, cout,
-                                 ft.shape[1])
+    if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cout) or idx.shape != a.shape or ft.shape[0] != c * 9 + 1:
+        raise ValueError("conv1_pool_forward: shapes do not match")
+    library().conv1_pool_forward(*_ptrs(x, ft, a, idx), n, c, h, w, cout, ft.shape[1])
 
 
 def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga: torch.Tensor, cout: int,
-                        g: torch.Tensor, scratch: torch.Tensor) -> None:
-    """Fill ``g`` (K, Cp) with the gradients of the padded filters (bias row last), given ``ga`` = d loss / d ``a``."""
+                        g: torch.Tensor) -> None:
+    """Fill ``g`` (C*9 + 1, Cp) with the gradients of the padded filters (bias row last), given ``ga`` = d loss / d ``a``
+    (ReLU's backward is applied in the kernel)."""
     n, c, h, w = x.shape
-    x, ga = x.contiguous(), ga.contiguous()
-    library().conv1_pool_backward(x.data_ptr(), idx.data_ptr(), a.data_ptr(), ga.data_ptr(), g.data_ptr(),
-                                  scratch.data_ptr(), n, c, h, w, cout, g.shape[1])
+    if ga.shape != a.shape or idx.shape != a.shape or g.shape[0] != c * 9 + 1 or g.shape[1] % LANES:
+        raise ValueError("conv1_pool_backward: shapes do not match")
+    scratch = torch.empty(g.shape)
+    library().conv1_pool_backward(*_ptrs(x, idx, a, ga, g, scratch), n, c, h, w, cout, g.shape[1])
+
+
+def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a2: torch.Tensor,
+                       idx: torch.Tensor) -> None:
+    """Per member, relu(max_pool2d(conv2(a1) + bias)) into ``a2`` (M, n, 16*PH*PW) and the winners (or 4 where ReLU
+    is inactive) into ``idx`` (n, PH, PW, M, 16). ``a1`` (n, H, W, M*Ci); ``wt`` (M, 9*Ci, 16); ``bias`` (M, 16)."""
+    n, h, w, mc = a1.shape
+    m, k, co = wt.shape
+    ph, pw = (h - 2) // 2, (w - 2) // 2
+    if co != LANES or k * m != 9 * mc or bias.shape != (m, co) or a2.shape != (m, n, co * ph * pw) \
+            or idx.shape != (n, ph, pw, m, co):
+        raise ValueError("conv2_pool_forward: shapes do not match")
+    library().conv2_pool_forward(*_ptrs(a1, wt, bias, a2, idx), n, h, w, m, mc // m)
+
+
+def conv2_pool_backward(a1: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor, ga2: torch.Tensor,
+                        gwt: torch.Tensor, gb: torch.Tensor, da1: torch.Tensor) -> None:
+    """The gradients of :func:`conv2_pool_forward`'s ``wt`` (into ``gwt``), ``bias`` (``gb``) and ``a1`` (``da1``)
+    from ``ga2``, the gradient of ``a2``. ``rows`` (M, 16, Kp): each filter in (ky, kx, ci) order, zero-padded."""
+    n, h, w, mc = a1.shape
+    m, co, kp = rows.shape
+    ci = mc // m
+    if co != LANES or kp % LANES or kp < 9 * ci or gwt.shape != (m, 9 * ci, co) or gb.shape != (m, co) \
+            or da1.shape != a1.shape or ga2.shape[:2] != (m, n) or idx.shape[3:] != (m, co):
+        raise ValueError("conv2_pool_backward: shapes do not match")
+    scratch = torch.empty(4 * kp + 16 * mc)
+    library().conv2_pool_backward(*_ptrs(a1, rows, idx, ga2, gwt, gb, da1, scratch), n, h, w, m, ci, kp)

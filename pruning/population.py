@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import kernels, lifecycle, models, training
+from . import lenet_convs, lifecycle, models, training
 from .config import ConfigError, RunConfig, TrainingConfig
 from .datasets import Tensors
 
@@ -89,77 +89,28 @@ class Population:
                 mk[layer].to(w.device, torch.float32) if mk and layer in mk else ones for mk in masks])
             w.mul_(self.masks[layer])  # a starting state is already masked; make sure of it
         self.buffers: list[torch.Tensor] | None = None  # momentum buffers, created at the first step
-        self._work: dict[int, dict[str, torch.Tensor]] = {}  # reused buffers, by batch size
+        self.convs = lenet_convs.make(device, self.params["conv2.weight"].shape[1])  # conv blocks: fused or torch
 
-    # The conv1 of every member is one matrix product: the patches, stored as (C*9 + 1, n*H*W) with a last
-    # row of ones for the bias, transposed, times the members' stacked filters and biases (C*9 + 1, M*6).
-    # Its output (n*H*W, M*6) is the conv1 output in channels_last order.
-    def _patches(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        n, c, hh, ww = x.shape
-        if out is None:
-            out = torch.ones(c * 9 + 1, n * (hh - 2) * (ww - 2), device=x.device)
-        # rows in (channel, dy, dx) order, as the filters flatten; columns in (image, y, x) order
-        out[:-1].view(c, 3, 3, n, hh - 2, ww - 2).copy_(x.unfold(2, 3, 1).unfold(3, 3, 1).permute(1, 4, 5, 0, 2, 3))
-        return out
-
-    def _work_for(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        n, c, hh, ww = x.shape
-        if n not in self._work:
-            cout = self.m * self.params["conv1.weight"].shape[1]
-            if kernels.usable(x):
-                k, cp = c * 9 + 1, -(-cout // kernels.LANES) * kernels.LANES
-                a1 = torch.empty(n, (hh - 2) // 2, (ww - 2) // 2, cout)
-                self._work[n] = {"a1": a1, "i1": torch.empty(a1.shape, dtype=torch.uint8),
-                                 "g1": torch.empty(k, cp), "g1_image": torch.empty(k, cp)}
-            else:
-                rows = n * (hh - 2) * (ww - 2)
-                self._work[n] = {"patches": torch.ones(c * 9 + 1, rows, device=x.device),
-                                 "h1": torch.empty(rows, cout, device=x.device),
-                                 "dh1": torch.empty(rows, cout, device=x.device)}
-        return self._work[n]
-
-    def _forward(self, x: torch.Tensor, work: dict | None = None):
+    def _forward(self, x: torch.Tensor, train: bool = False):
         """Logits (M, n, classes) and what the backward pass needs."""
-        p, m, n = self.params, self.m, x.shape[0]
-        w1, w2 = p["conv1.weight"], p["conv2.weight"]
-        filters = torch.cat([w1.reshape(m * w1.shape[1], -1), p["conv1.bias"].reshape(-1, 1)], 1)
-        if kernels.usable(x):  # conv1 + pooling + ReLU fused: the conv1 output is never stored
-            ph, pw = (x.shape[2] - 2) // 2, (x.shape[3] - 2) // 2
-            a1 = work["a1"] if work else torch.empty(n, ph, pw, filters.shape[0])
-            i1 = work["i1"] if work else torch.empty(a1.shape, dtype=torch.uint8)
-            kernels.conv1_pool_forward(x, kernels.padded_filters(filters), filters.shape[0], a1, i1)
-            conv1 = (x, None, i1)
-            a1 = a1.permute(0, 3, 1, 2)  # (n, M*6, PH, PW), channels_last
-        else:
-            hh, ww = x.shape[2] - 2, x.shape[3] - 2
-            patches = self._patches(x, work["patches"] if work else None)
-            h1 = torch.mm(patches.t(), filters.t(), out=work["h1"]) if work else patches.t() @ filters.t()
-            h1 = h1.view(n, hh, ww, -1).permute(0, 3, 1, 2)  # (n, M*6, H, W), channels_last
-            a1, i1 = F.max_pool2d_with_indices(h1, 2)  # ReLU after pooling: the same values and gradients
-            a1 = a1.relu_()
-            conv1 = (patches, h1, i1)
-        h2 = F.conv2d(a1, w2.reshape(m * w2.shape[1], *w2.shape[2:]), p["conv2.bias"].reshape(-1), groups=m)
-        a2, i2 = F.max_pool2d_with_indices(h2, 2)
-        a2 = a2.relu_()
-        # (M, n, 16*5*5), flattened per member as LeNet does (a2 is channels_last: (n, 5, 5, M*16) in memory)
-        h = a2.permute(0, 2, 3, 1).reshape(n, *a2.shape[2:], m, -1).permute(3, 0, 4, 1, 2).reshape(m, n, -1)
+        p = self.params
+        h, convs = self.convs.forward(p, self.m, x, train)  # (M, n, 16*5*5)
         acts = [h]
         for layer in ("fc1", "fc2", "fc3"):
             h = torch.baddbmm(p[f"{layer}.bias"].unsqueeze(1), h, p[f"{layer}.weight"].transpose(1, 2))
             if layer != "fc3":
                 h = h.relu_()
                 acts.append(h)
-        return h, (*conv1, a1, h2, i2, a2, acts)
+        return h, (convs, acts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (b, C, H, W): the batch every member sees. Returns logits (M, b, classes)."""
         return self._forward(x)[0]
 
-    def _backward(self, dz: torch.Tensor, saved, work: dict) -> list[torch.Tensor]:
+    def _backward(self, dz: torch.Tensor, saved) -> list[torch.Tensor]:
         """Every parameter's gradient (in ``names`` order, masked) from the logits' gradient ``dz``."""
-        p, m = self.params, self.m
-        patches, h1, i1, a1, h2, i2, a2, acts = saved  # fused conv1: patches is the batch, h1 is None
-        n = a1.shape[0]
+        p = self.params
+        convs, acts = saved
         grads = {}
         for layer, a in zip(("fc3", "fc2", "fc1"), reversed(acts)):
             grads[f"{layer}.weight"] = torch.bmm(dz.transpose(1, 2), a)
@@ -167,39 +118,7 @@ class Population:
             dz = torch.bmm(dz, p[f"{layer}.weight"])
             if layer != "fc1":
                 dz = torch.ops.aten.threshold_backward(dz, a, 0)
-        # (M, n, 16*5*5) back to (n, M*16, 5, 5) channels_last, as a2 is laid out
-        da2 = dz.view(m, n, a2.shape[1] // m, *a2.shape[2:]).permute(1, 3, 4, 0, 2).contiguous()
-        da2 = torch.ops.aten.threshold_backward(da2.view(n, *a2.shape[2:], -1).permute(0, 3, 1, 2), a2, 0)
-        if "dh2" not in work:
-            work["dh2"] = torch.empty_like(h2)
-        dh2 = work["dh2"]
-        torch.ops.aten.max_pool2d_with_indices_backward.grad_input(da2, h2, [2, 2], [2, 2], [0, 0], [1, 1], False, i2,
-                                                                   grad_input=dh2)
-        w2 = p["conv2.weight"]
-        _, gw2, gb2 = torch.ops.aten.convolution_backward(
-            dh2, a1, w2.reshape(m * w2.shape[1], *w2.shape[2:]), [m * w2.shape[1]], [1, 1], [0, 0], [1, 1],
-            False, [0, 0], m, [False, True, True])
-        # conv2's input gradient as a forward convolution of the padded output gradient by the flipped,
-        # transposed filters: oneDNN's forward kernel is faster here than its backward-data kernel
-        wt = w2.transpose(1, 2).flip(3, 4).reshape(m * w2.shape[2], w2.shape[1], *w2.shape[3:])
-        da1 = F.conv2d(dh2, wt, None, padding=(w2.shape[3] - 1, w2.shape[4] - 1), groups=m)
-        grads["conv2.weight"], grads["conv2.bias"] = gw2.view(w2.shape), gb2.view(m, -1)
-        w1 = p["conv1.weight"]
-        if h1 is None:
-            cout = a1.shape[1]
-            kernels.conv1_pool_backward(patches, i1, a1.permute(0, 2, 3, 1), da1.permute(0, 2, 3, 1), cout,
-                                        work["g1"], work["g1_image"])
-            g1 = work["g1"][:, :cout]
-        else:
-            da1 = torch.ops.aten.threshold_backward(da1, a1, 0)
-            dh1 = work["dh1"].view(h1.shape[0], h1.shape[2], h1.shape[3], -1).permute(0, 3, 1, 2)
-            torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
-                da1, h1, [2, 2], [2, 2], [0, 0], [1, 1], False, i1, grad_input=dh1)
-            # (C*9 + 1, M*6): the filters' gradients, then the biases'. dh1 is channels_last, so this reshape is a
-            # view of work["dh1"] (a device whose kernel wrote another layout gets a copy, not wrong numbers).
-            g1 = patches @ dh1.permute(0, 2, 3, 1).reshape(-1, dh1.shape[1])
-        grads["conv1.weight"] = g1[:-1].t().reshape(w1.shape)
-        grads["conv1.bias"] = g1[-1].reshape(m, -1)
+        grads.update(self.convs.backward(p, self.m, dz, convs))
         for layer, _ in LENET_LAYERS:
             grads[f"{layer}.weight"].mul_(self.masks[layer])
         return [grads[name] for name in self.names]
@@ -207,14 +126,13 @@ class Population:
     def train_step(self, x: torch.Tensor, y: torch.Tensor, cfg: TrainingConfig) -> torch.Tensor:
         """One SGD step on the shared batch ``x`` (b, C, H, W), ``y`` (b,). Returns each member's mean loss (M,)."""
         m, b = self.m, x.shape[0]
-        work = self._work_for(x)
-        logits, saved = self._forward(x, work)
+        logits, saved = self._forward(x, train=True)
         logp = F.log_softmax(logits, -1)
         target = y.view(1, b, 1).expand(m, b, 1)
         losses = -logp.gather(2, target).squeeze(2).mean(1)
         # d(mean cross-entropy)/d logits = (softmax - one-hot) / b, for each member's own loss
         dz = logp.exp_().scatter_add_(2, target, torch.full((m, b, 1), -1.0, device=x.device)).div_(b)
-        self.step(self._backward(dz, saved, work), cfg)
+        self.step(self._backward(dz, saved), cfg)
         return losses
 
     @torch.no_grad()
