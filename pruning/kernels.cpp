@@ -15,6 +15,7 @@
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t i16 __attribute__((vector_size(64)));
+typedef uint8_t u16 __attribute__((vector_size(16)));
 static const int64_t L = 16;
 
 static inline i16 splat(int32_t v) {
@@ -38,7 +39,7 @@ static inline void patches4(const float *x, int64_t C, int64_t H, int64_t W, int
 }
 
 extern "C" void conv1_pool_forward(const float *x, const float *ft, float *a, uint8_t *idx, int64_t n, int64_t C,
-                                   int64_t H, int64_t W, int64_t Cout, int64_t Cp) {
+                                   int64_t H, int64_t W, int64_t Cp) {
   const int64_t K = C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2;
   float p[4 * K];
   const v16 zero = {0};
@@ -48,7 +49,7 @@ extern "C" void conv1_pool_forward(const float *x, const float *ft, float *a, ui
     for (int64_t i = 0; i < PH; i++)
       for (int64_t j = 0; j < PW; j++) {
         patches4(xb, C, H, W, i, j, K, p);
-        const int64_t off = ((b * PH + i) * PW + j) * Cout;
+        const int64_t off = ((b * PH + i) * PW + j) * Cp;
         for (int64_t c0 = 0; c0 < Cp; c0 += L) {
           v16 r0 = zero, r1 = zero, r2 = zero, r3 = zero;
           for (int64_t k = 0; k < K; k++) {
@@ -66,59 +67,64 @@ extern "C" void conv1_pool_forward(const float *x, const float *ft, float *a, ui
           t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
           t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
           best = best < zero ? zero : best;
-          const int64_t m = Cout - c0 < L ? Cout - c0 : L;
-          float bf[L];
-          int32_t wf[L];
-          std::memcpy(bf, &best, sizeof bf);
-          std::memcpy(wf, &won, sizeof wf);
-          std::memcpy(a + off + c0, bf, m * sizeof(float));
-          for (int64_t e = 0; e < m; e++) idx[off + c0 + e] = (uint8_t)wf[e];
+          const u16 won8 = __builtin_convertvector(won, u16);
+          std::memcpy(a + off + c0, &best, sizeof best);
+          std::memcpy(idx + off + c0, &won8, sizeof won8);
         }
       }
   }
 }
 
 // ga: the gradient of the pooled, ReLU'd output a (ReLU's backward is applied here: none where a <= 0).
-// loc: a (K, Cp) scratch; each image's sum is formed there, then added to g in image order.
-extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const float *a, const float *ga, float *g,
-                                    float *loc, int64_t n, int64_t C, int64_t H, int64_t W, int64_t Cout,
-                                    int64_t Cp) {
-  const int64_t K = C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2;
-  float p[4 * K];
+// pbuf: a scratch of PH*PW*4*K floats, one image's patches. Each image's sums are formed over its pooled
+// positions in order, then added to g in image order.
+template <int KK>  // KK > 0: K known when compiling (MNIST: 10); 0: any
+static void conv1_backward(const float *x, const uint8_t *idx, const float *a, const float *ga, float *g,
+                           float *pbuf, int64_t n, int64_t C, int64_t H, int64_t W, int64_t Cp) {
+  const int64_t K = KK ? KK : C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
   const v16 zero = {0};
   std::memset(g, 0, K * Cp * sizeof(float));
   for (int64_t b = 0; b < n; b++) {
     const float *xb = x + b * C * H * W;
-    std::memset(loc, 0, K * Cp * sizeof(float));
     for (int64_t i = 0; i < PH; i++)
-      for (int64_t j = 0; j < PW; j++) {
-        const int64_t off = ((b * PH + i) * PW + j) * Cout;
-        patches4(xb, C, H, W, i, j, K, p);
-        for (int64_t c0 = 0; c0 < Cp; c0 += L) {
-          const int64_t m = Cout - c0 < L ? Cout - c0 : L;
-          float af[L] = {0}, gf[L] = {0};
-          int32_t wf[L] = {0};
-          std::memcpy(af, a + off + c0, m * sizeof(float));
-          std::memcpy(gf, ga + off + c0, m * sizeof(float));
-          for (int64_t e = 0; e < m; e++) wf[e] = idx[off + c0 + e];
-          v16 av, gv;
-          i16 wv;
-          std::memcpy(&av, af, sizeof av);
-          std::memcpy(&gv, gf, sizeof gv);
-          std::memcpy(&wv, wf, sizeof wv);
-          gv = av <= zero ? zero : gv;  // threshold_backward(grad, a, 0)
-          const v16 g0 = wv == 0 ? gv : zero, g1 = wv == 1 ? gv : zero;
-          const v16 g2 = wv == 2 ? gv : zero, g3 = wv == 3 ? gv : zero;
-          for (int64_t k = 0; k < K; k++) {
-            v16 l;
-            std::memcpy(&l, loc + k * Cp + c0, sizeof l);
-            l += p[k] * g0 + p[K + k] * g1 + p[2 * K + k] * g2 + p[3 * K + k] * g3;
-            std::memcpy(loc + k * Cp + c0, &l, sizeof l);
-          }
+      for (int64_t j = 0; j < PW; j++) patches4(xb, C, H, W, i, j, K, pbuf + (i * PW + j) * 4 * K);
+    for (int64_t c0 = 0; c0 < Cp; c0 += L) {
+      v16 acc[KK ? KK : 64];  // K <= 64: up to 7 input channels
+      for (int64_t k = 0; k < K; k++) acc[k] = zero;
+      for (int64_t s = 0; s < S; s++) {
+        const int64_t off = (b * S + s) * Cp + c0;
+        v16 av, gv;
+        u16 w8;
+        std::memcpy(&av, a + off, sizeof av);
+        std::memcpy(&gv, ga + off, sizeof gv);
+        std::memcpy(&w8, idx + off, sizeof w8);
+        const i16 wv = __builtin_convertvector(w8, i16);
+        gv = av <= zero ? zero : gv;  // threshold_backward(grad, a, 0)
+        const float *p = pbuf + s * 4 * K;
+        for (int64_t k = 0; k < K; k++) {
+          v16 val = p[k] + zero;  // each lane: the patch value at the position that won it
+          val = wv == 1 ? p[K + k] + zero : val;
+          val = wv == 2 ? p[2 * K + k] + zero : val;
+          val = wv == 3 ? p[3 * K + k] + zero : val;
+          acc[k] += gv * val;
         }
       }
-    for (int64_t e = 0; e < K * Cp; e++) g[e] += loc[e];
+      for (int64_t k = 0; k < K; k++) {
+        v16 t;
+        std::memcpy(&t, g + k * Cp + c0, sizeof t);
+        t += acc[k];
+        std::memcpy(g + k * Cp + c0, &t, sizeof t);
+      }
+    }
   }
+}
+
+extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const float *a, const float *ga, float *g,
+                                    float *pbuf, int64_t n, int64_t C, int64_t H, int64_t W, int64_t Cp) {
+  if (C == 1)
+    conv1_backward<10>(x, idx, a, ga, g, pbuf, n, C, H, W, Cp);
+  else
+    conv1_backward<0>(x, idx, a, ga, g, pbuf, n, C, H, W, Cp);
 }
 
 // conv2 (3x3, stride 1, no padding, 16 output channels per member, grouped by member) + bias + 2x2 max pooling
@@ -129,9 +135,11 @@ extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const fl
 // (ky, kx, ci) order; bias (M, 16); a2 (M, n, 16*PH*PW), each member's output flattened as LeNet flattens it
 // (channel, y, x), which is what fc1 reads; idx (n, PH, PW, M, 16): the winning window position, or 4 where
 // ReLU is inactive (the pooled value is <= 0, so no gradient flows back).
-extern "C" void conv2_pool_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx,
-                                   int64_t n, int64_t H, int64_t W, int64_t M, int64_t Ci) {
-  const int64_t K = 9 * Ci, MC = M * Ci, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
+template <int CI>  // as in conv2_backward
+static void conv2_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx, int64_t n,
+                          int64_t H, int64_t W, int64_t CS, int64_t M, int64_t ci_any) {
+  const int64_t Ci = CI ? CI : ci_any;
+  const int64_t K = 9 * Ci, MC = CS, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
   const v16 zero = {0};
   const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
   for (int64_t b = 0; b < n; b++)
@@ -171,25 +179,34 @@ extern "C" void conv2_pool_forward(const float *a1, const float *wt, const float
         }
 }
 
-// The backward of conv2_pool_forward. ga2 (M, n, 16*PH*PW): the gradient of a2. w (M, 16, Kp): each output
-// channel's filter in (ky, kx, ci) order, zero-padded to Kp (a multiple of 16). Writes gwt (M, K, 16) and
-// gb (M, 16), the gradients of wt and bias, and da1 (n, H, W, M*Ci), the gradient of a1. scratch: 4*Kp + 16*M*Ci
-// floats. Sums run in a fixed order (images, then pooled positions, then members).
-extern "C" void conv2_pool_backward(const float *a1, const float *w, const uint8_t *idx, const float *ga2,
-                                    float *gwt, float *gb, float *da1, float *scratch, int64_t n, int64_t H,
-                                    int64_t W, int64_t M, int64_t Ci, int64_t Kp) {
-  const int64_t K = 9 * Ci, MC = M * Ci, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
+extern "C" void conv2_pool_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx,
+                                   int64_t n, int64_t H, int64_t W, int64_t CS, int64_t M, int64_t Ci) {
+  if (Ci == 6)
+    conv2_forward<6>(a1, wt, bias, a2, idx, n, H, W, CS, M, Ci);
+  else
+    conv2_forward<0>(a1, wt, bias, a2, idx, n, H, W, CS, M, Ci);
+}
+
+// The backward of conv2_pool_forward. ga2 (M, n, 16*PH*PW): the gradient of a2. wx (M, 5, 16, 16*Ci): for each
+// member, winning window position (4: none) and output channel, the filter placed where that position reads
+// the 4x4 input block under a pooled value, in (row, column, ci) order (zeros elsewhere, all zeros for 4).
+// Writes gwt (M, K, 16) and gb (M, 16), the gradients of wt and bias, and da1 (n, H, W, M*Ci), the gradient of
+// a1; dam (M, n, H, W, Ci) is a scratch in which each member's input gradient is summed before da1 is
+// written. Sums run in a fixed order (images, pooled positions, members, output channels). Ci <= 16.
+template <int CI>  // CI > 0: the number of input channels per member, known when compiling (LeNet: 6); 0: any
+static void conv2_backward(const float *a1, const float *wx, const uint8_t *idx, const float *ga2, float *gwt,
+                           float *gb, float *da1, float *dam, int64_t n, int64_t H, int64_t W, int64_t CS,
+                           int64_t M, int64_t ci_any) {
+  const int64_t Ci = CI ? CI : ci_any;
+  const int64_t K = 9 * Ci, MC = CS, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW, B = 16 * Ci;
   const v16 zero = {0};
-  float *d = scratch;              // (4, Kp): each window position's share of the input gradient
-  float *local = scratch + 4 * Kp; // (M, 4, 4, Ci): the 4x4 input block under one pooled position
   std::memset(gwt, 0, M * K * L * sizeof(float));
   std::memset(gb, 0, M * L * sizeof(float));
-  std::memset(da1, 0, n * H * W * MC * sizeof(float));
-  for (int64_t b = 0; b < n; b++)
-    for (int64_t i = 0; i < PH; i++)
-      for (int64_t j = 0; j < PW; j++) {
-        std::memset(local, 0, M * 16 * Ci * sizeof(float));
-        for (int64_t m = 0; m < M; m++) {
+  std::memset(dam, 0, M * n * H * W * Ci * sizeof(float));
+  for (int64_t m = 0; m < M; m++)  // member by member: its filters and gradients stay in the L1 cache
+    for (int64_t b = 0; b < n; b++)
+      for (int64_t i = 0; i < PH; i++)
+        for (int64_t j = 0; j < PW; j++) {
           const float *gsrc = ga2 + (m * n + b) * L * S + i * PW + j;
           const uint8_t *code = idx + (((b * PH + i) * PW + j) * M + m) * L;
           v16 gv;
@@ -198,11 +215,10 @@ extern "C" void conv2_pool_backward(const float *a1, const float *w, const uint8
             gv[o] = gsrc[o * S];
             wv[o] = code[o];
           }
-          const v16 g0 = wv == 0 ? gv : zero, g1 = wv == 1 ? gv : zero;
-          const v16 g2 = wv == 2 ? gv : zero, g3 = wv == 3 ? gv : zero;
+          const v16 live = wv < 4 ? gv : zero;  // the gradient where ReLU is active, 0 elsewhere
           v16 bsum;
           std::memcpy(&bsum, gb + m * L, sizeof bsum);
-          bsum += (g0 + g1) + (g2 + g3);
+          bsum += live;
           std::memcpy(gb + m * L, &bsum, sizeof bsum);
           // the filters' gradients: each input value times the gradient of the window position it fed
           float *gw = gwt + m * K * L;
@@ -210,39 +226,53 @@ extern "C" void conv2_pool_backward(const float *a1, const float *w, const uint8
             for (int64_t kx = 0; kx < 3; kx++) {
               const float *p = a1 + ((b * H + 2 * i + ky) * W + 2 * j + kx) * MC + m * Ci;
               for (int64_t ci = 0; ci < Ci; ci++, gw += L) {
-                v16 acc;
+                v16 acc, val = p[ci] + zero;  // each lane: the input value at the position that won it
+                val = wv == 1 ? p[MC + ci] + zero : val;
+                val = wv == 2 ? p[W * MC + ci] + zero : val;
+                val = wv == 3 ? p[W * MC + MC + ci] + zero : val;
                 std::memcpy(&acc, gw, sizeof acc);
-                acc += p[ci] * g0 + p[MC + ci] * g1 + p[W * MC + ci] * g2 + p[W * MC + MC + ci] * g3;
+                acc += live * val;
                 std::memcpy(gw, &acc, sizeof acc);
               }
             }
-          // the input's gradient: each output channel's gradient goes to the window position that won it
-          std::memset(d, 0, 4 * Kp * sizeof(float));
-          const float *wm = w + m * L * Kp;
-          for (int64_t o = 0; o < L; o++) {
-            if (wv[o] > 3) continue;  // ReLU inactive: no gradient
-            float *dst = d + wv[o] * Kp;
-            const float g = gv[o];
-            const float *f = wm + o * Kp;
-            for (int64_t e = 0; e < Kp; e++) dst[e] += g * f[e];
-          }
-          float *loc = local + m * 16 * Ci;
-          for (int64_t o = 0; o < 4; o++) {
-            const int64_t dy = o >> 1, dx = o & 1;
-            for (int64_t ky = 0; ky < 3; ky++) {
-              float *row = loc + ((dy + ky) * 4 + dx) * Ci;
-              const float *src = d + o * Kp + ky * 3 * Ci;
-              for (int64_t e = 0; e < 3 * Ci; e++) row[e] += src[e];
+          // the input's gradient over the 4x4 block: each output channel's gradient times its filter, placed
+          // at the window position that won it
+          v16 loc[CI ? CI : 16], odd[CI ? CI : 16];  // even and odd output channels: shorter chains
+          for (int64_t v = 0; v < Ci; v++) loc[v] = odd[v] = zero;
+          const float *wm = wx + m * 5 * L * B;
+          for (int64_t o = 0; o < L; o += 2) {
+            const float g = live[o], h = live[o + 1];
+            const float *f = wm + (wv[o] * L + o) * B, *e = wm + (wv[o + 1] * L + o + 1) * B;
+            for (int64_t v = 0; v < Ci; v++) {
+              v16 fv, ev;
+              std::memcpy(&fv, f + v * L, sizeof fv);
+              std::memcpy(&ev, e + v * L, sizeof ev);
+              loc[v] += g * fv;
+              odd[v] += h * ev;
             }
+          }
+          for (int64_t v = 0; v < Ci; v++) loc[v] += odd[v];
+          const float *src = (const float *)loc;
+          for (int64_t r = 0; r < 4; r++) {
+            float *dst = dam + (((m * n + b) * H + 2 * i + r) * W + 2 * j) * Ci;
+            for (int64_t e = 0; e < 4 * Ci; e++) dst[e] += src[r * 4 * Ci + e];
           }
         }
-        for (int64_t r = 0; r < 4; r++)
-          for (int64_t c = 0; c < 4; c++) {
-            float *dst = da1 + ((b * H + 2 * i + r) * W + 2 * j + c) * MC;
-            for (int64_t m = 0; m < M; m++) {
-              const float *src = local + ((m * 4 + r) * 4 + c) * Ci;
-              for (int64_t ci = 0; ci < Ci; ci++) dst[m * Ci + ci] += src[ci];
-            }
-          }
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t y = 0; y < H; y++)
+      for (int64_t x = 0; x < W; x++) {
+        float *dst = da1 + ((b * H + y) * W + x) * CS;
+        for (int64_t m = 0; m < M; m++)
+          std::memcpy(dst + m * Ci, dam + (((m * n + b) * H + y) * W + x) * Ci, Ci * sizeof(float));
+        for (int64_t c = M * Ci; c < CS; c++) dst[c] = 0.0f;  // the padding channels
       }
+}
+
+extern "C" void conv2_pool_backward(const float *a1, const float *wx, const uint8_t *idx, const float *ga2,
+                                    float *gwt, float *gb, float *da1, float *dam, int64_t n, int64_t H,
+                                    int64_t W, int64_t CS, int64_t M, int64_t Ci) {
+  if (Ci == 6)
+    conv2_backward<6>(a1, wx, idx, ga2, gwt, gb, da1, dam, n, H, W, CS, M, Ci);
+  else
+    conv2_backward<0>(a1, wx, idx, ga2, gwt, gb, da1, dam, n, H, W, CS, M, Ci);
 }

@@ -77,9 +77,9 @@ def library():
             lib = None
     if lib is not None:
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.conv1_pool_forward.argtypes = [ptr] * 4 + [i64] * 6
-        lib.conv1_pool_backward.argtypes = [ptr] * 6 + [i64] * 6
-        lib.conv2_pool_forward.argtypes = [ptr] * 5 + [i64] * 5
+        lib.conv1_pool_forward.argtypes = [ptr] * 4 + [i64] * 5
+        lib.conv1_pool_backward.argtypes = [ptr] * 6 + [i64] * 5
+        lib.conv2_pool_forward.argtypes = [ptr] * 5 + [i64] * 6
         lib.conv2_pool_backward.argtypes = [ptr] * 8 + [i64] * 6
     _loaded["lib"] = lib
     return lib
@@ -107,48 +107,62 @@ def _ptrs(*tensors: torch.Tensor, dtypes=None) -> list[int]:
     return [t.data_ptr() for t in tensors]
 
 
-def conv1_pool_forward(x: torch.Tensor, ft: torch.Tensor, cout: int, a: torch.Tensor, idx: torch.Tensor) -> None:
-    """Fill ``a`` (n, PH, PW, cout) with relu(max_pool2d(conv1(x))) and ``idx`` (uint8, same shape) with the
-    winning window positions; ``ft`` from :func:`padded_filters`."""
+def conv1_pool_forward(x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, idx: torch.Tensor) -> None:
+    """Fill ``a`` (n, PH, PW, Cp) with relu(max_pool2d(conv1(x))) and ``idx`` (uint8, same shape) with the
+    winning window positions; ``ft`` (C*9 + 1, Cp) from :func:`padded_filters` (padding channels come out 0)."""
     n, c, h, w = x.shape
-    if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cout) or idx.shape != a.shape or ft.shape[0] != c * 9 + 1:
+    cp = ft.shape[1]
+    if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cp) or idx.shape != a.shape or ft.shape[0] != c * 9 + 1 \
+            or cp % LANES:
         raise ValueError("conv1_pool_forward: shapes do not match")
-    library().conv1_pool_forward(*_ptrs(x, ft, a, idx), n, c, h, w, cout, ft.shape[1])
+    library().conv1_pool_forward(*_ptrs(x, ft, a, idx), n, c, h, w, cp)
 
 
-def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga: torch.Tensor, cout: int,
+def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga: torch.Tensor,
                         g: torch.Tensor) -> None:
     """Fill ``g`` (C*9 + 1, Cp) with the gradients of the padded filters (bias row last), given ``ga`` = d loss / d ``a``
     (ReLU's backward is applied in the kernel)."""
     n, c, h, w = x.shape
-    if ga.shape != a.shape or idx.shape != a.shape or g.shape[0] != c * 9 + 1 or g.shape[1] % LANES:
-        raise ValueError("conv1_pool_backward: shapes do not match")
-    scratch = torch.empty(g.shape)
-    library().conv1_pool_backward(*_ptrs(x, idx, a, ga, g, scratch), n, c, h, w, cout, g.shape[1])
+    cp = a.shape[-1]
+    if ga.shape != a.shape or idx.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64:
+        raise ValueError("conv1_pool_backward: shapes do not match (or more than 7 input channels)")
+    scratch = torch.empty(a.shape[1] * a.shape[2] * 4 * (c * 9 + 1))  # one image's patches
+    library().conv1_pool_backward(*_ptrs(x, idx, a, ga, g, scratch), n, c, h, w, cp)
 
 
 def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a2: torch.Tensor,
                        idx: torch.Tensor) -> None:
     """Per member, relu(max_pool2d(conv2(a1) + bias)) into ``a2`` (M, n, 16*PH*PW) and the winners (or 4 where ReLU
-    is inactive) into ``idx`` (n, PH, PW, M, 16). ``a1`` (n, H, W, M*Ci); ``wt`` (M, 9*Ci, 16); ``bias`` (M, 16)."""
-    n, h, w, mc = a1.shape
+    is inactive) into ``idx`` (n, PH, PW, M, 16). ``a1`` (n, H, W, CS): member m's Ci input channels are
+    m*Ci .. m*Ci + Ci - 1 (CS >= M*Ci); ``wt`` (M, 9*Ci, 16); ``bias`` (M, 16)."""
+    n, h, w, cs = a1.shape
     m, k, co = wt.shape
     ph, pw = (h - 2) // 2, (w - 2) // 2
-    if co != LANES or k * m != 9 * mc or bias.shape != (m, co) or a2.shape != (m, n, co * ph * pw) \
+    if co != LANES or k % 9 or k // 9 * m > cs or bias.shape != (m, co) or a2.shape != (m, n, co * ph * pw) \
             or idx.shape != (n, ph, pw, m, co):
         raise ValueError("conv2_pool_forward: shapes do not match")
-    library().conv2_pool_forward(*_ptrs(a1, wt, bias, a2, idx), n, h, w, m, mc // m)
+    library().conv2_pool_forward(*_ptrs(a1, wt, bias, a2, idx), n, h, w, cs, m, k // 9)
 
 
-def conv2_pool_backward(a1: torch.Tensor, rows: torch.Tensor, idx: torch.Tensor, ga2: torch.Tensor,
+def conv2_pool_backward(a1: torch.Tensor, wx: torch.Tensor, idx: torch.Tensor, ga2: torch.Tensor,
                         gwt: torch.Tensor, gb: torch.Tensor, da1: torch.Tensor) -> None:
-    """The gradients of :func:`conv2_pool_forward`'s ``wt`` (into ``gwt``), ``bias`` (``gb``) and ``a1`` (``da1``)
-    from ``ga2``, the gradient of ``a2``. ``rows`` (M, 16, Kp): each filter in (ky, kx, ci) order, zero-padded."""
-    n, h, w, mc = a1.shape
-    m, co, kp = rows.shape
-    ci = mc // m
-    if co != LANES or kp % LANES or kp < 9 * ci or gwt.shape != (m, 9 * ci, co) or gb.shape != (m, co) \
-            or da1.shape != a1.shape or ga2.shape[:2] != (m, n) or idx.shape[3:] != (m, co):
+    """The gradients of :func:`conv2_pool_forward`'s ``wt`` (into ``gwt``), ``bias`` (``gb``) and ``a1`` (``da1``,
+    padding channels 0) from ``ga2``, the gradient of ``a2``. ``wx`` from :func:`placed_filters`."""
+    n, h, w, cs = a1.shape
+    m, co, ci = wx.shape[0], wx.shape[2], wx.shape[3] // 16
+    if co != LANES or ci > LANES or ci * m > cs or wx.shape != (m, 5, co, 16 * ci) or gwt.shape != (m, 9 * ci, co) \
+            or gb.shape != (m, co) or da1.shape != a1.shape or ga2.shape[:2] != (m, n) or idx.shape[3:] != (m, co):
         raise ValueError("conv2_pool_backward: shapes do not match")
-    scratch = torch.empty(4 * kp + 16 * mc)
-    library().conv2_pool_backward(*_ptrs(a1, rows, idx, ga2, gwt, gb, da1, scratch), n, h, w, m, ci, kp)
+    scratch = torch.empty(m, n, h, w, ci)
+    library().conv2_pool_backward(*_ptrs(a1, wx, idx, ga2, gwt, gb, da1, scratch), n, h, w, cs, m, ci)
+
+
+def placed_filters(w2: torch.Tensor) -> torch.Tensor:
+    """(M, 16, Ci, 3, 3) conv2 filters -> (M, 5, 16, 4*4*Ci): each filter placed in the 4x4 input block under a
+    pooled value where window position dy*2 + dx reads it, in (row, column, ci) order; position 4 all zeros."""
+    m, co, ci = w2.shape[:3]
+    out = w2.new_zeros(m, 5, co, 4, 4, ci)
+    for o in range(4):
+        dy, dx = divmod(o, 2)
+        out[:, o, :, dy:dy + 3, dx:dx + 3, :] = w2.permute(0, 1, 3, 4, 2)
+    return out.view(m, 5, co, 16 * ci)

@@ -57,7 +57,7 @@ class Fused:
         c1, c2 = m * p["conv1.weight"].shape[1], p["conv2.weight"].shape[1]
         h1, w1 = (hh - 2) // 2, (ww - 2) // 2
         h2, w2 = (h1 - 2) // 2, (w1 - 2) // 2
-        a1 = torch.empty(n, h1, w1, c1)
+        a1 = torch.empty(n, h1, w1, -(-c1 // kernels.LANES) * kernels.LANES)  # channels padded to whole vectors
         return {"a1": a1, "i1": torch.empty(a1.shape, dtype=torch.uint8),
                 "a2": torch.empty(m, n, c2 * h2 * w2), "i2": torch.empty(n, h2, w2, m, c2, dtype=torch.uint8)}
 
@@ -70,8 +70,7 @@ class Fused:
         else:
             work = self._work[n]
         a1, i1, a2, i2 = work["a1"], work["i1"], work["a2"], work["i2"]
-        filters = _filters(p, m)
-        kernels.conv1_pool_forward(x, kernels.padded_filters(filters), filters.shape[0], a1, i1)
+        kernels.conv1_pool_forward(x, kernels.padded_filters(_filters(p, m)), a1, i1)
         w2 = p["conv2.weight"]  # (M, 16, Ci, 3, 3) -> (M, 9*Ci, 16), rows in (ky, kx, ci) order
         kernels.conv2_pool_forward(a1, w2.permute(0, 3, 4, 2, 1).reshape(m, -1, w2.shape[1]).contiguous(),
                                    p["conv2.bias"], a2, i2)
@@ -81,15 +80,11 @@ class Fused:
         x, a1, i1, i2 = saved
         w2 = p["conv2.weight"]
         co, ci = w2.shape[1], w2.shape[2]
-        k = 9 * ci
-        rows = w2.new_zeros(m, co, -(-k // kernels.LANES) * kernels.LANES)  # each filter in (ky, kx, ci) order
-        rows[..., :k] = w2.permute(0, 1, 3, 4, 2).reshape(m, co, k)
-        gwt, gb2, da1 = torch.empty(m, k, co), torch.empty(m, co), torch.empty(a1.shape)
-        kernels.conv2_pool_backward(a1, rows, i2, dh.contiguous(), gwt, gb2, da1)
-        cout = a1.shape[-1]
-        g1 = torch.empty(x.shape[1] * 9 + 1, -(-cout // kernels.LANES) * kernels.LANES)
-        kernels.conv1_pool_backward(x, i1, a1, da1, cout, g1)
-        grads = _conv1_grads(p, m, g1[:, :cout])
+        gwt, gb2, da1 = torch.empty(m, 9 * ci, co), torch.empty(m, co), torch.empty(a1.shape)
+        kernels.conv2_pool_backward(a1, kernels.placed_filters(w2), i2, dh.contiguous(), gwt, gb2, da1)
+        g1 = torch.empty(x.shape[1] * 9 + 1, a1.shape[-1])
+        kernels.conv1_pool_backward(x, i1, a1, da1, g1)
+        grads = _conv1_grads(p, m, g1[:, :m * p["conv1.weight"].shape[1]])
         grads["conv2.weight"] = gwt.view(m, 3, 3, ci, co).permute(0, 4, 3, 1, 2)
         grads["conv2.bias"] = gb2
         return grads
