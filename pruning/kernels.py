@@ -85,11 +85,6 @@ def library():
     return lib
 
 
-def describe() -> str:
-    """For experiment.json: which conv path a population step on the CPU takes on this machine."""
-    return "fused C++ kernels (pruning/kernels.cpp)" if library() is not None else "torch"
-
-
 def padded_filters(filters: torch.Tensor) -> torch.Tensor:
     """(Cout, K) filters with their bias column -> (K, Cp), transposed and zero-padded as the kernels read them."""
     cout, k = filters.shape

@@ -33,6 +33,11 @@ def make(device: str | torch.device, conv2_channels: int):
     return Fused() if on_cpu and conv2_channels == kernels.LANES and kernels.library() is not None else Torch()
 
 
+def describe(device: str | torch.device) -> str:
+    """For experiment.json: the conv path a LeNet population takes on ``device`` in this process."""
+    return make(device, kernels.LANES).name
+
+
 def _filters(p: dict, m: int) -> torch.Tensor:
     """conv1's filters of every member with their bias as a last column: (M*6, C*9 + 1)."""
     w1 = p["conv1.weight"]

@@ -290,6 +290,10 @@ def _now() -> str:
 # ----------------------------------------------------------------------------- an experiment
 
 
+# What the last run that trained something recorded (``runner.run_experiment``): kept by later writes.
+RUN_FACTS = ("last_run_seconds", "trainer", "workers", "threads_per_worker", "executor", "cuda", "population_convs")
+
+
 def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: str, extra: dict | None = None) -> None:
     """Write ``experiment.json``; left untouched when nothing but its timestamps would change, so that
     a re-run that trains nothing leaves the results' fingerprint (and the executed notebooks) as they are."""
@@ -305,7 +309,7 @@ def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: s
                "config_hash": hashlib.sha256(json.dumps([r["hash"] for r in runs]).encode()).hexdigest()[:12],
                "code_version": code_version(), "hardware": hardware(device),
                "started": previous.get("started", _now())}
-    content.update({k: previous[k] for k in ("last_run_seconds", "trainer") if k in previous})
+    content.update({k: previous[k] for k in RUN_FACTS if k in previous})
     content.update(extra or {})
     if {k: v for k, v in previous.items() if k != "updated"} == json.loads(json.dumps(content)):
         return

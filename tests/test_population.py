@@ -1,9 +1,10 @@
 """The population trainer gives what the one-net trainer gives, through the same run store; its resumes are exact.
 
 Reference: ``lifecycle.train_one`` (a ``torch.optim.SGD`` loop over one ``torch.nn.utils.prune``-masked
-module). The population computes the same sums in a different order (one stacked conv1, grouped conv2,
-batched matrix products), so trained weights may differ by float rounding: they are compared with
-``WEIGHT_ATOL`` (absolute, on weights of magnitude ~0.1); masks must be identical.
+module). The population computes the same sums in a different order (fused C++ conv kernels, or one
+stacked conv1 and a grouped conv2; batched matrix products), so trained weights may differ by float
+rounding: they are compared with ``WEIGHT_ATOL`` (absolute, on weights of magnitude ~0.1); masks must be
+identical.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from conftest import cli, write_config
-from pruning import config, datasets, lifecycle, models, population, runner, store, techniques, training
+from pruning import config, datasets, lenet_convs, lifecycle, models, population, runner, store, techniques, training
 from pruning.config import ConfigError, TrainingConfig
 
 WEIGHT_ATOL = 1e-4
@@ -197,9 +198,13 @@ def test_late_rewind_saves_the_same_rewind_point(tmp_path):
     assert_same_results(tmp_path / "p", tmp_path / "s", n_expected=2)
 
 
-def test_momentum_weight_decay_and_uneven_last_batch_match_torch_sgd():
+@pytest.mark.parametrize("convs", ["fused", "torch"])
+def test_momentum_weight_decay_and_uneven_last_batch_match_torch_sgd(convs, monkeypatch):
     """Members with their own masks on a shared batch, SGD with momentum and weight decay, 2 epochs of
-    200 images at batch 32 (last batch 8), against ``training.train`` on each masked module alone."""
+    200 images at batch 32 (last batch 8), against ``training.train`` on each masked module alone; with the
+    conv blocks in the C++ kernels (the CPU default) and in torch (GPUs, or no compiler)."""
+    if convs == "torch":
+        monkeypatch.setattr(lenet_convs, "make", lambda device, channels: lenet_convs.Torch())
     data = datasets.load("mnist", "cpu")
     cfg = TrainingConfig(epochs=2, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-3)
     split = datasets.split(len(data.train_y), 12000, 1, train_subset=200)
