@@ -13,8 +13,11 @@ M LeNets on one shared batch of 32 MNIST images (random weights and half-pruned 
 - ``unfold_conv2``: conv2 as ``unfold`` (im2col) + one batched matrix product per member instead of a
   grouped convolution;
 - ``pool_then_relu``: channels_last, ReLU after pooling instead of before (same values, fewer elements);
-- ``hand_written``: ``population.Population.train_step``, the step the population trainer takes: conv1
-  as one matrix product over the shared patches, ReLU after pooling, forward and backward by hand.
+- ``hand_written_torch``: ``population.Population.train_step`` with its conv blocks in torch
+  (``lenet_convs.Torch``, the path on GPUs or without a C++ compiler): conv1 as one matrix product over the
+  shared patches, ReLU after pooling, forward and backward by hand;
+- ``hand_written``: the same step with both conv blocks in the fused C++ kernels (``lenet_convs.Fused``),
+  the step the population trainer takes on the CPU.
 
 Prints ms per step and model-steps/s per variant, best of ``--repeat`` rounds.
 """
@@ -26,10 +29,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pruning import datasets, population
+from pruning import datasets, lenet_convs, population
 from pruning.config import TrainingConfig
 
-VARIANTS = ("nchw", "channels_last", "amax_pool", "unfold_conv2", "pool_then_relu", "hand_written")
+VARIANTS = ("nchw", "channels_last", "amax_pool", "unfold_conv2", "pool_then_relu", "hand_written_torch",
+            "hand_written")
 
 
 def make(m: int):
@@ -88,7 +92,7 @@ def as_population(params, masks, m) -> population.Population:
 
 
 def step(x, y, params, masks, m, variant):
-    if variant == "hand_written":
+    if variant.startswith("hand_written"):
         return params.train_step(x, y, TrainingConfig(epochs=1, batch_size=x.shape[0], lr=0.01))
     logits = forward(x, params, masks, m, variant)
     loss = F.cross_entropy(logits.reshape(m * x.shape[0], -1), y.repeat(m), reduction="none").view(m, -1).mean(1).sum()
@@ -113,8 +117,10 @@ def main(argv=None) -> None:
     for _ in range(args.repeat):
         for variant in VARIANTS:
             params, masks = make(m)
-            if variant == "hand_written":
+            if variant.startswith("hand_written"):
                 params = as_population(params, masks, m)
+                if variant == "hand_written_torch":
+                    params.convs = lenet_convs.Torch()
             for _ in range(10):
                 step(x, y, params, masks, m, variant)
             start = time.perf_counter()
@@ -124,7 +130,7 @@ def main(argv=None) -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), M={m} LeNets on a shared batch of 32 MNIST images, "
           f"best of {args.repeat} x {args.steps} steps")
     for variant in VARIANTS:
-        print(f"{variant:<16} {1e3 * best[variant]:7.2f} ms/step {m / best[variant]:8.0f} model-steps/s "
+        print(f"{variant:<20} {1e3 * best[variant]:7.2f} ms/step {m / best[variant]:8.0f} model-steps/s "
               f"{best['nchw'] / best[variant]:6.2f}x nchw")
 
 
