@@ -1,15 +1,19 @@
-// The population step's fused conv1 kernels (built and loaded by kernels.py): a 3x3 convolution (stride 1,
-// no padding) of one shared batch by the Cout filters of all members, then 2x2 max pooling, then ReLU.
+// The population step's fused conv kernels (built and loaded by kernels.py, called by lenet_convs.Fused).
 //
-// The conv1 output itself is never stored: each pooled value is computed from its 4 window positions in
-// registers, and only the pooled value and which position won (one byte) are written. The backward pass
-// routes each pooled gradient back to the winning position and multiplies it by that position's patch.
+// conv1: a 3x3 convolution (stride 1, no padding) of one shared batch by the filters of all members, then
+// 2x2 max pooling, then ReLU. conv2: each member's own 3x3 convolution of its pooled conv1 output (16 output
+// channels), bias, 2x2 max pooling, ReLU. Neither conv output is stored: each pooled value is computed from
+// its 4 window positions in registers, and only the pooled value and which position won (one byte) are
+// written. The backward passes route each pooled gradient back to the winning position.
 //
-// Layouts: x (n, C, H, W); ft (K, Cp) with K = C*9 + 1 (the filters, transposed, then the biases as the
-// last row) and Cp = Cout rounded up to a multiple of 16 (zero columns); a and idx (n, PH, PW, Cout), which
-// is the pooled output in channels_last order; g (K, Cp), the filters' gradients then the biases'.
-// Plain loops over GCC vector types, so that the compiler picks the machine's SIMD width; deterministic:
-// the same inputs give the same bits whatever else runs (no threads, fixed summation order).
+// conv1 layouts: x (n, C, H, W); ft (K, Cp) with K = C*9 + 1 (the filters, transposed, then the biases as
+// the last row) and Cp = the number of filters rounded up to a multiple of 16 (zero columns); a and idx
+// (n, PH, PW, Cp), the pooled output in channels_last order (padding channels 0); g (K, Cp), the filters'
+// gradients then the biases'. conv2's layouts are given above its functions.
+//
+// Plain loops over GCC vector types, so that the compiler picks the machine's SIMD width. Deterministic:
+// the same inputs give the same bits whatever else runs (no threads, fixed summation order), and every
+// SIMD lane computes one channel of one member on its own, so a member's bits do not depend on the others.
 #include <cstdint>
 #include <cstring>
 

@@ -4,14 +4,13 @@ Runs of one seed see the same batches in the same order (``training.epoch_order(
 epoch, ...)`` depends on neither technique nor reinit mode), so ``M`` such runs can take each step
 together on one shared batch:
 
-- conv1 is one matrix product: the batch's 3x3 patches, built once for all members (with a row of
-  ones for the bias), times the ``M * 6`` filters of all members stacked; its output comes out in
-  channels_last memory order, which is what makes pooling and conv2 fast on the CPU;
-- conv2 is a grouped convolution (``groups=M``), in channels_last;
+- the two conv blocks (conv, 2x2 max pooling, ReLU) run for all members at once (``lenet_convs``): on
+  the CPU in fused C++ kernels (``kernels``) that never store a conv output, only the pooled values
+  and which window position won; on GPUs (or without a C++ compiler) in torch, conv1 as one matrix
+  product over the batch's shared 3x3 patches and conv2 as a grouped convolution (``groups=M``);
 - the linear layers are batched matrix products (``baddbmm``);
-- ReLU comes after each pooling (the same values and gradients as before it, on a quarter of the elements);
-- forward and backward are written out by hand (no autograd): the conv1 buffers, the largest (5 MB at
-  M=10), are allocated once and reused, and nothing is computed that the step does not need.
+- forward and backward are written out by hand (no autograd): nothing is computed that the step does
+  not need, and the largest buffers are allocated once and reused.
 
 ``benchmarks/population.py`` measures the gain over the one-net loop; ``benchmarks/step_variants.py``
 times the layout choices.
@@ -28,8 +27,8 @@ loop (``lifecycle.train_one``) up to float rounding:
   logits is (softmax - one-hot) / batch size, and no parameter is shared between members.
 
 **Resumes are exact.** A member's float rounding depends on the shapes of the population it trains
-in, not on the values of the other members (each output channel and each matrix of the batch is
-computed on its own). So a group is fixed by the config: every run of one seed and one training setup,
+in, not on the values of the other members (each output channel, each SIMD lane of the kernels and
+each matrix of the batch is computed on its own). So a group is fixed by the config: every run of one seed and one training setup,
 in config order, always in the same slots. A run that has already stored the training being done (a
 kill while the group was saving) keeps its slot as a *ghost* (zero weights, result discarded), so the
 others train in exactly the shapes of an uninterrupted run. ``tests/test_population.py`` checks this

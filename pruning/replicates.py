@@ -55,17 +55,25 @@ def moved(both: pd.DataFrame, iteration: int) -> pd.DataFrame:
 
 
 def section(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> str:
-    """The paper's paragraph on replicates of ``results``. Its results table (``table``, or
-    ``store.load_results`` of it) is read only when a replicate is stored."""
+    """The paper's paragraph on replicates of ``results``: one comparison per stored replicate. Its results
+    table (``table``, or ``store.load_results`` of it) is read only when a replicate is stored."""
     found = find(results, docs)
     if not found:
         return ("**Replicates.** No replicate of this configuration is stored (`docs/replicates/`), so how much "
                 "the verdicts move when the same config is trained again is not measured here.")
-    rep = found[0]
     if table is None:
         table = store.load_results(results)
-    both = compare(pd.read_csv(rep / "results.csv"), table)
     it = report_iteration(table)
+    parts = [_drift(rep, table, it) for rep in found]
+    times = "once more" if len(found) == 1 else f"{len(found)} more times"
+    return (f"**Replicates.** The same configuration was also trained {times}, with arithmetic that agrees with "
+            f"this one's up to float rounding. " + " ".join(parts)
+            + " Verdicts near their thresholds can change between such replicates: read them as provisional.")
+
+
+def _drift(rep: Path, table: pd.DataFrame, it: int) -> str:
+    """How far ``table`` and the replicate stored in ``rep`` drifted apart, as sentences for :func:`section`."""
+    both = compare(pd.read_csv(rep / "results.csv"), table)
     per = both.groupby("iteration")["diff"]
     med, top = per.median(), per.max()
     shown = sorted({i for i in (1, it, int(both["iteration"].max())) if i in med.index})
@@ -78,11 +86,9 @@ def section(results, table: pd.DataFrame | None = None, docs: Path | None = None
     shifted = [f"{plots.label(t)} {r} ({row.mean_a:.1f} ± {row.std_a:.1f} to {row.mean_b:.1f} ± {row.std_b:.1f})"
                for (t, r), row in shifts[shifts["beyond_spread"]].iterrows()]
     exp = json.loads((rep / "experiment.json").read_text(encoding="utf-8"))
-    return (f"**Replicates.** The same configuration was also trained with code version "
-            f"`{exp.get('code_version', 'unknown')}` (`docs/replicates/{rep.name}/`), whose arithmetic agrees with "
-            f"this one's up to float rounding. Matched training by training ({len(both)} trainings), test accuracy "
+    return (f"Against the training with code version `{exp.get('code_version', 'unknown')}` "
+            f"(`docs/replicates/{rep.name}/`), matched training by training ({len(both)} trainings), test accuracy "
             f"differs by a median of {at_iterations(med, 2)}; the largest difference is {at_iterations(top, 1)}, "
             f"as small differences change which weights are pruned next. At "
-            f"iteration {it}, {len(shifted)} of {len(shifts)} technique means moved by more than their seeds' "
-            f"standard deviation" + (f": {'; '.join(shifted)}." if shifted else ".")
-            + " Verdicts near their thresholds can change between such replicates: read them as provisional.")
+            f"iteration {it}, {len(shifts[shifts['beyond_spread']])} of {len(shifts)} technique means moved by more "
+            f"than their seeds' standard deviation" + (f": {'; '.join(shifted)}." if shifted else "."))

@@ -101,9 +101,12 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     settings = configure_device(device)
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
-    store.write_experiment(results, cfg, source, device)
     runs = cfg.runs()
     pending = [rc for rc in runs if not store.RunStore(results, rc).is_done()]
+    # The code that trains: a commit made while it runs, or a later run that trains nothing, does not relabel it.
+    version = store.recorded_version(results) if not pending else None
+    version = version or store.code_version()
+    store.write_experiment(results, cfg, source, device, version=version)
     trainer = trainer or choose_trainer(cfg, device)
     # A population is all of a seed's runs, finished ones included (as ghosts where needed).
     every_unit = units(trainer, runs)
@@ -140,7 +143,8 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
         store.write_experiment(results, cfg, source, device, {
             "last_run_seconds": round(seconds, 1), "trainer": trainer, "workers": n_workers,
             "threads_per_worker": threads, "executor": executor, **({"cuda": settings} if settings else {}),
-            **({"population_convs": lenet_convs.describe(device)} if trainer == "population" else {})})
+            **({"population_convs": lenet_convs.describe(device)} if trainer == "population" else {})},
+            version=version)
     say(f"{cfg.name}: done in {seconds:.1f}s -> {results}")
     return {"runs": len(runs), "trained": len(pending), "seconds": seconds, "trainer": trainer,
             "workers": n_workers, "executor": executor}

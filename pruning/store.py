@@ -294,9 +294,11 @@ def _now() -> str:
 RUN_FACTS = ("last_run_seconds", "trainer", "workers", "threads_per_worker", "executor", "cuda", "population_convs")
 
 
-def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: str, extra: dict | None = None) -> None:
+def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: str, extra: dict | None = None,
+                     version: str | None = None) -> None:
     """Write ``experiment.json``; left untouched when nothing but its timestamps would change, so that
-    a re-run that trains nothing leaves the results' fingerprint (and the executed notebooks) as they are."""
+    a re-run that trains nothing leaves the results' fingerprint (and the executed notebooks) as they are.
+    ``version``: the code version to record (default: the checkout's now)."""
     path = Path(folder) / "experiment.json"
     runs = [{"hash": r.run_hash(), "technique": r.technique, "reinit": r.reinit, "seed": r.seed} for r in cfg.runs()]
     previous = {}
@@ -307,13 +309,21 @@ def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: s
             previous = {}
     content = {"name": cfg.name, "config_file": source, "config": cfg.to_dict(), "runs": runs,
                "config_hash": hashlib.sha256(json.dumps([r["hash"] for r in runs]).encode()).hexdigest()[:12],
-               "code_version": code_version(), "hardware": hardware(device),
+               "code_version": version or code_version(), "hardware": hardware(device),
                "started": previous.get("started", _now())}
     content.update({k: previous[k] for k in RUN_FACTS if k in previous})
     content.update(extra or {})
     if {k: v for k, v in previous.items() if k != "updated"} == json.loads(json.dumps(content)):
         return
     save_json({**content, "updated": _now()}, path)
+
+
+def recorded_version(folder: Path) -> str | None:
+    """The code version ``experiment.json`` in ``folder`` records, or None."""
+    try:
+        return json.loads((Path(folder) / "experiment.json").read_text())["code_version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_experiment(folder: Path) -> dict:

@@ -82,6 +82,15 @@ def test_a_replicate_is_found_by_its_config_hash_and_the_paper_paragraph_quotes_
     assert "largest difference is 0.5 points at iteration 1 and 10.0 at iteration 2," in text
     # at iteration 2, L1 US moved 91 -> 81 (stds 1.41): beyond the spread; L1 S 41.25 -> 41 (std 1.06, 1.41): not
     assert "1 of 2 technique means moved" in text and "L1 US rewind (91.0 ± 1.4 to 81.0 ± 1.4)" in text
+    assert "trained once more" in text
+    # a second replicate of the same config: one comparison each, in folder order
+    write_set(docs / "replicates" / "same_config_again", "abc", [
+        ("l1_us", "rewind", 0, 1, 97.0, False), ("l1_us", "rewind", 1, 1, 97.0, False)])
+    text = replicates.section(tmp_path / "results" / "set", own, docs)
+    assert "trained 2 more times" in text and text.count("Against the training with code version") == 2
+    first, second = text.index("`docs/replicates/same_config/`"), text.index("`docs/replicates/same_config_again/`")
+    assert first < second and "(2 trainings)" in text[second:]  # iteration 1 only: diffs 1.0, 0.0
+    assert "median of 0.50 points at iteration 1;" in text[second:]
 
 
 def test_without_a_replicate_the_paper_says_the_drift_is_not_measured(tmp_path):

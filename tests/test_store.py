@@ -142,3 +142,22 @@ def test_table_has_one_row_per_training_with_the_documented_columns(tmp_path, ti
         assert bool((rec["weights"][f"{layer}.weight"][~mask] == 0).all())
     exp = json.loads((out / "experiment.json").read_text())
     assert {r["hash"] for r in exp["runs"]} == set(table.run_hash)
+
+
+def test_experiment_json_keeps_the_code_version_that_trained(tmp_path, monkeypatch):
+    """The version is read when a run starts (a commit made while it trains does not relabel it) and kept by
+    a later run that trains nothing; the run's facts (trainer, workers, conv path) are kept too."""
+    from pruning import runner
+
+    cfg = load_experiment(write_config(tmp_path / "v.yaml", techniques=["l1_us"], reinit=["rewind"], iterations=1,
+                                       data={"train_subset": 200, "val_subset": 100, "test_subset": 200}))
+    versions = iter(["trained-with", "committed-meanwhile", "later"])
+    monkeypatch.setattr(store, "code_version", lambda: next(versions))
+    folder = tmp_path / "results"
+    assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] == 1
+    exp = json.loads((folder / "experiment.json").read_text())
+    assert exp["code_version"] == "trained-with"
+    assert exp["trainer"] == "population" and exp["population_convs"].startswith("fused")
+    assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] == 0
+    again = json.loads((folder / "experiment.json").read_text())
+    assert again["code_version"] == "trained-with" and again["population_convs"] == exp["population_convs"]
