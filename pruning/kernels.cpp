@@ -14,8 +14,11 @@
 // Plain loops over GCC vector types, so that the compiler picks the machine's SIMD width. Deterministic:
 // the same inputs give the same bits whatever else runs (no threads, fixed summation order), and every
 // SIMD lane computes one channel of one member on its own, so a member's bits do not depend on the others.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <thread>
+#include <vector>
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t i16 __attribute__((vector_size(64)));
@@ -26,6 +29,22 @@ static inline i16 splat(int32_t v) {
   i16 r;
   for (int64_t e = 0; e < L; e++) r[e] = v;
   return r;
+}
+
+// f(begin, end) over [0, n), cut into `threads` contiguous ranges run on their own threads. Every kernel below
+// cuts its work where the pieces write disjoint outputs and each sum keeps its order, so the result does not
+// depend on the number of threads.
+template <class F>
+static void parallel(int64_t n, int64_t threads, F f) {
+  threads = std::max<int64_t>(1, std::min(threads, n));
+  if (threads == 1) {
+    f(0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; t++) pool.emplace_back(f, n * t / threads, n * (t + 1) / threads);
+  f(0, n / threads);
+  for (auto &th : pool) th.join();
 }
 
 // The 4 patches of pooled position (i, j): p[o*K + c*9 + ky*3 + kx], window position o = dy*2 + dx
@@ -43,92 +62,99 @@ static inline void patches4(const float *x, int64_t C, int64_t H, int64_t W, int
 }
 
 extern "C" void conv1_pool_forward(const float *x, const float *ft, float *a, uint8_t *idx, int64_t n, int64_t C,
-                                   int64_t H, int64_t W, int64_t Cp) {
-  const int64_t K = C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2;
-  float p[4 * K];
-  const v16 zero = {0};
-  const i16 none = splat(0), one = splat(1), two = splat(2), three = splat(3);
-  for (int64_t b = 0; b < n; b++) {
-    const float *xb = x + b * C * H * W;
-    for (int64_t i = 0; i < PH; i++)
-      for (int64_t j = 0; j < PW; j++) {
-        patches4(xb, C, H, W, i, j, K, p);
-        const int64_t off = ((b * PH + i) * PW + j) * Cp;
-        for (int64_t c0 = 0; c0 < Cp; c0 += L) {
-          v16 r0 = zero, r1 = zero, r2 = zero, r3 = zero;
-          for (int64_t k = 0; k < K; k++) {
-            v16 f;
-            std::memcpy(&f, ft + k * Cp + c0, sizeof f);
-            r0 += p[k] * f;
-            r1 += p[K + k] * f;
-            r2 += p[2 * K + k] * f;
-            r3 += p[3 * K + k] * f;
+                                   int64_t H, int64_t W, int64_t Cp, int64_t threads) {
+  parallel(n, threads, [=](int64_t b0, int64_t b1) {  // by image
+    const int64_t K = C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2;
+    std::vector<float> pv(4 * K);
+    float *p = pv.data();
+    const v16 zero = {0};
+    const i16 none = splat(0), one = splat(1), two = splat(2), three = splat(3);
+    for (int64_t b = b0; b < b1; b++) {
+      const float *xb = x + b * C * H * W;
+      for (int64_t i = 0; i < PH; i++)
+        for (int64_t j = 0; j < PW; j++) {
+          patches4(xb, C, H, W, i, j, K, p);
+          const int64_t off = ((b * PH + i) * PW + j) * Cp;
+          for (int64_t c0 = 0; c0 < Cp; c0 += L) {
+            v16 r0 = zero, r1 = zero, r2 = zero, r3 = zero;
+            for (int64_t k = 0; k < K; k++) {
+              v16 f;
+              std::memcpy(&f, ft + k * Cp + c0, sizeof f);
+              r0 += p[k] * f;
+              r1 += p[K + k] * f;
+              r2 += p[2 * K + k] * f;
+              r3 += p[3 * K + k] * f;
+            }
+            // The first maximum in window order wins, and NaN wins, as in max_pool2d; then ReLU (NaN stays NaN).
+            v16 best = r0;
+            i16 won = none, t;
+            t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
+            t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
+            t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
+            best = best < zero ? zero : best;
+            const u16 won8 = __builtin_convertvector(won, u16);
+            std::memcpy(a + off + c0, &best, sizeof best);
+            std::memcpy(idx + off + c0, &won8, sizeof won8);
           }
-          // The first maximum in window order wins, and NaN wins, as in max_pool2d; then ReLU (NaN stays NaN).
-          v16 best = r0;
-          i16 won = none, t;
-          t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
-          t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
-          t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
-          best = best < zero ? zero : best;
-          const u16 won8 = __builtin_convertvector(won, u16);
-          std::memcpy(a + off + c0, &best, sizeof best);
-          std::memcpy(idx + off + c0, &won8, sizeof won8);
         }
-      }
-  }
+    }
+  });
 }
 
 // ga: the gradient of the pooled, ReLU'd output a (ReLU's backward is applied here: none where a <= 0).
-// pbuf: a scratch of PH*PW*4*K floats, one image's patches. Each image's sums are formed over its pooled
-// positions in order, then added to g in image order.
+// Each image's sums are formed over its pooled positions in order, then added to g in image order; the
+// threads take disjoint blocks of 16 channels.
 template <int KK>  // KK > 0: K known when compiling (MNIST: 10); 0: any
-static void conv1_backward(const float *x, const uint8_t *idx, const float *a, const float *ga, float *g,
-                           float *pbuf, int64_t n, int64_t C, int64_t H, int64_t W, int64_t Cp) {
-  const int64_t K = KK ? KK : C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
-  const v16 zero = {0};
-  std::memset(g, 0, K * Cp * sizeof(float));
-  for (int64_t b = 0; b < n; b++) {
-    const float *xb = x + b * C * H * W;
-    for (int64_t i = 0; i < PH; i++)
-      for (int64_t j = 0; j < PW; j++) patches4(xb, C, H, W, i, j, K, pbuf + (i * PW + j) * 4 * K);
-    for (int64_t c0 = 0; c0 < Cp; c0 += L) {
-      v16 acc[KK ? KK : 64];  // K <= 64: up to 7 input channels
-      for (int64_t k = 0; k < K; k++) acc[k] = zero;
-      for (int64_t s = 0; s < S; s++) {
-        const int64_t off = (b * S + s) * Cp + c0;
-        v16 av, gv;
-        u16 w8;
-        std::memcpy(&av, a + off, sizeof av);
-        std::memcpy(&gv, ga + off, sizeof gv);
-        std::memcpy(&w8, idx + off, sizeof w8);
-        const i16 wv = __builtin_convertvector(w8, i16);
-        gv = av <= zero ? zero : gv;  // threshold_backward(grad, a, 0)
-        const float *p = pbuf + s * 4 * K;
+static void conv1_backward(const float *x, const uint8_t *idx, const float *a, const float *ga, float *g, int64_t n,
+                           int64_t C, int64_t H, int64_t W, int64_t Cp, int64_t threads) {
+  parallel(Cp / L, threads, [=](int64_t blk0, int64_t blk1) {
+    const int64_t K = KK ? KK : C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
+    const v16 zero = {0};
+    std::vector<float> patches(S * 4 * K);  // one image's
+    float *pbuf = patches.data();
+    for (int64_t k = 0; k < K; k++) std::memset(g + k * Cp + blk0 * L, 0, (blk1 - blk0) * L * sizeof(float));
+    for (int64_t b = 0; b < n; b++) {
+      const float *xb = x + b * C * H * W;
+      for (int64_t i = 0; i < PH; i++)
+        for (int64_t j = 0; j < PW; j++) patches4(xb, C, H, W, i, j, K, pbuf + (i * PW + j) * 4 * K);
+      for (int64_t c0 = blk0 * L; c0 < blk1 * L; c0 += L) {
+        v16 acc[KK ? KK : 64];  // K <= 64: up to 7 input channels
+        for (int64_t k = 0; k < K; k++) acc[k] = zero;
+        for (int64_t s = 0; s < S; s++) {
+          const int64_t off = (b * S + s) * Cp + c0;
+          v16 av, gv;
+          u16 w8;
+          std::memcpy(&av, a + off, sizeof av);
+          std::memcpy(&gv, ga + off, sizeof gv);
+          std::memcpy(&w8, idx + off, sizeof w8);
+          const i16 wv = __builtin_convertvector(w8, i16);
+          gv = av <= zero ? zero : gv;  // threshold_backward(grad, a, 0)
+          const float *p = pbuf + s * 4 * K;
+          for (int64_t k = 0; k < K; k++) {
+            v16 val = p[k] + zero;  // each lane: the patch value at the position that won it
+            val = wv == 1 ? p[K + k] + zero : val;
+            val = wv == 2 ? p[2 * K + k] + zero : val;
+            val = wv == 3 ? p[3 * K + k] + zero : val;
+            acc[k] += gv * val;
+          }
+        }
         for (int64_t k = 0; k < K; k++) {
-          v16 val = p[k] + zero;  // each lane: the patch value at the position that won it
-          val = wv == 1 ? p[K + k] + zero : val;
-          val = wv == 2 ? p[2 * K + k] + zero : val;
-          val = wv == 3 ? p[3 * K + k] + zero : val;
-          acc[k] += gv * val;
+          v16 t;
+          std::memcpy(&t, g + k * Cp + c0, sizeof t);
+          t += acc[k];
+          std::memcpy(g + k * Cp + c0, &t, sizeof t);
         }
       }
-      for (int64_t k = 0; k < K; k++) {
-        v16 t;
-        std::memcpy(&t, g + k * Cp + c0, sizeof t);
-        t += acc[k];
-        std::memcpy(g + k * Cp + c0, &t, sizeof t);
-      }
     }
-  }
+  });
 }
 
 extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const float *a, const float *ga, float *g,
-                                    float *pbuf, int64_t n, int64_t C, int64_t H, int64_t W, int64_t Cp) {
+                                    int64_t n, int64_t C, int64_t H, int64_t W, int64_t Cp, int64_t threads) {
   if (C == 1)
-    conv1_backward<10>(x, idx, a, ga, g, pbuf, n, C, H, W, Cp);
+    conv1_backward<10>(x, idx, a, ga, g, n, C, H, W, Cp, threads);
   else
-    conv1_backward<0>(x, idx, a, ga, g, pbuf, n, C, H, W, Cp);
+    conv1_backward<0>(x, idx, a, ga, g, n, C, H, W, Cp, threads);
 }
 
 // conv2 (3x3, stride 1, no padding, 16 output channels per member, grouped by member) + bias + 2x2 max pooling
@@ -141,54 +167,57 @@ extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const fl
 // ReLU is inactive (the pooled value is <= 0, so no gradient flows back).
 template <int CI>  // as in conv2_backward
 static void conv2_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx, int64_t n,
-                          int64_t H, int64_t W, int64_t CS, int64_t M, int64_t ci_any) {
-  const int64_t Ci = CI ? CI : ci_any;
-  const int64_t K = 9 * Ci, MC = CS, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
-  const v16 zero = {0};
-  const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
-  for (int64_t b = 0; b < n; b++)
-    for (int64_t i = 0; i < PH; i++)
-      for (int64_t j = 0; j < PW; j++)
-        for (int64_t m = 0; m < M; m++) {
-          v16 r0, r1, r2, r3;
-          std::memcpy(&r0, bias + m * L, sizeof r0);
-          r1 = r0; r2 = r0; r3 = r0;
-          const float *w = wt + m * K * L;
-          for (int64_t ky = 0; ky < 3; ky++)
-            for (int64_t kx = 0; kx < 3; kx++) {
-              const float *p = a1 + ((b * H + 2 * i + ky) * W + 2 * j + kx) * MC + m * Ci;
-              for (int64_t ci = 0; ci < Ci; ci++, w += L) {
-                v16 f;
-                std::memcpy(&f, w, sizeof f);
-                r0 += p[ci] * f;
-                r1 += p[MC + ci] * f;
-                r2 += p[W * MC + ci] * f;
-                r3 += p[W * MC + MC + ci] * f;
+                          int64_t H, int64_t W, int64_t CS, int64_t M, int64_t ci_any, int64_t threads) {
+  parallel(n, threads, [=](int64_t b0, int64_t b1) {  // by image
+    const int64_t Ci = CI ? CI : ci_any;
+    const int64_t K = 9 * Ci, MC = CS, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
+    const v16 zero = {0};
+    const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
+    for (int64_t b = b0; b < b1; b++)
+      for (int64_t i = 0; i < PH; i++)
+        for (int64_t j = 0; j < PW; j++)
+          for (int64_t m = 0; m < M; m++) {
+            v16 r0, r1, r2, r3;
+            std::memcpy(&r0, bias + m * L, sizeof r0);
+            r1 = r0; r2 = r0; r3 = r0;
+            const float *w = wt + m * K * L;
+            for (int64_t ky = 0; ky < 3; ky++)
+              for (int64_t kx = 0; kx < 3; kx++) {
+                const float *p = a1 + ((b * H + 2 * i + ky) * W + 2 * j + kx) * MC + m * Ci;
+                for (int64_t ci = 0; ci < Ci; ci++, w += L) {
+                  v16 f;
+                  std::memcpy(&f, w, sizeof f);
+                  r0 += p[ci] * f;
+                  r1 += p[MC + ci] * f;
+                  r2 += p[W * MC + ci] * f;
+                  r3 += p[W * MC + MC + ci] * f;
+                }
               }
+            v16 best = r0;
+            i16 won = splat(0), t;
+            t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
+            t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
+            t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
+            t = best <= zero;
+            best = t ? zero : best;
+            won = t ? four : won;
+            float *out = a2 + (m * n + b) * L * S + i * PW + j;
+            uint8_t *code = idx + (((b * PH + i) * PW + j) * M + m) * L;
+            for (int64_t o = 0; o < L; o++) {
+              out[o * S] = best[o];
+              code[o] = (uint8_t)won[o];
             }
-          v16 best = r0;
-          i16 won = splat(0), t;
-          t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
-          t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
-          t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
-          t = best <= zero;
-          best = t ? zero : best;
-          won = t ? four : won;
-          float *out = a2 + (m * n + b) * L * S + i * PW + j;
-          uint8_t *code = idx + (((b * PH + i) * PW + j) * M + m) * L;
-          for (int64_t o = 0; o < L; o++) {
-            out[o * S] = best[o];
-            code[o] = (uint8_t)won[o];
           }
-        }
+  });
 }
 
 extern "C" void conv2_pool_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx,
-                                   int64_t n, int64_t H, int64_t W, int64_t CS, int64_t M, int64_t Ci) {
+                                   int64_t n, int64_t H, int64_t W, int64_t CS, int64_t M, int64_t Ci,
+                                   int64_t threads) {
   if (Ci == 6)
-    conv2_forward<6>(a1, wt, bias, a2, idx, n, H, W, CS, M, Ci);
+    conv2_forward<6>(a1, wt, bias, a2, idx, n, H, W, CS, M, Ci, threads);
   else
-    conv2_forward<0>(a1, wt, bias, a2, idx, n, H, W, CS, M, Ci);
+    conv2_forward<0>(a1, wt, bias, a2, idx, n, H, W, CS, M, Ci, threads);
 }
 
 // The backward of conv2_pool_forward. ga2 (M, n, 16*PH*PW): the gradient of a2. wx (M, 5, 16, 16*Ci): for each
@@ -200,83 +229,87 @@ extern "C" void conv2_pool_forward(const float *a1, const float *wt, const float
 template <int CI>  // CI > 0: the number of input channels per member, known when compiling (LeNet: 6); 0: any
 static void conv2_backward(const float *a1, const float *wx, const uint8_t *idx, const float *ga2, float *gwt,
                            float *gb, float *da1, float *dam, int64_t n, int64_t H, int64_t W, int64_t CS,
-                           int64_t M, int64_t ci_any) {
+                           int64_t M, int64_t ci_any, int64_t threads) {
   const int64_t Ci = CI ? CI : ci_any;
-  const int64_t K = 9 * Ci, MC = CS, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW, B = 16 * Ci;
-  const v16 zero = {0};
-  std::memset(gwt, 0, M * K * L * sizeof(float));
-  std::memset(gb, 0, M * L * sizeof(float));
-  std::memset(dam, 0, M * n * H * W * Ci * sizeof(float));
-  for (int64_t m = 0; m < M; m++)  // member by member: its filters and gradients stay in the L1 cache
-    for (int64_t b = 0; b < n; b++)
-      for (int64_t i = 0; i < PH; i++)
-        for (int64_t j = 0; j < PW; j++) {
-          const float *gsrc = ga2 + (m * n + b) * L * S + i * PW + j;
-          const uint8_t *code = idx + (((b * PH + i) * PW + j) * M + m) * L;
-          v16 gv;
-          i16 wv;
-          for (int64_t o = 0; o < L; o++) {
-            gv[o] = gsrc[o * S];
-            wv[o] = code[o];
-          }
-          const v16 live = wv < 4 ? gv : zero;  // the gradient where ReLU is active, 0 elsewhere
-          v16 bsum;
-          std::memcpy(&bsum, gb + m * L, sizeof bsum);
-          bsum += live;
-          std::memcpy(gb + m * L, &bsum, sizeof bsum);
-          // the filters' gradients: each input value times the gradient of the window position it fed
-          float *gw = gwt + m * K * L;
-          for (int64_t ky = 0; ky < 3; ky++)
-            for (int64_t kx = 0; kx < 3; kx++) {
-              const float *p = a1 + ((b * H + 2 * i + ky) * W + 2 * j + kx) * MC + m * Ci;
-              for (int64_t ci = 0; ci < Ci; ci++, gw += L) {
-                v16 acc, val = p[ci] + zero;  // each lane: the input value at the position that won it
-                val = wv == 1 ? p[MC + ci] + zero : val;
-                val = wv == 2 ? p[W * MC + ci] + zero : val;
-                val = wv == 3 ? p[W * MC + MC + ci] + zero : val;
-                std::memcpy(&acc, gw, sizeof acc);
-                acc += live * val;
-                std::memcpy(gw, &acc, sizeof acc);
+  parallel(M, threads, [=](int64_t m0, int64_t m1) {  // by member
+    const int64_t K = 9 * Ci, MC = CS, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW, B = 16 * Ci;
+    const v16 zero = {0};
+    std::memset(gwt + m0 * K * L, 0, (m1 - m0) * K * L * sizeof(float));
+    std::memset(gb + m0 * L, 0, (m1 - m0) * L * sizeof(float));
+    std::memset(dam + m0 * n * H * W * Ci, 0, (m1 - m0) * n * H * W * Ci * sizeof(float));
+    for (int64_t m = m0; m < m1; m++)  // member by member: its filters and gradients stay in the L1 cache
+      for (int64_t b = 0; b < n; b++)
+        for (int64_t i = 0; i < PH; i++)
+          for (int64_t j = 0; j < PW; j++) {
+            const float *gsrc = ga2 + (m * n + b) * L * S + i * PW + j;
+            const uint8_t *code = idx + (((b * PH + i) * PW + j) * M + m) * L;
+            v16 gv;
+            i16 wv;
+            for (int64_t o = 0; o < L; o++) {
+              gv[o] = gsrc[o * S];
+              wv[o] = code[o];
+            }
+            const v16 live = wv < 4 ? gv : zero;  // the gradient where ReLU is active, 0 elsewhere
+            v16 bsum;
+            std::memcpy(&bsum, gb + m * L, sizeof bsum);
+            bsum += live;
+            std::memcpy(gb + m * L, &bsum, sizeof bsum);
+            // the filters' gradients: each input value times the gradient of the window position it fed
+            float *gw = gwt + m * K * L;
+            for (int64_t ky = 0; ky < 3; ky++)
+              for (int64_t kx = 0; kx < 3; kx++) {
+                const float *p = a1 + ((b * H + 2 * i + ky) * W + 2 * j + kx) * MC + m * Ci;
+                for (int64_t ci = 0; ci < Ci; ci++, gw += L) {
+                  v16 acc, val = p[ci] + zero;  // each lane: the input value at the position that won it
+                  val = wv == 1 ? p[MC + ci] + zero : val;
+                  val = wv == 2 ? p[W * MC + ci] + zero : val;
+                  val = wv == 3 ? p[W * MC + MC + ci] + zero : val;
+                  std::memcpy(&acc, gw, sizeof acc);
+                  acc += live * val;
+                  std::memcpy(gw, &acc, sizeof acc);
+                }
+              }
+            // the input's gradient over the 4x4 block: each output channel's gradient times its filter, placed
+            // at the window position that won it
+            v16 loc[CI ? CI : 16], odd[CI ? CI : 16];  // even and odd output channels: shorter chains
+            for (int64_t v = 0; v < Ci; v++) loc[v] = odd[v] = zero;
+            const float *wm = wx + m * 5 * L * B;
+            for (int64_t o = 0; o < L; o += 2) {
+              const float g = live[o], h = live[o + 1];
+              const float *f = wm + (wv[o] * L + o) * B, *e = wm + (wv[o + 1] * L + o + 1) * B;
+              for (int64_t v = 0; v < Ci; v++) {
+                v16 fv, ev;
+                std::memcpy(&fv, f + v * L, sizeof fv);
+                std::memcpy(&ev, e + v * L, sizeof ev);
+                loc[v] += g * fv;
+                odd[v] += h * ev;
               }
             }
-          // the input's gradient over the 4x4 block: each output channel's gradient times its filter, placed
-          // at the window position that won it
-          v16 loc[CI ? CI : 16], odd[CI ? CI : 16];  // even and odd output channels: shorter chains
-          for (int64_t v = 0; v < Ci; v++) loc[v] = odd[v] = zero;
-          const float *wm = wx + m * 5 * L * B;
-          for (int64_t o = 0; o < L; o += 2) {
-            const float g = live[o], h = live[o + 1];
-            const float *f = wm + (wv[o] * L + o) * B, *e = wm + (wv[o + 1] * L + o + 1) * B;
-            for (int64_t v = 0; v < Ci; v++) {
-              v16 fv, ev;
-              std::memcpy(&fv, f + v * L, sizeof fv);
-              std::memcpy(&ev, e + v * L, sizeof ev);
-              loc[v] += g * fv;
-              odd[v] += h * ev;
+            for (int64_t v = 0; v < Ci; v++) loc[v] += odd[v];
+            const float *src = (const float *)loc;
+            for (int64_t r = 0; r < 4; r++) {
+              float *dst = dam + (((m * n + b) * H + 2 * i + r) * W + 2 * j) * Ci;
+              for (int64_t e = 0; e < 4 * Ci; e++) dst[e] += src[r * 4 * Ci + e];
             }
           }
-          for (int64_t v = 0; v < Ci; v++) loc[v] += odd[v];
-          const float *src = (const float *)loc;
-          for (int64_t r = 0; r < 4; r++) {
-            float *dst = dam + (((m * n + b) * H + 2 * i + r) * W + 2 * j) * Ci;
-            for (int64_t e = 0; e < 4 * Ci; e++) dst[e] += src[r * 4 * Ci + e];
-          }
+  });
+  parallel(n, threads, [=](int64_t b0, int64_t b1) {  // da1 from dam, by image
+    for (int64_t b = b0; b < b1; b++)
+      for (int64_t y = 0; y < H; y++)
+        for (int64_t x = 0; x < W; x++) {
+          float *dst = da1 + ((b * H + y) * W + x) * CS;
+          for (int64_t m = 0; m < M; m++)
+            std::memcpy(dst + m * Ci, dam + (((m * n + b) * H + y) * W + x) * Ci, Ci * sizeof(float));
+          for (int64_t c = M * Ci; c < CS; c++) dst[c] = 0.0f;  // the padding channels
         }
-  for (int64_t b = 0; b < n; b++)
-    for (int64_t y = 0; y < H; y++)
-      for (int64_t x = 0; x < W; x++) {
-        float *dst = da1 + ((b * H + y) * W + x) * CS;
-        for (int64_t m = 0; m < M; m++)
-          std::memcpy(dst + m * Ci, dam + (((m * n + b) * H + y) * W + x) * Ci, Ci * sizeof(float));
-        for (int64_t c = M * Ci; c < CS; c++) dst[c] = 0.0f;  // the padding channels
-      }
+  });
 }
 
 extern "C" void conv2_pool_backward(const float *a1, const float *wx, const uint8_t *idx, const float *ga2,
                                     float *gwt, float *gb, float *da1, float *dam, int64_t n, int64_t H,
-                                    int64_t W, int64_t CS, int64_t M, int64_t Ci) {
+                                    int64_t W, int64_t CS, int64_t M, int64_t Ci, int64_t threads) {
   if (Ci == 6)
-    conv2_backward<6>(a1, wx, idx, ga2, gwt, gb, da1, dam, n, H, W, CS, M, Ci);
+    conv2_backward<6>(a1, wx, idx, ga2, gwt, gb, da1, dam, n, H, W, CS, M, Ci, threads);
   else
-    conv2_backward<0>(a1, wx, idx, ga2, gwt, gb, da1, dam, n, H, W, CS, M, Ci);
+    conv2_backward<0>(a1, wx, idx, ga2, gwt, gb, da1, dam, n, H, W, CS, M, Ci, threads);
 }

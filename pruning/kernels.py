@@ -1,8 +1,9 @@
-"""The population step's fused conv1 kernels (``kernels.cpp``): built once per machine, loaded with ctypes.
+"""The population step's fused conv kernels (``kernels.cpp``): built once per machine, loaded with ctypes.
 
-conv1 + 2x2 max pooling + ReLU for the filters of every member on one shared batch, forward and
-backward, without ever storing the (n*26*26, M*6) conv1 output that the torch path writes and reads
-back four times (``benchmarks/step_variants.py`` times both). Used by ``population`` on the CPU.
+Both LeNet conv blocks (3x3 conv, 2x2 max pooling, ReLU) for every member on one shared batch, forward
+and backward, without ever storing a conv output: only the pooled values and which window position
+won (``lenet_convs.Fused`` calls them; ``benchmarks/step_variants.py`` times them against the torch path).
+Each wrapper below checks shapes, dtypes and contiguity before handing raw pointers to C++.
 
 The library is compiled with the system's C++ compiler (``$CXX``, else ``g++``, else ``c++``) into
 ``build/kernels/`` under a name that hashes the source, the flags and this CPU's instruction sets, so
@@ -72,17 +73,23 @@ def library():
                 _build(target, compiler)
             lib = ctypes.CDLL(str(target))
         except (OSError, subprocess.SubprocessError) as exc:
-            print(f"pruning: the fused conv1 kernels did not build ({exc}); the population step stays in torch",
+            print(f"pruning: the fused conv kernels did not build ({exc}); the population step stays in torch",
                   file=sys.stderr)
             lib = None
     if lib is not None:
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.conv1_pool_forward.argtypes = [ptr] * 4 + [i64] * 5
-        lib.conv1_pool_backward.argtypes = [ptr] * 6 + [i64] * 5
-        lib.conv2_pool_forward.argtypes = [ptr] * 5 + [i64] * 6
-        lib.conv2_pool_backward.argtypes = [ptr] * 8 + [i64] * 6
+        lib.conv1_pool_forward.argtypes = [ptr] * 4 + [i64] * 6
+        lib.conv1_pool_backward.argtypes = [ptr] * 5 + [i64] * 6
+        lib.conv2_pool_forward.argtypes = [ptr] * 5 + [i64] * 7
+        lib.conv2_pool_backward.argtypes = [ptr] * 8 + [i64] * 7
     _loaded["lib"] = lib
     return lib
+
+
+def threads() -> int:
+    """How many threads a kernel call uses: torch's intra-op count (1 in the CPU worker processes). The kernels'
+    results do not depend on it: each thread writes its own outputs and every sum keeps its order."""
+    return torch.get_num_threads()
 
 
 def padded_filters(filters: torch.Tensor) -> torch.Tensor:
@@ -110,7 +117,7 @@ def conv1_pool_forward(x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, idx: 
     if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cp) or idx.shape != a.shape or ft.shape[0] != c * 9 + 1 \
             or cp % LANES:
         raise ValueError("conv1_pool_forward: shapes do not match")
-    library().conv1_pool_forward(*_ptrs(x, ft, a, idx), n, c, h, w, cp)
+    library().conv1_pool_forward(*_ptrs(x, ft, a, idx), n, c, h, w, cp, threads())
 
 
 def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga: torch.Tensor,
@@ -121,8 +128,7 @@ def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga:
     cp = a.shape[-1]
     if ga.shape != a.shape or idx.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64:
         raise ValueError("conv1_pool_backward: shapes do not match (or more than 7 input channels)")
-    scratch = torch.empty(a.shape[1] * a.shape[2] * 4 * (c * 9 + 1))  # one image's patches
-    library().conv1_pool_backward(*_ptrs(x, idx, a, ga, g, scratch), n, c, h, w, cp)
+    library().conv1_pool_backward(*_ptrs(x, idx, a, ga, g), n, c, h, w, cp, threads())
 
 
 def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a2: torch.Tensor,
@@ -136,7 +142,7 @@ def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a
     if co != LANES or k % 9 or k // 9 * m > cs or bias.shape != (m, co) or a2.shape != (m, n, co * ph * pw) \
             or idx.shape != (n, ph, pw, m, co):
         raise ValueError("conv2_pool_forward: shapes do not match")
-    library().conv2_pool_forward(*_ptrs(a1, wt, bias, a2, idx), n, h, w, cs, m, k // 9)
+    library().conv2_pool_forward(*_ptrs(a1, wt, bias, a2, idx), n, h, w, cs, m, k // 9, threads())
 
 
 def conv2_pool_backward(a1: torch.Tensor, wx: torch.Tensor, idx: torch.Tensor, ga2: torch.Tensor,
@@ -149,7 +155,7 @@ def conv2_pool_backward(a1: torch.Tensor, wx: torch.Tensor, idx: torch.Tensor, g
             or gb.shape != (m, co) or da1.shape != a1.shape or ga2.shape[:2] != (m, n) or idx.shape[3:] != (m, co):
         raise ValueError("conv2_pool_backward: shapes do not match")
     scratch = torch.empty(m, n, h, w, ci)
-    library().conv2_pool_backward(*_ptrs(a1, wx, idx, ga2, gwt, gb, da1, scratch), n, h, w, cs, m, ci)
+    library().conv2_pool_backward(*_ptrs(a1, wx, idx, ga2, gwt, gb, da1, scratch), n, h, w, cs, m, ci, threads())
 
 
 def placed_filters(w2: torch.Tensor) -> torch.Tensor:

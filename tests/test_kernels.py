@@ -136,18 +136,23 @@ def test_ties_go_to_the_first_window_position_and_dead_units_get_no_gradient():
     assert torch.allclose(grads["conv1.bias"], ref_bias, rtol=0, atol=1e-4 * ref_bias.abs().max().item())
 
 
-def test_kernels_are_deterministic_and_refuse_wrong_layouts():
+def test_kernels_are_deterministic_whatever_the_thread_count_and_refuse_wrong_layouts():
     states, masks = members()
     pop = population.Population(states, masks, "cpu")
     x = batch()
     dh = torch.randn(M, 32, 400, generator=torch.Generator().manual_seed(2))
-    runs = []
-    for _ in range(2):
-        convs = lenet_convs.Fused()
-        out, saved = convs.forward(pop.params, M, x, train=True)
-        runs.append((out.clone(), convs.backward(pop.params, M, dh, saved)))
-    assert torch.equal(runs[0][0], runs[1][0])
-    assert all(torch.equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+    runs, before = [], torch.get_num_threads()
+    try:
+        for threads in (1, 1, 2, 3):
+            torch.set_num_threads(threads)
+            convs = lenet_convs.Fused()
+            out, saved = convs.forward(pop.params, M, x, train=True)
+            runs.append((out.clone(), saved[1].clone(), convs.backward(pop.params, M, dh, saved)))
+    finally:
+        torch.set_num_threads(before)
+    for run in runs[1:]:
+        assert torch.equal(runs[0][0], run[0]) and torch.equal(runs[0][1], run[1])
+        assert all(torch.equal(runs[0][2][k], run[2][k]) for k in runs[0][2])
     a = torch.empty(32, 13, 13, 16)
     with pytest.raises(ValueError, match="contiguous"):
         kernels.conv1_pool_forward(x, torch.zeros(16, 10).t(), a, torch.empty(a.shape, dtype=torch.uint8))
