@@ -74,7 +74,8 @@ def _row(folder: Path) -> str:
             f"<td>{e(cfg.get('arch', ''))} / {e(cfg.get('dataset', ''))}</td>"
             f"<td>{len(exp.get('runs', []))} runs, {n_rows} trainings, seeds {e(str(cfg.get('seeds')))}, "
             f"{cfg.get('iterations')} iterations, {cfg.get('training', {}).get('epochs')} epochs</td>"
-            f"<td>{e(exp.get('hardware', ''))}<br>{wall} wall ({e(str(exp.get('trainer', '')))} trainer)</td>"
+            f"<td>{e(exp.get('hardware', ''))}<br>{wall} wall ({e(str(exp.get('trainer', '')))} trainer"
+            + (f", conv blocks: {e(exp['population_convs'])}" if exp.get("population_convs") else "") + ")</td>"
             f"<td><code>{e(exp.get('code_version', ''))}</code><br>{e(exp.get('updated', exp.get('started', '')))}"
             f"</td><td>{links}</td></tr>")
 
