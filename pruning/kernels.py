@@ -122,8 +122,8 @@ def conv1_pool_forward(x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, idx: 
 
 def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga: torch.Tensor,
                         g: torch.Tensor) -> None:
-    """Fill ``g`` (C*9 + 1, Cp) with the gradients of the padded filters (bias row last), given ``ga`` = d loss / d ``a``
-    (ReLU's backward is applied in the kernel)."""
+    """Fill ``g`` (C*9 + 1, Cp) with the gradients of the padded filters (bias row last), given ``ga``, the
+    gradient of ``a`` (ReLU's backward is applied in the kernel)."""
     n, c, h, w = x.shape
     cp = a.shape[-1]
     if ga.shape != a.shape or idx.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64:

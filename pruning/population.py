@@ -28,8 +28,8 @@ loop (``lifecycle.train_one``) up to float rounding:
 
 **Resumes are exact.** A member's float rounding depends on the shapes of the population it trains
 in, not on the values of the other members (each output channel, each SIMD lane of the kernels and
-each matrix of the batch is computed on its own). So a group is fixed by the config: every run of one seed and one training setup,
-in config order, always in the same slots. A run that has already stored the training being done (a
+each matrix of the batch is computed on its own). So a group is fixed by the config: every run of one
+seed and one training setup, in config order, always in the same slots. A run that has already stored the training being done (a
 kill while the group was saving) keeps its slot as a *ghost* (zero weights, result discarded), so the
 others train in exactly the shapes of an uninterrupted run. ``tests/test_population.py`` checks this
 bit for bit.
@@ -51,7 +51,6 @@ from .datasets import Tensors
 
 # LeNet's prunable layers in forward order: (name, kind).
 LENET_LAYERS = (("conv1", "conv"), ("conv2", "conv"), ("fc1", "linear"), ("fc2", "linear"), ("fc3", "linear"))
-CHANNELS_LAST = torch.channels_last
 
 
 def check_arch(arch: str) -> None:
