@@ -27,6 +27,9 @@ import torch
 from . import paths
 
 SOURCE = paths.PACKAGE / "kernels.cpp"
+# Read once, at import: the library built is always the source these wrappers were written for, even when
+# kernels.cpp is edited while an experiment runs (its workers build on first use).
+SOURCE_TEXT = SOURCE.read_text()
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c++17"]
 LANES = 16  # the kernels' vector width in floats: filter columns are padded to a multiple of it
 _loaded: dict[str, object] = {}
@@ -50,8 +53,13 @@ def _compiler() -> str | None:
 def _build(target, compiler: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    done = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True, text=True,
-                          timeout=300)
+    source = target.with_name(f"{target.stem}.{os.getpid()}.cpp")
+    source.write_text(SOURCE_TEXT)
+    try:
+        done = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        source.unlink(missing_ok=True)
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
@@ -65,7 +73,7 @@ def library():
     lib = None
     compiler = _compiler()
     if os.environ.get("PRUNING_KERNELS", "") != "torch" and compiler:
-        key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, *FLAGS, platform.machine(),
+        key = hashlib.sha256("\0".join([SOURCE_TEXT, compiler, *FLAGS, platform.machine(),
                                          _cpu_flags()]).encode()).hexdigest()[:16]
         target = paths.BUILD / "kernels" / f"kernels-{key}.so"
         try:

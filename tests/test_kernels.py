@@ -174,3 +174,14 @@ def test_without_a_working_compiler_the_step_stays_in_torch_with_one_line():
     assert proc.stderr.count("\n") == 1 and "did not build" in proc.stderr and "stays in torch" in proc.stderr
     asked = _which_path(PRUNING_KERNELS="torch")  # the torch path on purpose: no build, no message
     assert asked.stdout.split() == ["True", "Torch"] and asked.stderr == ""
+
+
+def test_the_library_is_built_from_the_source_read_at_import(tmp_path, monkeypatch):
+    """A run's workers build on first use: editing kernels.cpp meanwhile must not give them a library that does
+    not match the wrappers they imported. The build compiles the text read at import, not the file on disk."""
+    monkeypatch.setattr(kernels, "SOURCE", tmp_path / "missing.cpp")
+    monkeypatch.setattr(kernels.paths, "BUILD", tmp_path / "build")
+    monkeypatch.setattr(kernels, "_loaded", {})
+    assert kernels.library() is not None
+    built = sorted(p.name for p in (tmp_path / "build" / "kernels").iterdir())
+    assert len(built) == 1 and built[0].startswith("kernels-") and built[0].endswith(".so")  # no stray source or tmp
