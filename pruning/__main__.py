@@ -6,7 +6,8 @@
     table RESULTS        print the tidy results table (one row per training)
     notebooks RESULTS    execute every figure notebook with papermill for RESULTS
     report RESULTS       render the paper and the poster for RESULTS
-    publish RESULTS      render RESULTS and publish it to docs/ (paper, poster, table, experiment.json)
+    publish RESULTS      render RESULTS and publish it to docs/ (paper, poster, table, experiment.json);
+                         --replicate NAME: keep only its table and experiment.json in docs/replicates/NAME/
     all [CONFIG]         run, notebooks, report (the README's main job)
 
 Every error that a user can fix is printed as one line that says what to do; the exit code is 2.
@@ -85,6 +86,11 @@ def _cmd_publish(args) -> int:
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml"):
         target = results_folder(config.load_experiment(target).name, None)
+    if args.replicate:
+        folder = publish.replicate(target, args.replicate)
+        if not args.quiet:
+            print(f"replicate kept: {folder}")
+        return 0
     publish.publish(target, renderer=args.renderer, quiet=args.quiet)
     return 0
 
@@ -150,6 +156,8 @@ def parser() -> argparse.ArgumentParser:
     pub = sub.add_parser("publish", help="render a results set and publish it to docs/ (with its table and experiment.json)")
     pub.add_argument("target", help="a results folder (results/NAME) or the config that wrote it (configs/NAME.yaml)")
     pub.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
+    pub.add_argument("--replicate", metavar="NAME", help="keep only the table and experiment.json, in "
+                     "docs/replicates/NAME/ (a second training of a published config)")
     common(pub)
     pub.set_defaults(func=_cmd_publish)
 

@@ -13,6 +13,8 @@ notebooks on the run store (unchanged ones are skipped), renders the paper and t
 
 then rewrites ``docs/index.html``, which links every published set. Published files are written to a
 temporary folder first and swapped in whole, so a failed render never leaves a half-updated set.
+``python -m pruning publish RESULTS --replicate NAME`` keeps only the table and ``experiment.json``, in
+``docs/replicates/NAME/``: a second training of a published config, which its paper compares against.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from . import companions, figures_page, notebooks, paths, report, store
+from .errors import ReportError
 
 FILES = ("paper.html", "poster.html", "figures.html", "results.csv", "experiment.json")
 
@@ -46,9 +49,7 @@ def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bo
         out = report.render(results, renderer=renderer, quiet=quiet)
         shutil.copyfile(out["paper"], tmp / "paper.html")
         shutil.copyfile(out["poster"], tmp / "poster.html")
-    table = store.load_results(results)
-    table.drop(columns=["run_dir", "file"]).to_csv(tmp / "results.csv", index=False, float_format="%.6g")
-    shutil.copyfile(results / "experiment.json", tmp / "experiment.json")
+    _write_table(results, tmp)
     old = docs / f".{exp['name']}.old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
@@ -58,6 +59,25 @@ def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bo
     write_index(docs)
     if not quiet:
         print(f"published: {target}  (index: {docs / 'index.html'})")
+    return target
+
+
+def _write_table(results: Path, folder: Path) -> None:
+    """``results.csv`` (the tidy table, without local paths) and ``experiment.json`` of ``results`` into ``folder``."""
+    table = store.load_results(results)
+    table.drop(columns=["run_dir", "file"]).to_csv(folder / "results.csv", index=False, float_format="%.6g")
+    shutil.copyfile(Path(results) / "experiment.json", folder / "experiment.json")
+
+
+def replicate(results, name: str, docs: Path | None = None) -> Path:
+    """Keep ``results`` as a replicate: only its table and ``experiment.json``, in ``docs/replicates/<name>/``,
+    where ``replicates.section`` finds it by its config hash (a second training of a published config)."""
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ReportError(f"replicate name '{name}' must be a plain folder name, e.g. paper_lenet_mnist_cpu_v2")
+    store.read_experiment(results)  # a missing results folder stops here with one line
+    target = Path(docs if docs is not None else paths.DOCS) / "replicates" / name
+    target.mkdir(parents=True, exist_ok=True)
+    _write_table(Path(results), target)
     return target
 
 

@@ -97,3 +97,26 @@ def test_without_a_replicate_the_paper_says_the_drift_is_not_measured(tmp_path):
     own = write_set(tmp_path / "results" / "set", "abc", [("l1_us", "rewind", 0, 1, 98.0, False)])
     text = replicates.section(tmp_path / "results" / "set", own, tmp_path / "docs")
     assert text.startswith("**Replicates.** No replicate of this configuration is stored")
+
+
+def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_path):
+    """``python -m pruning publish RESULTS --replicate NAME``: the table and experiment.json only, where the
+    paper of the same config finds them; a name that is not a plain folder name is refused in one line."""
+    from conftest import run_main, write_config
+    from pruning import config, publish, runner, store
+
+    cfg = config.load_experiment(write_config(tmp_path / "rep.yaml", techniques=["l1_us"], reinit=["rewind"],
+                                              iterations=1, data={"train_subset": 200, "val_subset": 100,
+                                                                  "test_subset": 200}))
+    folder = tmp_path / "results" / "rep"
+    runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)
+    docs = tmp_path / "docs"
+    kept = publish.replicate(folder, "rep_again", docs=docs)
+    assert kept == docs / "replicates" / "rep_again"
+    assert sorted(p.name for p in kept.iterdir()) == ["experiment.json", "results.csv"]
+    csv = pd.read_csv(kept / "results.csv")
+    assert len(csv) == len(store.load_results(folder)) == 2 and "run_dir" not in csv.columns
+    assert replicates.find(folder, docs) == [kept]
+    code, err = run_main("publish", folder, "--replicate", "../elsewhere")
+    assert code == 2 and err.strip().count("\n") == 0 and "plain folder name" in err
+    assert not (tmp_path / "elsewhere").exists()
