@@ -44,10 +44,10 @@ def configure_device(device: str) -> dict:
 def choose_trainer(cfg: ExperimentConfig, device: str) -> str:
     """'population' for models that train identically in a population (LeNet), on any device; else 'single'.
 
-    The population trains every run of a seed on one shared batch per step: on 2 CPU cores it takes 2.0x
-    the model-steps per second of the one-net loop in one-thread processes (README,
-    benchmarks/population.py), and its resumes are exact (fixed groups, see ``population``). Its results
-    equal the one-net loop's up to float rounding.
+    The population trains every run of a seed on one shared batch per step: on 2 CPU cores it takes 4.25x
+    the model-steps per second of the one-net loop in one-thread processes (its conv blocks in the fused
+    kernels; README, benchmarks/population.py), and its resumes are exact (fixed groups, see
+    ``population``). Its results equal the one-net loop's up to float rounding.
     """
     if cfg.trainer != "auto":
         return cfg.trainer
