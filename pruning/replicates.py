@@ -90,5 +90,5 @@ def _drift(rep: Path, table: pd.DataFrame, it: int) -> str:
             f"(`docs/replicates/{rep.name}/`), matched training by training ({len(both)} trainings), test accuracy "
             f"differs by a median of {at_iterations(med, 2)}; the largest difference is {at_iterations(top, 1)}, "
             f"as small differences change which weights are pruned next. At "
-            f"iteration {it}, {len(shifts[shifts['beyond_spread']])} of {len(shifts)} technique means moved by more "
-            f"than their seeds' standard deviation" + (f": {'; '.join(shifted)}." if shifted else "."))
+            f"iteration {it}, {len(shifted)} of {len(shifts)} technique means moved by more than their seeds' "
+            f"standard deviation" + (f": {'; '.join(shifted)}." if shifted else "."))

@@ -290,7 +290,8 @@ def _now() -> str:
 # ----------------------------------------------------------------------------- an experiment
 
 
-# What the last run that trained something recorded (``runner.run_experiment``): kept by later writes.
+# What the last run that trained something recorded (``runner.run_experiment``): kept by later writes that
+# record no run of their own, replaced whole by the next run that does.
 RUN_FACTS = ("last_run_seconds", "trainer", "workers", "threads_per_worker", "executor", "cuda", "population_convs")
 
 
@@ -311,8 +312,7 @@ def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: s
                "config_hash": hashlib.sha256(json.dumps([r["hash"] for r in runs]).encode()).hexdigest()[:12],
                "code_version": version or code_version(), "hardware": hardware(device),
                "started": previous.get("started", _now())}
-    content.update({k: previous[k] for k in RUN_FACTS if k in previous})
-    content.update(extra or {})
+    content.update(extra or {k: previous[k] for k in RUN_FACTS if k in previous})
     if {k: v for k, v in previous.items() if k != "updated"} == json.loads(json.dumps(content)):
         return
     save_json({**content, "updated": _now()}, path)

@@ -151,8 +151,14 @@ def test_experiment_json_keeps_the_code_version_that_trained(tmp_path, monkeypat
 
     cfg = load_experiment(write_config(tmp_path / "v.yaml", techniques=["l1_us"], reinit=["rewind"], iterations=1,
                                        data={"train_subset": 200, "val_subset": 100, "test_subset": 200}))
-    versions = iter(["trained-with", "committed-meanwhile", "later"])
-    monkeypatch.setattr(store, "code_version", lambda: next(versions))
+    calls = []
+
+    def version():  # the checkout moves on after the first read: a commit made while the run trains
+        calls.append(1)
+        return now if now else ("trained-with" if len(calls) == 1 else "committed-meanwhile")
+
+    now = None
+    monkeypatch.setattr(store, "code_version", version)
     folder = tmp_path / "results"
     assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] == 1
     exp = json.loads((folder / "experiment.json").read_text())
@@ -161,3 +167,10 @@ def test_experiment_json_keeps_the_code_version_that_trained(tmp_path, monkeypat
     assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] == 0
     again = json.loads((folder / "experiment.json").read_text())
     assert again["code_version"] == "trained-with" and again["population_convs"] == exp["population_convs"]
+    now = "later"
+    more = load_experiment(write_config(tmp_path / "v.yaml", techniques=["l1_us", "random_us"], reinit=["rewind"],
+                                        iterations=1, data={"train_subset": 200, "val_subset": 100,
+                                                            "test_subset": 200}))
+    assert runner.run_experiment(more, folder, quiet=True, device="cpu", workers=1, trainer="single")["trained"] == 1
+    last = json.loads((folder / "experiment.json").read_text())  # a run that trains: its own facts, whole
+    assert last["code_version"] == "later" and last["trainer"] == "single" and "population_convs" not in last
