@@ -58,7 +58,7 @@ class Fused:
         self._work: dict[int, dict[str, torch.Tensor]] = {}
 
     def _buffers(self, x: torch.Tensor, p: dict, m: int) -> dict[str, torch.Tensor]:
-        n, c, hh, ww = x.shape
+        n, _, hh, ww = x.shape
         c1, c2 = m * p["conv1.weight"].shape[1], p["conv2.weight"].shape[1]
         h1, w1 = (hh - 2) // 2, (ww - 2) // 2
         h2, w2 = (h1 - 2) // 2, (w1 - 2) // 2
