@@ -83,7 +83,6 @@ def library():
         except (OSError, subprocess.SubprocessError) as exc:
             print(f"pruning: the fused conv kernels did not build ({exc}); the population step stays in torch",
                   file=sys.stderr)
-            lib = None
     if lib is not None:
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.conv1_pool_forward.argtypes = [ptr] * 4 + [i64] * 6
@@ -108,7 +107,7 @@ def padded_filters(filters: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _ptrs(*tensors: torch.Tensor, dtypes=None) -> list[int]:
+def _ptrs(*tensors: torch.Tensor) -> list[int]:
     """Raw pointers for the C++ side, which reads every tensor as a dense CPU array of its documented shape."""
     for t in tensors:
         if t.device.type != "cpu" or not t.is_contiguous() or t.dtype not in (torch.float32, torch.uint8):
