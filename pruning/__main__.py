@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import numerics
 from .paths import REPO_ROOT
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
 
@@ -178,6 +179,7 @@ def main(argv=None) -> int:
 
     args = parser().parse_args(argv)
     try:
+        numerics.pin()  # PRUNING_NUMERICS=pinned: the libraries' code paths, set before a command imports torch
         return args.func(args)
     except UserError as exc:  # ConfigError, DataError, StoreError, ExecutorError, ParameterError, ReportError, ...
         print(f"error: {exc}", file=sys.stderr)

@@ -24,13 +24,14 @@ import sys
 
 import torch
 
-from . import paths
+from . import numerics, paths
 
 SOURCE = paths.PACKAGE / "kernels.cpp"
 # Read once, at import: the library built is always the source these wrappers were written for, even when
 # kernels.cpp is edited while an experiment runs (its workers build on first use).
 SOURCE_TEXT = SOURCE.read_text()
-FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c++17"]
+# -march: the local CPU, or x86-64-v3 under PRUNING_NUMERICS=pinned (pruning/numerics.py)
+FLAGS = ["-O3", numerics.KERNEL_ARCH[numerics.mode()], "-shared", "-fPIC", "-std=c++17"]
 LANES = 16  # the kernels' vector width in floats: filter columns are padded to a multiple of it
 _loaded: dict[str, object] = {}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import executors, lenet_convs, lifecycle, models, population, store
+from . import executors, lenet_convs, lifecycle, models, numerics, population, store
 from .config import ExperimentConfig, RunConfig
 
 
@@ -142,7 +142,8 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     if pending:
         store.write_experiment(results, cfg, source, device, {
             "last_run_seconds": round(seconds, 1), "trainer": trainer, "workers": n_workers,
-            "threads_per_worker": threads, "executor": executor, **({"cuda": settings} if settings else {}),
+            "threads_per_worker": threads, "executor": executor, "numerics": numerics.describe(),
+            **({"cuda": settings} if settings else {}),
             **({"population_convs": lenet_convs.describe(device)} if trainer == "population" else {})},
             version=version)
     say(f"{cfg.name}: done in {seconds:.1f}s -> {results}")

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import records
+from . import numerics, records
 from .config import ExperimentConfig, RunConfig
 from .errors import UserError
 from .paths import REPO_ROOT
@@ -127,7 +127,7 @@ def _read_code_version() -> str:
 
 
 def hardware(device: str | None = None) -> str:
-    cpu = platform.processor() or platform.machine()
+    cpu = ", ".join(x for x in (numerics.cpu_model(), platform.machine()) if x)
     text = f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}"
     if device and str(device).startswith("cuda") and torch.cuda.is_available():
         text = f"{torch.cuda.get_device_name()} + " + text
@@ -292,7 +292,8 @@ def _now() -> str:
 
 # What the last run that trained something recorded (``runner.run_experiment``): kept by later writes that
 # record no run of their own, replaced whole by the next run that does.
-RUN_FACTS = ("last_run_seconds", "trainer", "workers", "threads_per_worker", "executor", "cuda", "population_convs")
+RUN_FACTS = ("last_run_seconds", "trainer", "workers", "threads_per_worker", "executor", "cuda", "population_convs",
+             "numerics")
 
 
 def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: str, extra: dict | None = None,
