@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = REPO_ROOT / "pruning"
 CONFIGS = REPO_ROOT / "configs"
 PROTOCOL_CONFIG = CONFIGS / "paper_lenet_mnist.yaml"  # the protocol of PROTOCOL.md, exactly

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from . import datasets, models, records, reinit, store, techniques, training
-from .config import RunConfig
-from .seeds import derive_seed
+from .. import store
+from ..core.seeds import derive_seed
+from ..nets import datasets, models, reinit, techniques, training
+from ..nets.config import RunConfig
+from ..store import records
 
 
 @dataclass
@@ -74,36 +77,38 @@ class Run:
     masks: dict | None
     rewind_point: dict | None
     next: int  # the next training to do (0 = dense)
+    on_stored: Callable | None = None  # called as on_stored(rc, iteration) after each stored training
 
     @property
     def finished(self) -> bool:
         return self.next > self.rc.iterations
 
 
-def open_run(rc: RunConfig, root: Path, device: str, share_dense: bool = True, say=print) -> Run:
+def open_run(rc: RunConfig, root: Path, device: str, share_dense: bool = True, say=print, on_stored=None) -> Run:
     """Begin or resume ``rc`` in ``root``. With ``share_dense`` its dense training comes from (or first goes
-    to) the shared dense store, so the returned run is at training 1 or later."""
+    to) the shared dense store, so the returned run is at training 1 or later. ``on_stored``: see :class:`Run`."""
     st = store.RunStore(root, rc)
     st.begin()
     rd = run_data(rc, device)
     ckpt = st.resume()
     if ckpt is None and share_dense and store.dense_shareable(rc):
-        dense = open_dense(rc, root, device, say)
+        dense = open_dense(rc, root, device, say, on_stored)
         st.link_dense(dense.st)
         ckpt = st.resume()
     if ckpt is None:
         init = initial_state(rc)
         st.save_init(init)
-        return Run(rc, st, rd, init, None, None, None, 0)
-    run = Run(rc, st, rd, st.load_init(), ckpt["state"], ckpt["masks"], st.load_rewind_point(), ckpt["iteration"] + 1)
+        return Run(rc, st, rd, init, None, None, None, 0, on_stored)
+    run = Run(rc, st, rd, st.load_init(), ckpt["state"], ckpt["masks"], st.load_rewind_point(), ckpt["iteration"] + 1,
+              on_stored)
     if run.finished:
         st.mark_done({"iterations": rc.iterations})
     return run
 
 
-def open_dense(rc: RunConfig, root: Path, device: str, say=print) -> Run:
+def open_dense(rc: RunConfig, root: Path, device: str, say=print, on_stored=None) -> Run:
     """The shared dense training of ``rc``'s seed and training config, trained here if it is not stored yet."""
-    dense = open_run(store.dense_config(rc), root, device, share_dense=False, say=say)
+    dense = open_run(store.dense_config(rc), root, device, share_dense=False, say=say, on_stored=on_stored)
     if not dense.finished:
         train_one(dense, say)
     return dense
@@ -186,6 +191,8 @@ def finish(run: Run, model, stats: dict, say=print, evaluated=None) -> dict:
     run.masks = record["masks"]  # every layer's mask, exactly what a resumed run reads from the checkpoint
     run.st.save_training(k, run.trained, run.masks, record, metrics)
     say(log_line(run.rc, metrics))
+    if run.on_stored is not None:
+        run.on_stored(run.rc, k)
     run.next = k + 1
     if run.finished:
         run.st.mark_done({"iterations": run.rc.iterations})

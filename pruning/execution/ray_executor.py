@@ -26,9 +26,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import store
-from .errors import UserError
-from .executors import RAY_RETRIES, ExecutorError, Spec, Unit
+from .. import store
+from ..core.atomic import write_bytes
+from ..core.errors import UserError
+from ..store import layout
+from .units import ExecutorError, Unit
+
+RAY_RETRIES = 3  # times a unit is started again after its worker or node died
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -124,24 +128,24 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, spec: Spec, address: str | None, say=print, bar=None):
+    def __init__(self, work, device: str, threads: int | None, address: str | None, say=print, bar=None):
         import ray
 
-        self.spec, self.say, self.bar = spec, say, bar
+        self.work, self.say, self.bar = work, say, bar
         self.cluster = ray_connect(address)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
-        if spec.device.startswith("cuda"):
+        if device.startswith("cuda"):
             gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
             if not gpus:
                 ray.shutdown()
-                raise ExecutorError(f"device {spec.device} was asked for but the Ray cluster has no GPU; "
+                raise ExecutorError(f"device {device} was asked for but the Ray cluster has no GPU; "
                                     f"use --device cpu")
             self.resources = {"num_cpus": 1, "num_gpus": 1}
             self.slots = int(gpus)
         else:
             # A unit asks for as many CPUs as it uses threads (never more than the largest node has).
             biggest = max(n["Resources"].get("CPU", 0) for n in nodes)
-            cpus = max(1, min(spec.threads or 1, int(biggest) or 1))
+            cpus = max(1, min(threads or 1, int(biggest) or 1))
             self.resources = {"num_cpus": cpus}
             self.slots = max(1, int(sum(n["Resources"].get("CPU", 0) for n in nodes) // cpus))
         # The driver, not Ray, starts a unit again after its worker died (max_retries=0): Ray would start it
@@ -153,12 +157,11 @@ class RayExecutor:
 
     def start(self, unit: Unit, job: _RayJob | None = None) -> _RayJob:
         job = job or _RayJob(unit)
-        results = self.spec.results
-        linked = prepare(unit, results, self.spec.share_dense)
+        linked = prepare(unit)
         if self.bar is not None and linked:
             self.bar.update(linked)
         job.gen = self.task.options(name=f"pruning {unit.name}", max_retries=0, **self.resources).remote(
-            self.spec.work, *self.spec.args(unit, Path(".")), snapshot(unit, results, self.spec.share_dense))
+            self.work, unit.at("."), snapshot(unit))
         return job
 
     def wait(self, jobs: list[_RayJob], timeout: float | None) -> list[_RayJob]:
@@ -192,7 +195,7 @@ class RayExecutor:
                          f"({job.attempts}/{RAY_RETRIES}) from the trainings in the store")
                 self.start(job.unit, job)
                 continue
-            n = receive(batch["files"], self.spec.results)
+            n = receive(batch["files"], job.unit.results)
             if self.bar is not None and n:
                 self.bar.update(n)
             for line in batch["log"]:
@@ -217,28 +220,29 @@ class RayExecutor:
 # -- driver side: what a task gets, what comes back
 
 
-def prepare(unit: Unit, results: Path, share_dense: bool) -> int:
+def prepare(unit: Unit) -> int:
     """On the driver, before a unit's task starts: verify each run's finished trainings (and complete a
     record whose checkpoint was written), and give a run with nothing trained yet its finished shared dense
     training, as ``lifecycle.open_run`` would do. Then the task needs none of the trainings' tensors, and
     everything it sends back is one new training at a time. Returns the number of dense trainings linked."""
     linked = 0
-    for rc, st in zip(unit.runs, unit.stores(results)):
+    for rc, st in zip(unit.runs, unit.stores()):
         st.begin()
-        if st.resume() is None and unit.kind != "dense" and share_dense and store.dense_shareable(rc):
-            dense = store.RunStore(results, store.dense_config(rc))
+        if st.resume() is None and unit.kind != "dense" and unit.share_dense and store.dense_shareable(rc):
+            dense = store.RunStore(unit.results, store.dense_config(rc))
             if dense.is_done():
                 st.link_dense(dense)
                 linked += 1
     return linked
 
 
-def snapshot(unit: Unit, results: Path, share_dense: bool) -> dict[str, bytes]:
+def snapshot(unit: Unit) -> dict[str, bytes]:
     """The files a unit's task starts from: each run's folder without the trainings' tensors (verified by
     :func:`prepare`; the task does not verify them again), and a dense folder in full where a run still
     has to link it."""
-    dirs = [(st.dir, False) for st in unit.stores(results)]
-    if unit.kind != "dense" and share_dense:
+    results = unit.results
+    dirs = [(st.dir, False) for st in unit.stores()]
+    if unit.kind != "dense" and unit.share_dense:
         for rc in unit.runs:
             if store.dense_shareable(rc) and not store.RunStore(results, rc).checkpoint_path.exists():
                 dirs.append((store.RunStore(results, store.dense_config(rc)).dir, True))
@@ -249,23 +253,20 @@ def snapshot(unit: Unit, results: Path, share_dense: bool) -> dict[str, bytes]:
         for path in sorted(folder.rglob("*")):
             if not path.is_file() or path.name.startswith("."):
                 continue
-            if not full and path.parent.name == "trainings" and path.suffix == ".pt":
+            if not full and path.parent.name == layout.TRAININGS and path.suffix == ".pt":
                 continue
             files[path.relative_to(results).as_posix()] = path.read_bytes()
     return files
 
 
-_FILE_ORDER = {"config.json": 0, "init.pt": 1, "rewind_point.pt": 2, "checkpoint.pt": 3, "done.json": 9}
-
-
 def _write_order(item) -> tuple:
     parts = item[0].split("/")
     top, name = parts[0], parts[-1]
-    if len(parts) == 3 and parts[1] == "trainings":
+    if len(parts) == 3 and parts[1] == layout.TRAININGS:
         rank = (5, name.split(".")[0], 0 if name.endswith(".pt") else 1)  # record, then its metrics
     else:
-        rank = (_FILE_ORDER.get(name, 4), "", 0)
-    return (0 if top.startswith("dense_") else 1, top, rank)
+        rank = (layout.WRITE_ORDER.get(name, 4), "", 0)
+    return (0 if top.startswith(layout.DENSE_PREFIX) else 1, top, rank)
 
 
 def receive(files: list[tuple[str, bytes, str | None]], results: Path) -> int:
@@ -278,17 +279,17 @@ def receive(files: list[tuple[str, bytes, str | None]], results: Path) -> int:
         if not parts or parts[0].split("_")[0] not in ("run", "dense") or ".." in parts or rel.startswith("/"):
             raise ExecutorError(f"a Ray task sent an unexpected file '{rel}'")
         path = results / rel
-        if parts[-2:-1] == ["trainings"]:
+        if parts[-2:-1] == [layout.TRAININGS]:
             if path.with_suffix(".json").exists():
                 continue
-        elif path.name != "checkpoint.pt" and path.exists():
+        elif path.name != layout.CHECKPOINT and path.exists():
             continue
         source = results / link if link else None
         if source is not None and source.exists() and source.read_bytes() == data:
-            store._link(source, path)  # the shared dense training, linked as the task linked it
+            store.link(source, path)  # the shared dense training, linked as the task linked it
         else:
-            store._atomic_bytes(data, path)
-        if parts[0].startswith("run_") and parts[-2:-1] == ["trainings"] and path.suffix == ".json":
+            write_bytes(data, path)
+        if parts[0].startswith(layout.RUN_PREFIX) and parts[-2:-1] == [layout.TRAININGS] and path.suffix == ".json":
             added += 1
     return added
 
@@ -310,7 +311,7 @@ class _Tracker:
                 continue
             st = path.stat()
             rel = path.relative_to(self.root).as_posix()
-            if rel.startswith("dense_"):
+            if rel.startswith(layout.DENSE_PREFIX):
                 dense_inodes.setdefault(st.st_ino, rel)
             key = (st.st_ino, st.st_size, st.st_mtime_ns)
             if self.seen.get(rel) != key:
@@ -322,7 +323,7 @@ class _Tracker:
         return out
 
 
-def _ray_unit(work, kind, runs, _results, device, threads, share_dense, quiet, files):
+def _ray_unit(work, unit: Unit, files):
     """The Ray task of one unit (a generator): trains it in a temporary store and yields, after every
     finished training, ``{"files": [(path, bytes, linked-from)], "log": [lines]}``."""
     store.RunStore.verify_trainings = False  # the driver verified them and did not send their tensors
@@ -335,13 +336,15 @@ def _ray_unit(work, kind, runs, _results, device, threads, share_dense, quiet, f
         tracker = _Tracker(root)
         out: queue.Queue = queue.Queue()
         end = object()
+        log: list[str] = []  # the lines said since the last batch (only the training thread touches it)
 
-        def say(line: str) -> None:  # called by the lifecycle after each stored training
-            out.put({"files": tracker.changes(), "log": [line]})
+        def on_stored(*_) -> None:  # called by the lifecycle after each stored training
+            out.put({"files": tracker.changes(), "log": log[:]})
+            log.clear()
 
         def train() -> None:
             try:
-                work(kind, runs, str(root), device, threads, share_dense, quiet, None, say)
+                work(unit.at(root), None, log.append, on_stored)
                 out.put(end)
             except BaseException as exc:  # noqa: BLE001 - handed to the generator, which raises it
                 out.put(exc)
@@ -356,6 +359,6 @@ def _ray_unit(work, kind, runs, _results, device, threads, share_dense, quiet, f
                 raise item
             yield item
         thread.join()
-        yield {"files": tracker.changes(), "log": []}  # done marks
+        yield {"files": tracker.changes(), "log": log}  # done marks
     finally:
         shutil.rmtree(root, ignore_errors=True)

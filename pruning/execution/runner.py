@@ -1,7 +1,7 @@
 """The experiment runner: which trainer, which units of work, and where they run.
 
-A config's runs are cut into *units*: one run for the one-net trainer (``single``), one population
-(every run of a seed, ``population.groups``) for the population trainer. Each unit drives the run
+A config's runs are cut into *units* (``units.Unit``): one run for the one-net trainer (``single``), one
+population (every run of a seed, ``populations.groups``) for the population trainer. Each unit drives the run
 lifecycle (``lifecycle``) through the run store, so a unit killed at any moment resumes exactly.
 Units run in this process, or in worker processes with one thread each on the CPU (two small
 processes use two cores better than one process with two threads: ``benchmarks/population.py``).
@@ -16,8 +16,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import executors, lenet_convs, lifecycle, models, population, store
-from .config import ExperimentConfig, RunConfig
+from .. import store
+from ..nets import models
+from ..nets.config import ExperimentConfig, RunConfig
+from ..population import lenet_convs
+from . import executors, lifecycle, populations
+from .units import Unit, dense_units
 
 
 def resolve_device(name: str) -> str:
@@ -60,29 +64,31 @@ def default_workers(device: str, n_units: int) -> int:
     return max(1, min(n_units, os.cpu_count() or 1))
 
 
-def run_unit(trainer: str, unit: list[RunConfig], results: str, device: str, threads: int | None,
-             share_dense: bool, quiet: bool, bar=None, say=None) -> int:
+def run_unit(unit: Unit, bar=None, say=None, on_stored=None) -> int:
     """Run (or resume) one unit of work; returns the number of runs in it. Every executor's entry
-    (``executors``). ``trainer`` 'dense' trains the shared dense training of ``unit[0]``'s seed; ``say``
-    (default: a log line on stderr unless ``quiet``) is called after each stored training."""
-    if threads:
-        torch.set_num_threads(threads)
-    configure_device(device)
+    (``executors``). A 'dense' unit trains the shared dense training of its first run's seed. ``say`` gets
+    each log line (default: stderr unless ``unit.quiet``); ``on_stored(rc, iteration)``, if given, is called
+    after each training is stored (the Ray executor sends the new files back then)."""
+    if unit.threads:
+        torch.set_num_threads(unit.threads)
+    configure_device(unit.device)
     if say is None:
-        say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
-    if trainer == "dense":
-        lifecycle.open_dense(unit[0], Path(results), device, say)
-    elif trainer == "population":
-        population.run_group(unit, Path(results), device, bar=bar, say=say, share_dense=share_dense)
+        say = (lambda *_: None) if unit.quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    results, device, runs = Path(unit.results), unit.device, list(unit.runs)
+    if unit.kind == "dense":
+        lifecycle.open_dense(runs[0], results, device, say, on_stored)
+    elif unit.kind == "population":
+        populations.run_group(runs, results, device, bar=bar, say=say, share_dense=unit.share_dense,
+                              on_stored=on_stored)
     else:
-        for rc in unit:
-            run = lifecycle.open_run(rc, Path(results), device, share_dense=share_dense, say=say)
+        for rc in runs:
+            run = lifecycle.open_run(rc, results, device, share_dense=unit.share_dense, say=say, on_stored=on_stored)
             lifecycle.train_one(run, say, bar)
-    return len(unit)
+    return len(runs)
 
 
 def units(trainer: str, runs: list[RunConfig]) -> list[list[RunConfig]]:
-    return population.groups(runs) if trainer == "population" else [[rc] for rc in runs]
+    return populations.groups(runs) if trainer == "population" else [[rc] for rc in runs]
 
 
 # ----------------------------------------------------------------------------- an experiment
@@ -110,21 +116,21 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     trainer = trainer or choose_trainer(cfg, device)
     # A population is all of a seed's runs, finished ones included (as ghosts where needed).
     every_unit = units(trainer, runs)
-    work = [executors.Unit(trainer, tuple(u)) for u in every_unit if any(rc in pending for rc in u)]
     # Threads per unit follow from the config and the machine, never from what is left to do or from the
     # executor: a unit's float rounding depends on its thread count, and a resumed unit (or one trained
     # by Ray) must round as an uninterrupted one of the default executor.
     n_workers = workers or cfg.workers or default_workers(device, len(every_unit))
     threads = max(1, (os.cpu_count() or 1) // n_workers) if device == "cpu" else None
+    share = cfg.share_dense
+    work = [Unit(trainer, tuple(u), results, device, threads, share, quiet)
+            for u in every_unit if any(rc in pending for rc in u)]
     n_workers = max(1, min(n_workers, len(work) or 1))
     say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     start = time.perf_counter()
-    share = cfg.share_dense
     # Shared dense trainings first, each its own unit under its own lock; then the runs (``executors``).
-    phases = [executors.dense_units(work, results, share), work]
-    spec = executors.Spec(run_unit, results, device, threads, share, quiet)
+    phases = [dense_units(work), work]
     total = sum(rc.iterations + 1 - len(store.RunStore(results, rc).completed()) for rc in pending)
-    ex = executors.make(executor, spec, n_workers, address, say=say) if work else None
+    ex = executors.make(executor, run_unit, n_workers, device, threads, address, say=say) if work else None
     where = ex.describe() if ex else "nothing to do"
     say(f"{cfg.name}: {len(runs)} runs, {len(runs) - len(pending)} already finished, {len(pending)} to train on "
         f"{device} ({trainer} trainer, {len(work)} units, {where}) -> {results}")

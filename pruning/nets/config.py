@@ -23,7 +23,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .errors import UserError
+from ..core.errors import UserError
 
 
 class ConfigError(UserError, ValueError):

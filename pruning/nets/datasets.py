@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
-from .paths import REPO_ROOT
-from .seeds import generator
+from ..core.errors import UserError
+from ..core.paths import REPO_ROOT
+from ..core.seeds import generator
 
 
 class DataError(UserError, RuntimeError):

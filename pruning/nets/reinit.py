@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from . import models
-from .seeds import derive_seed
+from ..core.seeds import derive_seed
 
 
 @dataclass

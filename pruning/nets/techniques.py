@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from . import models
-from .seeds import derive_seed
+from ..core.seeds import derive_seed
 
 
 @dataclass(frozen=True)

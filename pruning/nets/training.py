@@ -16,7 +16,7 @@ from torch.nn.utils import prune
 
 from .config import TrainingConfig
 from .datasets import Split, Tensors
-from .seeds import derive_seed, generator
+from ..core.seeds import derive_seed, generator
 
 
 @dataclass

@@ -21,12 +21,14 @@ import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
-from . import paths
+from ..core import paths
+from ..core.atomic import replacing
 
-SOURCE = paths.PACKAGE / "kernels.cpp"
+SOURCE = Path(__file__).with_name("kernels.cpp")
 # Read once, at import: the library built is always the source these wrappers were written for, even when
 # kernels.cpp is edited while an experiment runs (its workers build on first use).
 SOURCE_TEXT = SOURCE.read_text()
@@ -52,18 +54,16 @@ def _compiler() -> str | None:
 
 def _build(target, compiler: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     source = target.with_name(f"{target.stem}.{os.getpid()}.cpp")
     source.write_text(SOURCE_TEXT)
-    try:
-        done = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True,
-                              timeout=300)
-    finally:
-        source.unlink(missing_ok=True)
-    if done.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
-    os.replace(tmp, target)
+    with replacing(target) as tmp:
+        try:
+            done = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True,
+                                  timeout=300)
+        finally:
+            source.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
 
 
 def library():

@@ -76,7 +76,7 @@ def relabel(nb: dict, network: str) -> dict:
 
 def _last(folder: Path, network: str):
     """(table, the last iteration every run reached, the emptied-kernel curve's rows at it) of a companion."""
-    from . import analysis
+    from .. import analysis
 
     table = analysis.load(folder)
     it = analysis.last_iteration(table)
@@ -128,7 +128,7 @@ def short_numbers(folder: Path, network: str) -> str:
 
 
 def _technique_label(t: str) -> str:
-    from . import techniques
+    from ..nets import techniques
 
     return techniques.label(t)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import paths
+from ..core import paths
 
 # Fields that change how a run is computed or stored, not what it computes.
 IGNORED = {"name", "description", "device", "trainer", "workers", "share_dense", "store.logits", "store.weights",
@@ -28,7 +28,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def protocol_config() -> dict:
     """The protocol's resolved config (every field, defaults filled in) as a dict."""
-    from ..config import load_experiment
+    from ..nets.config import load_experiment
 
     return load_experiment(paths.PROTOCOL_CONFIG).to_dict()
 
@@ -77,6 +77,6 @@ def read_deviations(results) -> pd.DataFrame:
     exp = json.loads((folder / "experiment.json").read_text(encoding="utf-8"))
     runs = exp.get("runs", [])
     done = sum(1 for r in runs if (folder / f"run_{r['hash']}" / "done.json").exists())
-    from .. import companions
+    from . import companions
 
     return deviations(exp.get("config", {}), runs_done=done, runs=len(runs), companions=companions.find(folder))

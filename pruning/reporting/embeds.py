@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ReportError
+from ..core.errors import ReportError
 
 EMBED = re.compile(r"\{\{<\s*embed\s+([^\s#>]+)#([\w-]+)[^>]*>\}\}")
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from . import companions, embeds, paths, store
+from . import companions, embeds
 
 
+from ..core import paths
+from .. import store
 def _config_header(exp: dict) -> str:
     """The leading ``#`` comment block of the results set's config file (empty when the file is not here)."""
     path = Path(exp.get("config_file", ""))
@@ -53,7 +55,7 @@ def store_size(results: Path) -> dict:
 
 
 def _table(results: Path, network: str) -> str:
-    from . import analysis
+    from .. import analysis
 
     table = analysis.load(results)
     curve = analysis.empty_kernel_curve(table, companions.COMPANIONS[network][1])

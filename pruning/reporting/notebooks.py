@@ -21,8 +21,8 @@ import os
 import time
 from pathlib import Path
 
-from . import paths
-from .errors import UserError
+from ..core import paths
+from ..core.errors import UserError
 
 NOTEBOOKS_DIR = paths.NOTEBOOKS
 BUILD_DIR = paths.BUILD
@@ -66,8 +66,9 @@ def setup(results, iteration=None, reinit="rewind", techniques=None, **checked):
 
     import numpy as np
 
-    from . import analysis, plots
+    from .. import analysis
 
+    from . import plots
     try:  # inside a kernel: inline PNG figures
         ip = get_ipython()  # noqa: F821  (defined by IPython)
         ip.run_line_magic("matplotlib", "inline")
@@ -195,7 +196,7 @@ def execute_all(results, force: bool = False, quiet: bool = False, notebooks=Non
     is then raised as a one-line :class:`NotebookError`. Returns the paths of the executed (or
     unchanged) notebooks.
     """
-    from .store import read_experiment
+    from ..store import read_experiment
 
     results = Path(results).expanduser().resolve()
     read_experiment(results)  # StoreError (one line) for a missing or damaged folder

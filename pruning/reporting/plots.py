@@ -20,7 +20,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib import patches, ticker
 
-from . import techniques as _techniques
+from ..nets import techniques as _techniques
 
 # ----------------------------------------------------------------------------- identity of a technique
 

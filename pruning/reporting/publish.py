@@ -23,8 +23,10 @@ import json
 import shutil
 from pathlib import Path
 
-from . import companions, figures_page, notebooks, paths, report, store
-from .errors import ReportError
+from . import companions, figures_page, notebooks, report
+from ..core import paths
+from .. import store
+from ..core.errors import ReportError
 
 FILES = ("paper.html", "poster.html", "figures.html", "results.csv", "experiment.json")
 

@@ -10,9 +10,11 @@ import datetime as _dt
 import math
 from pathlib import Path
 
-from .. import store, techniques as _techniques
-from . import accuracy, deviations, findings as _findings, masks, predictions
-from .table import ParameterError, _ranges, load, report_iteration, record, technique_order
+from .. import store
+from ..nets import techniques as _techniques
+from ..analysis import accuracy, findings as _findings, masks, predictions
+from . import deviations
+from ..analysis.table import ParameterError, _ranges, load, report_iteration, record, technique_order
 
 ARCH_NAMES = {"lenet": "LeNet", "alexnet": "AlexNet", "vgg11": "VGG11"}
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}

@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from .embeds import EMBED, IMAGE_MIMES, cell_options
-from .errors import ReportError
+from ..core.errors import ReportError
 
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 SHORTCODE = re.compile(r"\{\{<\s*([\w-]+)\s*(.*?)\s*>\}\}")

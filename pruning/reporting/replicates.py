@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import paths, plots, store
-from .analysis.table import report_iteration
+from ..core import paths
+from . import plots
+from .. import store
+from ..analysis.table import report_iteration
 
 MARKER = "<!-- replicates -->"
 KEY = ["technique", "reinit", "seed", "iteration"]

@@ -3,7 +3,7 @@
 The text is ``report/paper.qmd`` and ``report/poster.qmd`` (Quarto markdown). Their figures and tables
 are the stored outputs of the executed notebooks (``{{< embed notebooks/accuracy.ipynb#fig-accuracy >}}``,
 read by :mod:`pruning.embeds`) and every number they quote is a variable computed from the results by
-:mod:`pruning.analysis.quoted` (``{{< var best_acc >}}``). :func:`render` stages the sources into
+:mod:`pruning.reporting.quoted` (``{{< var best_acc >}}``). :func:`render` stages the sources into
 ``build/<results>/report/``, beside the executed notebooks of ``python -m pruning notebooks RESULTS``
 (``build/<results>/notebooks``, linked there as ``notebooks/``), writes ``_variables.yml`` and renders:
 
@@ -25,10 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from . import companions, paths, replicates
-from .analysis import ParameterError, quoted
+from . import companions, replicates
+from ..core import paths
+from . import quoted
+from ..analysis import ParameterError
 from .embeds import check_embeds, run_notebooks_hint
-from .errors import ReportError
+from ..core.errors import ReportError
 from .render_offline import _front_matter, pandoc_version, preprocess, render_pandoc  # noqa: F401 (re-exported)
 
 SOURCE = paths.REPORT
@@ -42,7 +44,7 @@ def build_folder(results) -> Path:
 
 
 def variables(results) -> dict[str, str]:
-    """Every value the report quotes (:func:`pruning.analysis.quoted.variables`); a ReportError when it cannot."""
+    """Every value the report quotes (:func:`pruning.reporting.quoted.variables`); a ReportError when it cannot."""
     try:
         return quoted.variables(results)
     except ParameterError as exc:

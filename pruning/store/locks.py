@@ -16,6 +16,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from .layout import LOCKS
+
 
 class Claim:
     """The locks of one unit, held until :meth:`release`."""
@@ -33,7 +35,7 @@ class StoreLocks:
     """The lock files of one results folder."""
 
     def __init__(self, results: Path):
-        self.dir = Path(results) / ".locks"
+        self.dir = Path(results) / LOCKS
 
     def _open(self, name: str) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .errors import UserError
+from ..core.errors import UserError
 
 _BITS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)  # numpy.packbits' big-endian order
 
