@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from pruning import datasets, kernels, lenet_convs, models, population
+from pruning.nets import datasets, models
+from pruning.population import kernels, lenet_convs, batched as population
 
 M = 3
 
@@ -102,7 +103,7 @@ def test_fused_and_torch_paths_agree_after_training_steps():
     pops = [population.Population(states, masks, "cpu") for _ in range(2)]
     pops[1].convs = lenet_convs.Torch()
     data = datasets.load("mnist", "cpu")
-    from pruning.config import TrainingConfig
+    from pruning.nets.config import TrainingConfig
     cfg = TrainingConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9)
     for step in range(20):
         x, y = data.train_x[32 * step:32 * step + 32], data.train_y[32 * step:32 * step + 32]
@@ -161,7 +162,7 @@ def test_kernels_are_deterministic_whatever_the_thread_count_and_refuse_wrong_la
 
 
 def _which_path(**env) -> subprocess.CompletedProcess:
-    code = ("from pruning import kernels, lenet_convs\n"
+    code = ("from pruning.population import kernels, lenet_convs\n"
             "print(kernels.library() is None, type(lenet_convs.make('cpu', 16)).__name__)")
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **env})
