@@ -12,7 +12,7 @@ Imports ``core``, ``nets`` and ``store``.
 - :mod:`.findings`: the poster's findings, each with numbers, uncertainty, baseline and verdict.
 
 Conventions used everywhere: techniques are their registry keys in data (``l1_us``, ``hybrid``);
-:func:`pruning.techniques.label` is for display only. Seeds are paired: technique A with seed s is
+:func:`pruning.nets.techniques.label` is for display only. Seeds are paired: technique A with seed s is
 compared with technique B with the same seed s, and a statistic over seeds is the mean (std with
 ddof=1, 0 for a single seed) over the seeds both have. Accuracies are in %; sparsity is the fraction
 of prunable weights removed (0..1); a mask is True where a weight is kept; stored weights are already

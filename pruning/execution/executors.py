@@ -13,7 +13,7 @@ ends with every unit finished, and their union is what one process would have st
 
 - :class:`LocalExecutor`: the default. This process (one worker) or a pool of spawned worker processes.
   Workers write straight into the store.
-- :class:`pruning.ray_executor.RayExecutor`: tasks on a Ray cluster, their files streamed back to this
+- :class:`pruning.execution.ray_executor.RayExecutor`: tasks on a Ray cluster, their files streamed back to this
   process, which writes them (see that module); imported only for ``--executor ray``.
 """
 from __future__ import annotations

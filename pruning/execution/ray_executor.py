@@ -1,6 +1,6 @@
 """The Ray executor: units of work as Ray tasks, their files streamed back to the driver, which writes them.
 
-Used by :func:`pruning.executors.make` for ``--executor ray``. ``ray.init`` starts Ray embedded on this
+Used by :func:`pruning.execution.executors.make` for ``--executor ray``. ``ray.init`` starts Ray embedded on this
 machine, or joins the running cluster at ``--address``. Workers need not share a filesystem with this
 process (the *driver*). The round trip of one unit:
 

@@ -48,7 +48,7 @@ def deviations(run_config: dict, protocol: dict | None = None, runs_done: int | 
     Both configs are the resolved ones (``experiment.json``'s ``config``); fields that only choose how
     to compute or store (:data:`IGNORED`) are left out. Rows are added for the architectures the
     protocol's figures cover and the run does not, and for unfinished runs. ``companions``: the architectures
-    whose conv2 figures come from companion results sets (``pruning.companions``), named in that row.
+    whose conv2 figures come from companion results sets (``pruning.reporting.companions``), named in that row.
     """
     protocol = protocol_config() if protocol is None else protocol
     a, b = _flat(protocol), _flat(run_config)

@@ -2,7 +2,7 @@
 
 A code cell carries Quarto options in leading ``#| key: value`` lines; its ``label`` (``fig-x`` or
 ``tbl-x``) names it, its ``fig-cap``/``tbl-cap`` captions it. Used by the staging in
-:mod:`pruning.report` (every embed must resolve before rendering) and by the offline renderer.
+:mod:`pruning.reporting.report` (every embed must resolve before rendering) and by the offline renderer.
 """
 from __future__ import annotations
 

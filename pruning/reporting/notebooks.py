@@ -191,7 +191,7 @@ def execute_all(results, force: bool = False, quiet: bool = False, notebooks=Non
     ``notebooks``: names (``"accuracy"`` or ``"accuracy.ipynb"``) to run, default all; ``parameters``:
     extra papermill parameters, each passed only to the notebooks that declare it. A notebook whose
     inputs are unchanged since its last execution is skipped unless ``force``. For a LeNet results set,
-    the filters notebook also runs on every companion set found beside it (:mod:`pruning.companions`:
+    the filters notebook also runs on every companion set found beside it (:mod:`pruning.reporting.companions`:
     AlexNet/VGG11 conv2) into ``filters_<network>.ipynb``. Every notebook is attempted; the first failure
     is then raised as a one-line :class:`NotebookError`. Returns the paths of the executed (or
     unchanged) notebooks.

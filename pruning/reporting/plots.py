@@ -5,7 +5,7 @@ label everywhere. The colours are colour-blind friendly (Okabe-Ito based) and gr
 structured techniques are blues, unstructured ones orange/vermillion, hybrid reddish purple and
 fc-only bluish green. Techniques of one family are told apart by marker and line style as well as
 colour (the four structured norms: circle solid, square dashed, triangle dotted, down-triangle
-dash-dot). Labels are the poster's names (:func:`pruning.techniques.label`).
+dash-dot). Labels are the poster's names (:func:`pruning.nets.techniques.label`).
 
 Figures are drawn at the size they are shown: :data:`WIDTH` inches at :data:`DPI` dots per inch is
 560 px, the width of a poster column at 1920 px, with text of at least :data:`MIN_FONT_PT` points

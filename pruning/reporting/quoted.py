@@ -1,6 +1,6 @@
 """Every number and verdict sentence the report quotes, computed from a results folder.
 
-:func:`variables` returns {name: text}; ``pruning.report`` writes it to ``_variables.yml`` and the
+:func:`variables` returns {name: text}; ``pruning.reporting.report`` writes it to ``_variables.yml`` and the
 report's ``.qmd`` files quote it as ``{{< var name >}}``. Nothing here is typed in: a number the
 results cannot give is "n/a".
 """

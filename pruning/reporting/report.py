@@ -2,7 +2,7 @@
 
 The text is ``report/paper.qmd`` and ``report/poster.qmd`` (Quarto markdown). Their figures and tables
 are the stored outputs of the executed notebooks (``{{< embed notebooks/accuracy.ipynb#fig-accuracy >}}``,
-read by :mod:`pruning.embeds`) and every number they quote is a variable computed from the results by
+read by :mod:`pruning.reporting.embeds`) and every number they quote is a variable computed from the results by
 :mod:`pruning.reporting.quoted` (``{{< var best_acc >}}``). :func:`render` stages the sources into
 ``build/<results>/report/``, beside the executed notebooks of ``python -m pruning notebooks RESULTS``
 (``build/<results>/notebooks``, linked there as ``notebooks/``), writes ``_variables.yml`` and renders:
@@ -10,7 +10,7 @@ read by :mod:`pruning.embeds`) and every number they quote is a variable compute
 - with Quarto when ``quarto`` is on PATH (``quarto render`` of the staged project; it embeds the stored
   outputs and executes nothing). ``pip install -e .[quarto]`` installs it (the quarto-cli wheel) where
   the internet is reachable;
-- otherwise offline with pandoc 3 from pypandoc-binary (:mod:`pruning.render_offline`, the subset of
+- otherwise offline with pandoc 3 from pypandoc-binary (:mod:`pruning.reporting.render_offline`, the subset of
   Quarto the sources use).
 
 Both write ``paper.html`` and ``poster.html`` into the staged folder.
