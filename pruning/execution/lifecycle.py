@@ -45,7 +45,7 @@ def run_data(rc: RunConfig, device: str) -> RunData:
 def in_channels(rc: RunConfig) -> int:
     if rc.data.channels:
         return rc.data.channels
-    return 3 if rc.dataset == "cifar10" else 1
+    return datasets.NATIVE_SHAPE[rc.dataset][0]
 
 
 def initial_state(rc: RunConfig) -> dict[str, torch.Tensor]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.atomic import replacing
 from ..core.errors import UserError
 from ..core.paths import REPO_ROOT
 from ..core.seeds import generator
@@ -305,6 +306,5 @@ def fetch(name: str, root: Path | None = None, quiet: bool = False) -> Path:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with replacing(dst) as tmp:
+        shutil.copyfile(src, tmp)

@@ -15,10 +15,11 @@ looked up beside it (``results/alexnet_mnist_cpu`` next to ``results/paper_lenet
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
+
+from .. import store
 
 COMPANIONS = {"alexnet": ("alexnet_mnist_cpu", "features.3"), "vgg11": ("vgg11_mnist_cpu", "features.3")}
 NAMES = {"alexnet": "AlexNet", "vgg11": "VGG11"}
@@ -30,8 +31,8 @@ PANELS = (("l1_us", "rewind"), ("l1_us", "finetune"), ("l1_s", "rewind"))
 
 def _arch(folder: Path) -> str | None:
     try:
-        return json.loads((folder / "experiment.json").read_text(encoding="utf-8"))["config"]["arch"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return store.peek(folder)["config"]["arch"]
+    except (KeyError, TypeError):
         return None
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import store
 from ..core import paths
 
 # Fields that change how a run is computed or stored, not what it computes.
@@ -74,7 +75,7 @@ def deviations(run_config: dict, protocol: dict | None = None, runs_done: int | 
 def read_deviations(results) -> pd.DataFrame:
     """:func:`deviations` of a results folder (its ``experiment.json``)."""
     folder = Path(results)
-    exp = json.loads((folder / "experiment.json").read_text(encoding="utf-8"))
+    exp = store.read_experiment(folder)
     runs = exp.get("runs", [])
     done = sum(1 for r in runs if (folder / f"run_{r['hash']}" / "done.json").exists())
     from . import companions

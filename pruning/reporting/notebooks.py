@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 from ..core import paths
+from ..core.atomic import replacing
 from ..core.errors import UserError
+from ..store import save_json
 
 NOTEBOOKS_DIR = paths.NOTEBOOKS
 BUILD_DIR = paths.BUILD
@@ -168,20 +170,16 @@ def _execute(source: Path, target: Path, parameters: dict) -> None:
     """papermill ``source`` -> ``target`` atomically; NotebookError (one line) on failure."""
     import papermill as pm  # imported here: the notebooks themselves import this module
 
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.ipynb")
     failed = target.with_name(f"{target.stem}.failed.ipynb")
-    try:
-        pm.execute_notebook(str(source), str(tmp), parameters=parameters, kernel_name=KERNEL, cwd=str(source.parent),
-                            progress_bar=False, log_output=False, report_mode=False,
-                            extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel log noise
-    except pm.PapermillExecutionError as exc:
-        os.replace(tmp, failed)
-        raise NotebookError(f"notebook {source.name} failed in cell {exc.exec_count}: {exc.ename}: "
-                            f"{_one_line(exc.evalue)}; open {failed} to see the failing cell") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
+    with replacing(target, ".tmp.ipynb") as tmp:
+        try:
+            pm.execute_notebook(str(source), str(tmp), parameters=parameters, kernel_name=KERNEL,
+                                cwd=str(source.parent), progress_bar=False, log_output=False, report_mode=False,
+                                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])  # no kernel log noise
+        except pm.PapermillExecutionError as exc:
+            os.replace(tmp, failed)
+            raise NotebookError(f"notebook {source.name} failed in cell {exc.exec_count}: {exc.ename}: "
+                                f"{_one_line(exc.evalue)}; open {failed} to see the failing cell") from None
     failed.unlink(missing_ok=True)
 
 
@@ -291,16 +289,10 @@ def _run_one(source: Path, nb: dict, target: Path, params: dict, results_fp: str
         from . import companions
 
         executed = json.loads(target.read_text(encoding="utf-8"))
-        _write_json(companions.relabel(executed, network), target)
+        save_json(companions.relabel(executed, network), target)
     seconds = time.perf_counter() - start
-    _write_json({"hash": digest, "parameters": params, "seconds": round(seconds, 1)}, stamp)
+    save_json({"hash": digest, "parameters": params, "seconds": round(seconds, 1)}, stamp)
     return seconds
-
-
-def _write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def refresh_sources(notebooks=None, timeout: int = 600) -> list[Path]:
@@ -318,7 +310,6 @@ def refresh_sources(notebooks=None, timeout: int = 600) -> list[Path]:
         nb = nbformat.read(path, as_version=4)
         NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, record_timing=False,
                        resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}).execute()
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.ipynb")
-        nbformat.write(nb, tmp)
-        os.replace(tmp, path)
+        with replacing(path, ".tmp.ipynb") as tmp:
+            nbformat.write(nb, tmp)
     return paths

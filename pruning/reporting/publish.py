@@ -19,7 +19,6 @@ temporary folder first and swapped in whole, so a failed render never leaves a h
 from __future__ import annotations
 
 import html
-import json
 import shutil
 from pathlib import Path
 
@@ -84,7 +83,7 @@ def replicate(results, name: str, docs: Path | None = None) -> Path:
 
 
 def _row(folder: Path) -> str:
-    exp = json.loads((folder / "experiment.json").read_text())
+    exp = store.read_experiment(folder)
     n_rows = sum(1 for _ in (folder / "results.csv").open()) - 1
     cfg = exp.get("config", {})
     seconds = exp.get("last_run_seconds")

@@ -10,7 +10,6 @@ its config hash (:func:`find`). :func:`compare` matches the two tables training 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -25,10 +24,7 @@ KEY = ["technique", "reinit", "seed", "iteration"]
 
 
 def _hash(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / "experiment.json").read_text(encoding="utf-8"))["config_hash"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return (store.peek(folder) or {}).get("config_hash")
 
 
 def find(results, docs: Path | None = None) -> list[Path]:
@@ -87,7 +83,7 @@ def _drift(rep: Path, table: pd.DataFrame, it: int) -> str:
     shifts = moved(both, it)
     shifted = [f"{plots.label(t)} {r} ({row.mean_a:.1f} ± {row.std_a:.1f} to {row.mean_b:.1f} ± {row.std_b:.1f})"
                for (t, r), row in shifts[shifts["beyond_spread"]].iterrows()]
-    exp = json.loads((rep / "experiment.json").read_text(encoding="utf-8"))
+    exp = store.read_experiment(rep)
     return (f"Against the training with code version `{exp.get('code_version', 'unknown')}` "
             f"(`docs/replicates/{rep.name}/`), matched training by training ({len(both)} trainings), test accuracy "
             f"differs by a median of {at_iterations(med, 2)}; the largest difference is {at_iterations(top, 1)}, "
