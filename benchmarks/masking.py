@@ -19,8 +19,9 @@ import time
 
 import torch
 
-from pruning import datasets, runner, techniques, training
-from pruning.config import RunConfig
+from pruning.nets import datasets, techniques, training
+from pruning.execution import runner
+from pruning.nets.config import RunConfig
 
 
 def main() -> None:
@@ -73,7 +74,7 @@ def main() -> None:
 
 
 def big_net(arch: str, steps: int, device: str) -> None:
-    from pruning import models
+    from pruning.nets import models
 
     side = {"alexnet": 63, "vgg11": 32}[arch]
     torch.manual_seed(0)

@@ -32,8 +32,9 @@ import time
 
 import torch
 
-from pruning import datasets, models, population, techniques, training
-from pruning.config import TrainingConfig
+from pruning.nets import datasets, models, techniques, training
+from pruning.population import batched as population
+from pruning.nets.config import TrainingConfig
 
 BATCH = 32
 

@@ -29,8 +29,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pruning import datasets, lenet_convs, population
-from pruning.config import TrainingConfig
+from pruning.nets import datasets
+from pruning.population import lenet_convs, batched as population
+from pruning.nets.config import TrainingConfig
 
 VARIANTS = ("nchw", "channels_last", "amax_pool", "unfold_conv2", "pool_then_relu", "hand_written_torch",
             "hand_written")

@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import numerics
-from .paths import REPO_ROOT
+from .core import numerics
+from .core.paths import REPO_ROOT
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
 
 
@@ -29,8 +29,9 @@ def results_folder(cfg_name: str, given: str | None) -> Path:
 
 
 def _cmd_run(args) -> int:
-    from . import config, runner
+    from .nets import config
 
+    from .execution import runner
     cfg = config.load_experiment(args.config)
     runner.run_experiment(cfg, results_folder(cfg.name, args.results), source=str(args.config), quiet=args.quiet,
                           trainer=args.trainer, device=args.device, **_executor(args))
@@ -39,7 +40,7 @@ def _cmd_run(args) -> int:
 
 def _executor(args) -> dict:
     """--executor and --address (or RAY_ADDRESS) as run_experiment's arguments."""
-    from .executors import ExecutorError, ray_address
+    from .execution.executors import ExecutorError, ray_address
 
     if args.executor == "ray":
         return {"executor": "ray", "address": ray_address(args.address)}
@@ -49,7 +50,7 @@ def _executor(args) -> dict:
 
 
 def _cmd_fetch(args) -> int:
-    from . import datasets
+    from .nets import datasets
 
     for name in args.datasets or ["mnist"]:
         datasets.fetch(name, quiet=args.quiet)
@@ -68,22 +69,23 @@ def _cmd_table(args) -> int:
 
 
 def _cmd_notebooks(args) -> int:
-    from . import notebooks
+    from .reporting import notebooks
 
     notebooks.execute_all(args.results, force=args.force, quiet=args.quiet)
     return 0
 
 
 def _cmd_report(args) -> int:
-    from . import report
+    from .reporting import report
 
     report.render(args.results, renderer=args.renderer, quiet=args.quiet)
     return 0
 
 
 def _cmd_publish(args) -> int:
-    from . import config, publish
+    from .nets import config
 
+    from .reporting import publish
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml"):
         target = results_folder(config.load_experiment(target).name, None)
@@ -97,8 +99,10 @@ def _cmd_publish(args) -> int:
 
 
 def _cmd_all(args) -> int:
-    from . import config, notebooks, report, runner
+    from .nets import config
 
+    from .reporting import notebooks, report
+    from .execution import runner
     cfg = config.load_experiment(args.config)
     results = results_folder(cfg.name, args.results)
     runner.run_experiment(cfg, results, source=str(args.config), quiet=args.quiet, trainer=args.trainer,
@@ -175,7 +179,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import UserError
+    from .core.errors import UserError
 
     args = parser().parse_args(argv)
     try:

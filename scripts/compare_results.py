@@ -15,7 +15,7 @@ import argparse
 
 import pandas as pd
 
-from pruning import replicates
+from pruning.reporting import replicates
 
 
 def main(argv=None) -> None:

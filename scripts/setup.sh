@@ -39,7 +39,7 @@ fi
 .venv/bin/python -m pruning fetch mnist --quiet
 # The population step's fused C++ kernels (pruning/kernels.cpp), built once per source, flags and CPU
 # into build/kernels/; without a working g++ this prints one line and the step stays in torch.
-.venv/bin/python -c "from pruning import kernels; kernels.library()"
+.venv/bin/python -c "from pruning.population import kernels; kernels.library()"
 
 if [ "${1:-}" = "--test" ]; then
   if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 || ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then

@@ -12,7 +12,7 @@ import dataclasses
 
 import torch
 
-from pruning import models, techniques, training
+from pruning.nets import models, techniques, training
 
 EPS32 = torch.finfo(torch.float32).eps
 FACTOR = 8  # another summation order of the same float32 sums: the same order of error, a few times at most

@@ -14,7 +14,7 @@ import torch
 
 from pruning import analysis as A
 from pruning import store
-from pruning.config import DataConfig, ExperimentConfig, TrainingConfig
+from pruning.nets.config import DataConfig, ExperimentConfig, TrainingConfig
 
 # ----------------------------------------------------------------------------- the synthetic folder
 # Two prunable "layers": a (2x2, flattened below as a0..a3) and b (1x2). 6 weights in all.
@@ -459,7 +459,7 @@ def test_record_cache_returns_the_stored_training(table):
 
 @pytest.mark.slow
 def test_invariants_on_a_real_tiny_run(tmp_path):
-    from pruning import runner
+    from pruning.execution import runner
 
     cfg = ExperimentConfig(name="tiny", techniques=["l1_us", "l1_s"], reinit=["rewind", "finetune"], seeds=[0],
                            iterations=2, training=TrainingConfig(epochs=1, lr=0.1),

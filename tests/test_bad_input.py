@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pruning import config
+from pruning.nets import config
 from conftest import cli, run_main, write_config
 
 
@@ -75,7 +75,7 @@ def test_missing_data_file(tmp_path, monkeypatch):
 
 
 def test_corrupt_data_file(tmp_path, monkeypatch):
-    from pruning import datasets
+    from pruning.nets import datasets
 
     raw = tmp_path / "data" / "raw" / "mnist"
     raw.mkdir(parents=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pruning import plots, report
+from pruning.reporting import plots, report
 
 from test_report import REPORT, float_order, make_results, write_notebooks
 

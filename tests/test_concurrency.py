@@ -13,11 +13,11 @@ import time
 import pytest
 
 from executor_helpers import N_TRAININGS, assert_bit_identical, run_cli, small_config, start_cli, trained
-from pruning.locks import StoreLocks
+from pruning.store.locks import StoreLocks
 
 HOLD = """
 import sys, time
-from pruning.locks import StoreLocks
+from pruning.store.locks import StoreLocks
 claim = StoreLocks(sys.argv[1]).try_claim(sys.argv[2:])
 print("held" if claim else "busy", flush=True)
 time.sleep(60)

@@ -8,8 +8,12 @@ import math
 import pytest
 import torch
 
-from pruning import analysis, companions, models, notebooks, records, runner, store
-from pruning.config import load_experiment
+from pruning import analysis, store
+from pruning.reporting import companions, notebooks
+from pruning.nets import models
+from pruning.store import records
+from pruning.execution import runner
+from pruning.nets.config import load_experiment
 from conftest import write_config
 
 
@@ -76,7 +80,7 @@ def test_reduced_records_keep_the_chosen_layers_bit_packed_and_the_checkpoint_ke
 
 
 def load_experiment_runs(folder):
-    from pruning.config import ExperimentConfig, RunConfig, _build
+    from pruning.nets.config import ExperimentConfig, RunConfig, _build
 
     exp = json.loads((folder / "experiment.json").read_text())
     return _build(ExperimentConfig, exp["config"], "", "experiment.json").runs()
@@ -120,7 +124,7 @@ def test_a_lenet_report_runs_the_filters_notebook_on_its_companions(sets, tmp_pa
 
 
 def test_the_report_sources_get_the_companions_section_where_their_marker_is(sets, tmp_path):
-    from pruning import report
+    from pruning.reporting import report
 
     lenet, alex = sets
     staged = report.stage(tmp_path / "build", {}, companions.find(lenet))
@@ -136,7 +140,7 @@ def test_the_report_sources_get_the_companions_section_where_their_marker_is(set
 
 
 def test_a_companion_set_publishes_a_page_of_figures_and_the_index_links_it(sets, tmp_path, monkeypatch):
-    from pruning import publish
+    from pruning.reporting import publish
 
     monkeypatch.setattr(notebooks, "BUILD_DIR", tmp_path / "build")
 

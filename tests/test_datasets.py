@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pruning import datasets
+from pruning.nets import datasets
 
 
 def test_mnist_fetch_places_files_with_the_published_checksums(tmp_path):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from pruning import analysis as A
-from pruning.analysis import deviations, findings as F
+from pruning.reporting import deviations
+from pruning.analysis import findings as F
 from pruning.analysis.stats import Summary
 
 from test_report import make_results

@@ -14,8 +14,9 @@ import torch
 
 from conftest import REPO
 from rounding import FACTOR, one_net, rounding_error
-from pruning import datasets, kernels, lenet_convs, models, population
-from pruning.config import TrainingConfig
+from pruning.nets import datasets, models
+from pruning.nets.config import TrainingConfig
+from pruning.population import kernels, lenet_convs, batched as population
 
 M = 3
 
@@ -166,7 +167,7 @@ def test_kernels_are_deterministic_whatever_the_thread_count_and_refuse_wrong_la
 
 
 def _which_path(**env) -> subprocess.CompletedProcess:
-    code = ("from pruning import kernels, lenet_convs\n"
+    code = ("from pruning.population import kernels, lenet_convs\n"
             "print(kernels.library() is None, type(lenet_convs.make('cpu', 16)).__name__)")
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **env})

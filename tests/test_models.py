@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from pruning import models, runner, store, techniques
-from pruning.config import load_experiment
+from pruning.nets import models, techniques
+from pruning.execution import runner
+from pruning import store
+from pruning.nets.config import load_experiment
 from conftest import write_config
 
 

@@ -20,8 +20,8 @@ import papermill as pm
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from pruning import notebooks
-from pruning.errors import UserError
+from pruning.reporting import notebooks
+from pruning.core.errors import UserError
 from pruning.store import StoreError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,7 +240,8 @@ def hue(hex_color: str) -> float:
 
 
 def test_every_technique_has_its_own_colour_grouped_by_family():
-    from pruning import plots, techniques
+    from pruning.reporting import plots
+    from pruning.nets import techniques
     assert set(plots.COLORS) == set(techniques.TECHNIQUES)
     assert len(set(plots.COLORS.values())) == len(plots.COLORS)
     structured = ["l1_s", "l2_s", "linf_s", "lneginf_s", "random_s"]
@@ -257,7 +258,7 @@ def test_every_technique_has_its_own_colour_grouped_by_family():
 
 def test_kernel_mosaic_places_kernels_and_flags_the_emptied_ones():
     import torch
-    from pruning import plots
+    from pruning.reporting import plots
     w = torch.arange(1, 2 * 2 * 2 * 2 + 1, dtype=torch.float32).view(2, 2, 2, 2)  # 2 filters x 2 inputs, 2x2
     w1 = w.clone()
     w1[1, 0] = 0  # filter 1, input 0 emptied

@@ -20,8 +20,11 @@ import torch
 
 from conftest import cli, write_config
 from rounding import assert_within_rounding, one_net
-from pruning import config, datasets, lenet_convs, lifecycle, models, population, runner, store, techniques, training
-from pruning.config import ConfigError, TrainingConfig
+from pruning.nets import config, datasets, models, techniques, training
+from pruning.population import lenet_convs, batched as population
+from pruning.execution import lifecycle, populations, runner
+from pruning import store
+from pruning.nets.config import ConfigError, TrainingConfig
 
 ACC_BAND = 1.0  # points of test accuracy: rounding amplified by 3 trainings of 32 steps at lr 0.01 stays far below
 
@@ -157,8 +160,8 @@ def test_resume_after_interruption_is_bit_identical(folders, tmp_path, stop_afte
     store.write_experiment(folder, cfg, "", "cpu")
     torch.set_num_threads(os.cpu_count())  # what run_experiment with one worker uses, as in `folders`
     with pytest.raises(KeyboardInterrupt):
-        for group in population.groups(cfg.runs()):
-            population.run_group(group, folder, "cpu", say=interrupt)
+        for group in populations.groups(cfg.runs()):
+            populations.run_group(group, folder, "cpu", say=interrupt)
     assert not all(store.RunStore(folder, rc).is_done() for rc in cfg.runs())
     assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] > 0
     assert bitwise_equal(folder, pop) == 36
@@ -240,7 +243,7 @@ def test_groups_are_one_per_seed_and_training_setup_in_config_order(tmp_path):
     cfg = tiny_experiment(tmp_path, techniques=["l1_us", "hybrid"], reinit=["rewind", "finetune"], seeds=[0, 1])
     runs = cfg.runs()
     other = dataclasses.replace(runs[0], data=dataclasses.replace(runs[0].data, train_subset=300))
-    groups = population.groups(runs + [other])
+    groups = populations.groups(runs + [other])
     assert [len(g) for g in groups] == [4, 4, 1]
     assert [[(rc.technique, rc.reinit) for rc in g] for g in groups[:2]] == [
         [("l1_us", "rewind"), ("l1_us", "finetune"), ("hybrid", "rewind"), ("hybrid", "finetune")]] * 2
@@ -255,7 +258,7 @@ def test_augmentation_falls_back_to_the_one_net_loop(tmp_path):
 def test_other_architectures_are_refused_in_one_line(tmp_path):
     rc = dataclasses.replace(tiny_experiment(tmp_path).runs()[0], arch="vgg11")
     with pytest.raises(ConfigError) as exc:
-        population.run_group([rc], tmp_path / "r", "cpu")
+        populations.run_group([rc], tmp_path / "r", "cpu")
     assert "\n" not in str(exc.value) and "vgg11" in str(exc.value) and "--trainer single" in str(exc.value)
     assert not (tmp_path / "r").exists()
 

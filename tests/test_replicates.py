@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 
-from pruning import replicates
+from pruning.reporting import replicates
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_results.py"
 
@@ -103,7 +103,10 @@ def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_p
     """``python -m pruning publish RESULTS --replicate NAME``: the table and experiment.json only, where the
     paper of the same config finds them; a name that is not a plain folder name is refused in one line."""
     from conftest import run_main, write_config
-    from pruning import config, publish, runner, store
+    from pruning.nets import config
+    from pruning.reporting import publish
+    from pruning.execution import runner
+    from pruning import store
 
     cfg = config.load_experiment(write_config(tmp_path / "rep.yaml", techniques=["l1_us"], reinit=["rewind"],
                                               iterations=1, data={"train_subset": 200, "val_subset": 100,

@@ -24,7 +24,8 @@ import pytest
 import torch
 import yaml
 
-from pruning import report, store
+from pruning.reporting import report
+from pruning import store
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT = REPO / "report"

@@ -11,7 +11,7 @@ import time
 import torch
 
 from pruning import store
-from pruning.config import ExperimentConfig, RunConfig, load_experiment
+from pruning.nets.config import ExperimentConfig, RunConfig, load_experiment
 from conftest import REPO, cli, run_main, run_ok, write_config
 
 
@@ -147,7 +147,7 @@ def test_table_has_one_row_per_training_with_the_documented_columns(tmp_path, ti
 def test_experiment_json_keeps_the_code_version_that_trained(tmp_path, monkeypatch):
     """The version is read when a run starts (a commit made while it trains does not relabel it) and kept by
     a later run that trains nothing; the run's facts (trainer, workers, conv path) are kept too."""
-    from pruning import runner
+    from pruning.execution import runner
 
     cfg = load_experiment(write_config(tmp_path / "v.yaml", techniques=["l1_us"], reinit=["rewind"], iterations=1,
                                        data={"train_subset": 200, "val_subset": 100, "test_subset": 200}))

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from pruning import models, techniques
-from pruning.lifecycle import initial_state
-from pruning.config import RunConfig
+from pruning.nets import models, techniques
+from pruning.execution.lifecycle import initial_state
+from pruning.nets.config import RunConfig
 
 
 def lenet_state(seed=0):

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from pruning import datasets, lifecycle, reinit, runner, store, techniques, training
-from pruning.config import RunConfig, TrainingConfig, load_experiment
+from pruning.nets import datasets, reinit, techniques, training
+from pruning.execution import lifecycle, runner
+from pruning import store
+from pruning.nets.config import RunConfig, TrainingConfig, load_experiment
 from conftest import write_config
 
 

@@ -1,4 +1,6 @@
 """Analyses behind the figures and the report: pure functions over the tidy results table, by question.
+Imports ``core``, ``nets`` and ``store``.
+
 
 - :mod:`.table`: loading the results, checking parameters (:class:`ParameterError`), the record cache;
 - :mod:`.stats`: mean, std and 95% t-interval over seeds, Pearson r;
@@ -7,11 +9,10 @@
 - :mod:`.predictions`: prediction agreement and its chance baseline, ensembles (question 2);
 - :mod:`.weights`: weight traces, stability and drift (question 4);
 - :mod:`.connectivity`: conv kernels, emptied kernels, effective sparsity (question 5);
-- :mod:`.findings`: the poster's findings, each with numbers, uncertainty, baseline and verdict;
-- :mod:`.deviations`: the results' config against the protocol's.
+- :mod:`.findings`: the poster's findings, each with numbers, uncertainty, baseline and verdict.
 
 Conventions used everywhere: techniques are their registry keys in data (``l1_us``, ``hybrid``);
-:func:`pruning.techniques.label` is for display only. Seeds are paired: technique A with seed s is
+:func:`pruning.nets.techniques.label` is for display only. Seeds are paired: technique A with seed s is
 compared with technique B with the same seed s, and a statistic over seeds is the mean (std with
 ddof=1, 0 for a single seed) over the seeds both have. Accuracies are in %; sparsity is the fraction
 of prunable weights removed (0..1); a mask is True where a weight is kept; stored weights are already
@@ -32,4 +33,4 @@ from .stats import Summary, pearson, summarize, t_quantile
 from .table import RECORD_CACHE_BYTES, RECORD_CACHE_SIZE, ParameterError, _ranges, check, clear_cache, last_iteration, \
     layer_names, load, record, report_iteration, technique_order
 from .weights import mean_abs_delta, stability_vs_accuracy, weight_drift, weight_stability, weight_traces
-from . import deviations, findings, quoted  # noqa: E402  (modules: analysis.findings.findings(...), ...)
+from . import findings  # noqa: E402  (a module: analysis.findings.findings(...))

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .. import techniques as _techniques
+from ..nets import techniques as _techniques
 from . import accuracy, connectivity, masks, predictions, weights
 from .stats import Summary, pearson, summarize
 from .table import ParameterError, record, technique_order

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import paths, techniques as _techniques
+from ..core import paths
+from ..nets import techniques as _techniques
 from .table import POSTER_ITERATION, ParameterError, _as_list, _files, _folder, _mean_std, _np, _pairwise_over_seeds, _techniques_for, \
     check, record
 

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import store, techniques as _techniques
-from ..errors import UserError
+from .. import store
+from ..nets import techniques as _techniques
+from ..core.errors import UserError
 
 
 class ParameterError(UserError, ValueError):

@@ -1,0 +1,158 @@
+"""The experiment runner: which trainer, which units of work, and where they run.
+
+A config's runs are cut into *units* (``units.Unit``): one run for the one-net trainer (``single``), one
+population (every run of a seed, ``populations.groups``) for the population trainer. Each unit drives the run
+lifecycle (``lifecycle``) through the run store, so a unit killed at any moment resumes exactly.
+Units run in this process, or in worker processes with one thread each on the CPU (two small
+processes use two cores better than one process with two threads: ``benchmarks/population.py``).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .. import store
+from ..core import numerics
+from ..nets import models
+from ..nets.config import ExperimentConfig, RunConfig
+from ..population import lenet_convs
+from . import executors, lifecycle, populations
+from .units import Unit, dense_units
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch sees no GPU; use --device cpu")
+    return name
+
+
+def configure_device(device: str) -> dict:
+    """Deterministic kernels on CUDA (no TF32, no autotuned or non-deterministic algorithms), so that a
+    resumed run is bit-identical to an uninterrupted one there too. Returns the settings, for experiment.json."""
+    if not device.startswith("cuda"):
+        return {}
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return {"cudnn.allow_tf32": False, "cuda.matmul.allow_tf32": False, "cudnn.deterministic": True,
+            "cudnn.benchmark": False}
+
+
+def choose_trainer(cfg: ExperimentConfig, device: str) -> str:
+    """'population' for models that train identically in a population (LeNet), on any device; else 'single'.
+
+    The population trains every run of a seed on one shared batch per step: on 2 CPU cores it takes 4.25x
+    the model-steps per second of the one-net loop in one-thread processes (its conv blocks in the fused
+    kernels; README, benchmarks/population.py), and its resumes are exact (fixed groups, see
+    ``population``). Its results equal the one-net loop's up to float rounding.
+    """
+    if cfg.trainer != "auto":
+        return cfg.trainer
+    return "population" if cfg.arch in models.POPULATION_SAFE and not cfg.training.augment else "single"
+
+
+def default_workers(device: str, n_units: int) -> int:
+    if device.startswith("cuda"):
+        return 1
+    return max(1, min(n_units, os.cpu_count() or 1))
+
+
+def run_unit(unit: Unit, bar=None, say=None, on_stored=None) -> int:
+    """Run (or resume) one unit of work; returns the number of runs in it. Every executor's entry
+    (``executors``). A 'dense' unit trains the shared dense training of its first run's seed. ``say`` gets
+    each log line (default: stderr unless ``unit.quiet``); ``on_stored(rc, iteration)``, if given, is called
+    after each training is stored (the Ray executor sends the new files back then)."""
+    if unit.threads:
+        torch.set_num_threads(unit.threads)
+    configure_device(unit.device)
+    if say is None:
+        say = (lambda *_: None) if unit.quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    results, device, runs = Path(unit.results), unit.device, list(unit.runs)
+    if unit.kind == "dense":
+        lifecycle.open_dense(runs[0], results, device, say, on_stored)
+    elif unit.kind == "population":
+        populations.run_group(runs, results, device, bar=bar, say=say, share_dense=unit.share_dense,
+                              on_stored=on_stored)
+    else:
+        for rc in runs:
+            run = lifecycle.open_run(rc, results, device, share_dense=unit.share_dense, say=say, on_stored=on_stored)
+            lifecycle.train_one(run, say, bar)
+    return len(runs)
+
+
+def units(trainer: str, runs: list[RunConfig]) -> list[list[RunConfig]]:
+    return populations.groups(runs) if trainer == "population" else [[rc] for rc in runs]
+
+
+# ----------------------------------------------------------------------------- an experiment
+
+
+def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet: bool = False,
+                   trainer: str | None = None, device: str | None = None, workers: int | None = None,
+                   executor: str = "local", address: str | None = None) -> dict:
+    """Run (or resume) every run of ``cfg`` into ``results``. Returns a small summary.
+
+    ``executor`` 'local' (default) trains in this process or in local worker processes; 'ray' on a Ray
+    cluster: embedded on this machine, or the one at ``address`` (``executors``)."""
+    device = device or cfg.device
+    # On Ray the GPUs are the cluster's: --device cuda needs none on the driver's machine.
+    device = device if executor == "ray" and device == "cuda" else resolve_device(device)
+    settings = configure_device(device)
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    runs = cfg.runs()
+    pending = [rc for rc in runs if not store.RunStore(results, rc).is_done()]
+    # The code that trains: a commit made while it runs, or a later run that trains nothing, does not relabel it.
+    version = store.recorded_version(results) if not pending else None
+    version = version or store.code_version()
+    store.write_experiment(results, cfg, source, device, version=version)
+    trainer = trainer or choose_trainer(cfg, device)
+    # A population is all of a seed's runs, finished ones included (as ghosts where needed).
+    every_unit = units(trainer, runs)
+    # Threads per unit follow from the config and the machine, never from what is left to do or from the
+    # executor: a unit's float rounding depends on its thread count, and a resumed unit (or one trained
+    # by Ray) must round as an uninterrupted one of the default executor.
+    n_workers = workers or cfg.workers or default_workers(device, len(every_unit))
+    threads = max(1, (os.cpu_count() or 1) // n_workers) if device == "cpu" else None
+    share = cfg.share_dense
+    work = [Unit(trainer, tuple(u), results, device, threads, share, quiet)
+            for u in every_unit if any(rc in pending for rc in u)]
+    n_workers = max(1, min(n_workers, len(work) or 1))
+    say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
+    start = time.perf_counter()
+    # Shared dense trainings first, each its own unit under its own lock; then the runs (``executors``).
+    phases = [dense_units(work), work]
+    total = sum(rc.iterations + 1 - len(store.RunStore(results, rc).completed()) for rc in pending)
+    ex = executors.make(executor, run_unit, n_workers, device, threads, address, say=say) if work else None
+    where = ex.describe() if ex else "nothing to do"
+    say(f"{cfg.name}: {len(runs)} runs, {len(runs) - len(pending)} already finished, {len(pending)} to train on "
+        f"{device} ({trainer} trainer, {len(work)} units, {where}) -> {results}")
+    with tqdm(total=total, unit="training", disable=quiet or total == 0 or (executor == "local" and n_workers > 1),
+              file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+        if ex is not None:
+            ex.bar = bar
+        try:
+            for phase in phases if ex else []:
+                executors.drive(ex, phase, results)
+        finally:
+            if ex is not None:
+                ex.close()
+    seconds = time.perf_counter() - start
+    if pending:
+        store.write_experiment(results, cfg, source, device, {
+            "last_run_seconds": round(seconds, 1), "trainer": trainer, "workers": n_workers,
+            "threads_per_worker": threads, "executor": executor, "numerics": numerics.describe(),
+            **({"cuda": settings} if settings else {}),
+            **({"population_convs": lenet_convs.describe(device)} if trainer == "population" else {})},
+            version=version)
+    say(f"{cfg.name}: done in {seconds:.1f}s -> {results}")
+    return {"runs": len(runs), "trained": len(pending), "seconds": seconds, "trainer": trainer,
+            "workers": n_workers, "executor": executor}

@@ -1,0 +1,193 @@
+"""The population trainer: the runs of one seed train together, one batched SGD step for all of them.
+
+Runs of one seed see the same batches in the same order (``training.epoch_order(seed, iteration,
+epoch, ...)`` depends on neither technique nor reinit mode), so ``M`` such runs can take each step
+together on one shared batch:
+
+- the two conv blocks (conv, 2x2 max pooling, ReLU) run for all members at once (``lenet_convs``): on
+  the CPU in fused C++ kernels (``kernels``) that never store a conv output, only the pooled values
+  and which window position won; on GPUs (or without a C++ compiler) in torch, conv1 as one matrix
+  product over the batch's shared 3x3 patches and conv2 as a grouped convolution (``groups=M``);
+- the linear layers are batched matrix products (``baddbmm``);
+- forward and backward are written out by hand (no autograd): nothing is computed that the step does
+  not need, and the largest buffers are allocated once and reused.
+
+``benchmarks/population.py`` measures the gain over the one-net loop; ``benchmarks/step_variants.py``
+times the layout choices.
+
+Each member keeps everything that makes it the run it is, so its results equal those of the one-net
+loop (``lifecycle.train_one``) up to float rounding:
+
+- its own masks: its weights start masked and each gradient is multiplied by the mask (the gradient
+  of ``weight * mask``), so a pruned entry starts at exactly 0, its gradient is exactly 0, and weight
+  decay (0 * wd) and momentum (a buffer of zeros) leave it at exactly 0 after every step;
+- its own starting weights and its own SGD: the update of ``torch.optim.SGD`` (weight decay added to
+  the gradient, momentum buffer started from the first gradient, dampening 0, no Nesterov);
+- its own mean cross-entropy loss per batch: its gradient with respect to the member's
+  logits is (softmax - one-hot) / batch size, and no parameter is shared between members.
+
+**Resumes are exact.** A member's float rounding depends on the shapes of the population it trains
+in, not on the values of the other members (each output channel, each SIMD lane of the kernels and
+each matrix of the batch is computed on its own). So a group is fixed by the config: every run of one
+seed and one training setup, in config order, always in the same slots. A run that has already stored the training being done (a
+kill while the group was saving) keeps its slot as a *ghost* (zero weights, result discarded), so the
+others train in exactly the shapes of an uninterrupted run. ``tests/test_population.py`` checks this
+bit for bit.
+
+The dense training (iteration 0) is the same for every member and is shared (``lifecycle.open_dense``).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from . import lenet_convs
+from ..nets import models, training
+from ..nets.config import ConfigError, TrainingConfig
+from ..nets.datasets import Tensors
+
+# LeNet's prunable layers in forward order: (name, kind).
+LENET_LAYERS = (("conv1", "conv"), ("conv2", "conv"), ("fc1", "linear"), ("fc2", "linear"), ("fc3", "linear"))
+
+
+def check_arch(arch: str) -> None:
+    if arch not in models.POPULATION_SAFE:
+        raise ConfigError(f"the population trainer supports only {', '.join(sorted(models.POPULATION_SAFE))}, "
+                          f"not '{arch}'; use --trainer single")
+
+
+# ----------------------------------------------------------------------------- the batched network
+
+
+class Population:
+    """``M`` LeNets as stacked tensors: ``params['conv1.weight']`` has shape (M, 6, C, 3, 3), and so on.
+
+    ``masks[layer]`` is a float 0/1 tensor of the weight's stacked shape (all ones where a member has
+    no mask). The weights are kept masked: a pruned entry starts at exactly 0 and its gradient is
+    multiplied by 0 (what the gradient of ``weight * mask`` is), so it stays 0.
+
+    The step is written out by hand, forward and backward (:meth:`train_step`, see the module's note);
+    ``tests/test_population.py`` checks it against ``torch.optim.SGD`` on each masked one-net module.
+    """
+
+    def __init__(self, states: list[dict[str, torch.Tensor]], masks: list[dict[str, torch.Tensor] | None],
+                 device: str | torch.device):
+        self.m = len(states)
+        self.names = [f"{layer}.{kind}" for layer, _ in LENET_LAYERS for kind in ("weight", "bias")]
+        self.params = {name: torch.stack([s[name].detach().to(device, torch.float32) for s in states]).contiguous()
+                       for name in self.names}
+        self.masks = {}
+        for layer, _ in LENET_LAYERS:
+            w = self.params[f"{layer}.weight"]
+            ones = torch.ones(w.shape[1:], device=w.device)
+            self.masks[layer] = torch.stack([
+                mk[layer].to(w.device, torch.float32) if mk and layer in mk else ones for mk in masks])
+            w.mul_(self.masks[layer])  # a starting state is already masked; make sure of it
+        self.buffers: list[torch.Tensor] | None = None  # momentum buffers, created at the first step
+        self.convs = lenet_convs.make(device, self.params["conv2.weight"].shape[1])  # conv blocks: fused or torch
+
+    def _forward(self, x: torch.Tensor, train: bool = False):
+        """Logits (M, n, classes) and what the backward pass needs."""
+        p = self.params
+        h, convs = self.convs.forward(p, self.m, x, train)  # (M, n, 16*5*5)
+        acts = [h]
+        for layer in ("fc1", "fc2", "fc3"):
+            h = torch.baddbmm(p[f"{layer}.bias"].unsqueeze(1), h, p[f"{layer}.weight"].transpose(1, 2))
+            if layer != "fc3":
+                h = h.relu_()
+                acts.append(h)
+        return h, (convs, acts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (b, C, H, W): the batch every member sees. Returns logits (M, b, classes)."""
+        return self._forward(x)[0]
+
+    def _backward(self, dz: torch.Tensor, saved) -> list[torch.Tensor]:
+        """Every parameter's gradient (in ``names`` order, masked) from the logits' gradient ``dz``."""
+        p = self.params
+        convs, acts = saved
+        grads = {}
+        for layer, a in zip(("fc3", "fc2", "fc1"), reversed(acts)):
+            grads[f"{layer}.weight"] = torch.bmm(dz.transpose(1, 2), a)
+            grads[f"{layer}.bias"] = dz.sum(1)
+            dz = torch.bmm(dz, p[f"{layer}.weight"])
+            if layer != "fc1":
+                dz = torch.ops.aten.threshold_backward(dz, a, 0)
+        grads.update(self.convs.backward(p, self.m, dz, convs))
+        for layer, _ in LENET_LAYERS:
+            grads[f"{layer}.weight"].mul_(self.masks[layer])
+        return [grads[name] for name in self.names]
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, cfg: TrainingConfig) -> torch.Tensor:
+        """One SGD step on the shared batch ``x`` (b, C, H, W), ``y`` (b,). Returns each member's mean loss (M,)."""
+        m, b = self.m, x.shape[0]
+        logits, saved = self._forward(x, train=True)
+        logp = F.log_softmax(logits, -1)
+        target = y.view(1, b, 1).expand(m, b, 1)
+        losses = -logp.gather(2, target).squeeze(2).mean(1)
+        # d(mean cross-entropy)/d logits = (softmax - one-hot) / b, for each member's own loss
+        dz = logp.exp_().scatter_add_(2, target, torch.full((m, b, 1), -1.0, device=x.device)).div_(b)
+        self.step(self._backward(dz, saved), cfg)
+        return losses
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor], cfg: TrainingConfig) -> None:
+        """One SGD step on every member, as ``torch.optim.SGD(lr, momentum, weight_decay)`` does it."""
+        params = [self.params[n] for n in self.names]
+        if cfg.weight_decay:
+            grads = list(torch._foreach_add(grads, params, alpha=cfg.weight_decay))
+        if cfg.momentum:
+            if self.buffers is None:
+                self.buffers = [g.clone() for g in grads]
+            else:
+                torch._foreach_mul_(self.buffers, cfg.momentum)
+                torch._foreach_add_(self.buffers, grads)
+            grads = self.buffers
+        torch._foreach_add_(params, grads, alpha=-cfg.lr)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """Every member's logits on ``x`` (N, C, H, W) in one batched pass: (M, N, classes) on the CPU."""
+        return torch.cat([self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)], 1).cpu()
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        """Every member's plain state dict on the CPU: one copy of each stacked tensor, then views."""
+        host = {name: self.params[name].detach().cpu() for name in self.names}
+        return [{name: host[name][i].clone() for name in self.names} for i in range(self.m)]
+
+
+def train_population(states: list[dict], masks: list[dict | None], data: Tensors, train_idx: torch.Tensor,
+                     cfg: TrainingConfig, *, seed: int, iteration: int, evaluate_on=()):
+    """Train ``M`` members of one seed together for ``cfg.epochs`` epochs, as ``training.train`` trains each.
+
+    Every member draws the batches of ``train_idx`` in the order ``training.epoch_order(seed, iteration,
+    epoch, ...)``. Returns each member's trained state (CPU, masks applied) and its stats:
+    ``train_loss`` (mean loss of the last epoch) and ``seconds`` (the population's wall time / M); and, if
+    ``evaluate_on`` lists image tensors, the trained members' logits on each ((M, N, classes), CPU).
+    """
+    m = len(states)
+    if not (len(masks) == m) or m == 0:
+        raise ValueError("train_population needs one state and one mask set per member")
+    if cfg.augment:
+        raise ConfigError("the population trainer shares one batch between members and cannot augment; "
+                          "use --trainer single")
+    device = data.train_x.device
+    pop = Population(states, masks, device)
+    idx = train_idx.to(device)
+    n, bs = len(idx), cfg.batch_size
+    start = time.perf_counter()
+    totals = torch.full((m,), float("nan"), device=device)
+    for epoch in range(cfg.epochs):
+        order = training.epoch_order(seed, iteration, epoch, idx)
+        totals = torch.zeros(m, device=device)
+        for i in range(0, n, bs):
+            batch = order[i:i + bs]
+            totals += pop.train_step(data.train_x[batch], data.train_y[batch], cfg) * batch.shape[0]
+    train_loss = (totals / n).tolist()
+    seconds = (time.perf_counter() - start) / m
+    stats = [{"train_loss": loss, "seconds": seconds} for loss in train_loss]
+    if evaluate_on:
+        return pop.states(), stats, [pop.logits(x) for x in evaluate_on]
+    return pop.states(), stats

@@ -1,0 +1,177 @@
+"""The population step's fused conv kernels (``kernels.cpp``): built once per machine, loaded with ctypes.
+
+Both LeNet conv blocks (3x3 conv, 2x2 max pooling, ReLU) for every member on one shared batch, forward
+and backward, without ever storing a conv output: only the pooled values and which window position
+won (``lenet_convs.Fused`` calls them; ``benchmarks/step_variants.py`` times them against the torch path).
+Each wrapper below checks shapes, dtypes and contiguity before handing raw pointers to C++.
+
+The library is compiled with the system's C++ compiler (``$CXX``, else ``g++``, else ``c++``) into
+``build/kernels/`` under a name that hashes the source, the flags and this CPU's instruction sets, so
+a changed source or another machine gets its own build; several processes building at once each write a
+file of their own and rename it into place. Without a compiler :func:`library` returns None and the
+population step stays in torch (``PRUNING_KERNELS=torch`` asks for that path on purpose). The two
+paths agree up to float rounding; each is deterministic, so resumes stay bit-identical on either.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from ..core import numerics, paths
+from ..core.atomic import replacing
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+# Read once, at import: the library built is always the source these wrappers were written for, even when
+# kernels.cpp is edited while an experiment runs (its workers build on first use).
+SOURCE_TEXT = SOURCE.read_text()
+# -march: the local CPU, or x86-64-v3 under PRUNING_NUMERICS=pinned (pruning/numerics.py)
+FLAGS = ["-O3", numerics.KERNEL_ARCH[numerics.mode()], "-shared", "-fPIC", "-std=c++17"]
+LANES = 16  # the kernels' vector width in floats: filter columns are padded to a multiple of it
+_loaded: dict[str, object] = {}
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        return ""
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _build(target, compiler: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = target.with_name(f"{target.stem}.{os.getpid()}.cpp")
+    source.write_text(SOURCE_TEXT)
+    with replacing(target) as tmp:
+        try:
+            done = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True,
+                                  timeout=300)
+        finally:
+            source.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
+
+
+def library():
+    """The loaded kernels, or None (no compiler, a failed build, or ``PRUNING_KERNELS=torch``)."""
+    if "lib" in _loaded:
+        return _loaded["lib"]
+    lib = None
+    compiler = _compiler()
+    if os.environ.get("PRUNING_KERNELS", "") != "torch" and compiler:
+        key = hashlib.sha256("\0".join([SOURCE_TEXT, compiler, *FLAGS, platform.machine(),
+                                         _cpu_flags()]).encode()).hexdigest()[:16]
+        target = paths.BUILD / "kernels" / f"kernels-{key}.so"
+        try:
+            if not target.exists():
+                _build(target, compiler)
+            lib = ctypes.CDLL(str(target))
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"pruning: the fused conv kernels did not build ({exc}); the population step stays in torch",
+                  file=sys.stderr)
+    if lib is not None:
+        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.conv1_pool_forward.argtypes = [ptr] * 4 + [i64] * 6
+        lib.conv1_pool_backward.argtypes = [ptr] * 5 + [i64] * 6
+        lib.conv2_pool_forward.argtypes = [ptr] * 5 + [i64] * 7
+        lib.conv2_pool_backward.argtypes = [ptr] * 8 + [i64] * 7
+    _loaded["lib"] = lib
+    return lib
+
+
+def threads() -> int:
+    """How many threads a kernel call uses: torch's intra-op count (1 in the CPU worker processes). The kernels'
+    results do not depend on it: each thread writes its own outputs and every sum keeps its order."""
+    return torch.get_num_threads()
+
+
+def padded_filters(filters: torch.Tensor) -> torch.Tensor:
+    """(Cout, K) filters with their bias column -> (K, Cp), transposed and zero-padded as the kernels read them."""
+    cout, k = filters.shape
+    out = filters.new_zeros(k, -(-cout // LANES) * LANES)
+    out[:, :cout] = filters.t()
+    return out
+
+
+def _ptrs(*tensors: torch.Tensor) -> list[int]:
+    """Raw pointers for the C++ side, which reads every tensor as a dense CPU array of its documented shape."""
+    for t in tensors:
+        if t.device.type != "cpu" or not t.is_contiguous() or t.dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"the fused kernels take contiguous float32/uint8 CPU tensors, got {t.dtype} "
+                             f"{tuple(t.shape)} on {t.device} (contiguous: {t.is_contiguous()})")
+    return [t.data_ptr() for t in tensors]
+
+
+def conv1_pool_forward(x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, idx: torch.Tensor) -> None:
+    """Fill ``a`` (n, PH, PW, Cp) with relu(max_pool2d(conv1(x))) and ``idx`` (uint8, same shape) with the
+    winning window positions; ``ft`` (C*9 + 1, Cp) from :func:`padded_filters` (padding channels come out 0)."""
+    n, c, h, w = x.shape
+    cp = ft.shape[1]
+    if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cp) or idx.shape != a.shape or ft.shape[0] != c * 9 + 1 \
+            or cp % LANES:
+        raise ValueError("conv1_pool_forward: shapes do not match")
+    library().conv1_pool_forward(*_ptrs(x, ft, a, idx), n, c, h, w, cp, threads())
+
+
+def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga: torch.Tensor,
+                        g: torch.Tensor) -> None:
+    """Fill ``g`` (C*9 + 1, Cp) with the gradients of the padded filters (bias row last), given ``ga``, the
+    gradient of ``a`` (ReLU's backward is applied in the kernel)."""
+    n, c, h, w = x.shape
+    cp = a.shape[-1]
+    if ga.shape != a.shape or idx.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64:
+        raise ValueError("conv1_pool_backward: shapes do not match (or more than 7 input channels)")
+    library().conv1_pool_backward(*_ptrs(x, idx, a, ga, g), n, c, h, w, cp, threads())
+
+
+def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a2: torch.Tensor,
+                       idx: torch.Tensor) -> None:
+    """Per member, relu(max_pool2d(conv2(a1) + bias)) into ``a2`` (M, n, 16*PH*PW) and the winners (or 4 where ReLU
+    is inactive) into ``idx`` (n, PH, PW, M, 16). ``a1`` (n, H, W, CS): member m's Ci input channels are
+    m*Ci .. m*Ci + Ci - 1 (CS >= M*Ci); ``wt`` (M, 9*Ci, 16); ``bias`` (M, 16)."""
+    n, h, w, cs = a1.shape
+    m, k, co = wt.shape
+    ph, pw = (h - 2) // 2, (w - 2) // 2
+    if co != LANES or k % 9 or k // 9 * m > cs or bias.shape != (m, co) or a2.shape != (m, n, co * ph * pw) \
+            or idx.shape != (n, ph, pw, m, co):
+        raise ValueError("conv2_pool_forward: shapes do not match")
+    library().conv2_pool_forward(*_ptrs(a1, wt, bias, a2, idx), n, h, w, cs, m, k // 9, threads())
+
+
+def conv2_pool_backward(a1: torch.Tensor, wx: torch.Tensor, idx: torch.Tensor, ga2: torch.Tensor,
+                        gwt: torch.Tensor, gb: torch.Tensor, da1: torch.Tensor) -> None:
+    """The gradients of :func:`conv2_pool_forward`'s ``wt`` (into ``gwt``), ``bias`` (``gb``) and ``a1`` (``da1``,
+    padding channels 0) from ``ga2``, the gradient of ``a2``. ``wx`` from :func:`placed_filters`."""
+    n, h, w, cs = a1.shape
+    m, co, ci = wx.shape[0], wx.shape[2], wx.shape[3] // 16
+    if co != LANES or ci > LANES or ci * m > cs or wx.shape != (m, 5, co, 16 * ci) or gwt.shape != (m, 9 * ci, co) \
+            or gb.shape != (m, co) or da1.shape != a1.shape or ga2.shape[:2] != (m, n) or idx.shape[3:] != (m, co):
+        raise ValueError("conv2_pool_backward: shapes do not match")
+    scratch = torch.empty(m, n, h, w, ci)
+    library().conv2_pool_backward(*_ptrs(a1, wx, idx, ga2, gwt, gb, da1, scratch), n, h, w, cs, m, ci, threads())
+
+
+def placed_filters(w2: torch.Tensor) -> torch.Tensor:
+    """(M, 16, Ci, 3, 3) conv2 filters -> (M, 5, 16, 4*4*Ci): each filter placed in the 4x4 input block under a
+    pooled value where window position dy*2 + dx reads it, in (row, column, ci) order; position 4 all zeros."""
+    m, co, ci = w2.shape[:3]
+    out = w2.new_zeros(m, 5, co, 4, 4, ci)
+    for o in range(4):
+        dy, dx = divmod(o, 2)
+        out[:, o, :, dy:dy + 3, dx:dx + 3, :] = w2.permute(0, 1, 3, 4, 2)
+    return out.view(m, 5, co, 16 * ci)

@@ -1,0 +1,275 @@
+"""Every number and verdict sentence the report quotes, computed from a results folder.
+
+:func:`variables` returns {name: text}; ``pruning.reporting.report`` writes it to ``_variables.yml`` and the
+report's ``.qmd`` files quote it as ``{{< var name >}}``. Nothing here is typed in: a number the
+results cannot give is "n/a".
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from pathlib import Path
+
+from .. import store
+from ..nets import techniques as _techniques
+from ..analysis import accuracy, findings as _findings, masks, predictions
+from . import deviations
+from ..analysis.table import ParameterError, _ranges, load, report_iteration, record, technique_order
+
+ARCH_NAMES = {"lenet": "LeNet", "alexnet": "AlexNet", "vgg11": "VGG11"}
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+NEAR_DENSE_MARGIN = _findings.NEAR_DENSE_MARGIN
+STRUCTURED = ["l1_s", "l2_s", "linf_s", "lneginf_s", "random_s"]
+
+
+def _fmt(x, digits: int = 1) -> str:
+    """A number for the text: ``digits`` decimals, thousands separated; "n/a" for None/NaN."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{float(x):,.{digits}f}"
+
+
+def _and(items) -> str:
+    items = list(items)
+    if not items:
+        return "none"
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def _label(t: str) -> str:
+    return _techniques.label(t)
+
+
+def variables(results) -> dict[str, str]:
+    """Every value the report quotes, computed from ``results``, as text.
+
+    Provenance, the protocol and its deviations, the numbers at the iteration every run reached (the
+    figure notebooks' default) for the main reinitialisation (rewind when present), the explanations
+    (output units left, collapsed trainings, dense vs pruned) and the seven findings with verdicts.
+    """
+    folder = Path(results)
+    table = load(folder)
+    exp = store.read_experiment(folder)
+    cfg = exp.get("config", {})
+    training = cfg.get("training", {})
+    reinits = [r for r in (cfg.get("reinit") or sorted(set(table["reinit"]))) if r in set(table["reinit"])]
+    main = "rewind" if "rewind" in reinits else reinits[0]
+    sel = table[table["reinit"] == main]
+    it = report_iteration(table)
+    techs = technique_order(sel)
+    seeds = sorted(int(s) for s in set(table["seed"]))
+    runs_done = sum(1 for r in exp.get("runs", []) if (folder / f"run_{r['hash']}" / "done.json").exists())
+    arch, dataset = str(table["arch"].iloc[0]), str(table["dataset"].iloc[0])
+    iterations = int(cfg.get("iterations", int(table["iteration"].max())))
+    v: dict[str, str] = {
+        "results_folder": folder.resolve().name,
+        "config_name": str(exp.get("name", cfg.get("name", folder.name))),
+        "config_hash": str(exp.get("config_hash", "n/a")),
+        "config_file": str(exp.get("config_file", "n/a")),
+        "runs": str(len(exp.get("runs", []))),
+        "runs_done": str(runs_done),
+        "trainings": f"{len(table):,}",
+        "code_version": str(exp.get("code_version", "unknown")),
+        "hardware": str(exp.get("hardware", "unknown")),
+        "date": str(exp.get("updated", exp.get("started", "")))[:10] or "n/a",
+        "rendered": _dt.date.today().isoformat(),
+        "arch": ARCH_NAMES.get(arch, arch),
+        "dataset": DATASET_NAMES.get(dataset, dataset),
+        "techniques_n": str(len(technique_order(table))),
+        "techniques_list": _and([_label(t) for t in technique_order(table)]),
+        "reinits": _and(reinits),
+        "main_reinit": main,
+        "seeds_n": str(len(seeds)),
+        "seeds_text": _plural(len(seeds), "seed"),
+        "seeds": _ranges(seeds),
+        "iterations": str(iterations),
+        "iterations_text": _plural(iterations, "pruning iteration"),
+        "trainings_per_run": str(iterations + 1),
+        "epochs": str(training.get("epochs", "n/a")),
+        "epochs_text": _plural(int(training["epochs"]), "epoch") if "epochs" in training else "n/a",
+        "lr": str(training.get("lr", "n/a")),
+        "momentum": str(training.get("momentum", "n/a")),
+        "batch_size": str(training.get("batch_size", "n/a")),
+        "prune_pct": _fmt(100 * float(cfg.get("prune_fraction", 0.2)), 0),
+        "iteration": str(it),
+        "near_dense_margin": _fmt(NEAR_DENSE_MARGIN, 0),
+        "poster_iteration": str(predictions.POSTER_ITERATION),
+    }
+    v["compare_iteration_note"] = (
+        f"iteration {predictions.POSTER_ITERATION}, the poster's" if it >= predictions.POSTER_ITERATION else
+        f"iteration {it}, the last that every run reached (the poster's numbers are at iteration "
+        f"{predictions.POSTER_ITERATION}, which these results do not reach)")
+    at = sel[sel["iteration"] == it]
+    us = at[at["technique"] == "l1_us"] if "l1_us" in techs else at
+    v["remaining_pct"] = _fmt(100 * (1 - float(us["sparsity"].mean())))
+    v["test_images"] = f"{int(record(at.iloc[0])['targets'].numel()):,}"
+    v.update(_deviation_variables(folder))
+    v.update(_accuracy_variables(table, sel, it, techs, main))
+    v.update(_mask_variables(sel, it, main))
+    v.update(_agreement_variables(sel, it, main))
+    v.update(_ensemble_variables(sel, it, main))
+    v.update(_finding_variables(table, it, main))
+    return v
+
+
+def _deviation_variables(folder: Path) -> dict[str, str]:
+    dev = deviations.read_deviations(folder)
+    names = {"training.lr": "learning rate", "training.momentum": "momentum", "training.epochs": "epochs",
+             "seeds": "seeds", "iterations": "iterations", "data.train_subset": "training images",
+             "architectures": "architectures", "data.val_subset": "validation images",
+             "data.test_subset": "test images", "techniques": "techniques", "reinit": "reinitialisations"}
+    parts = [f"{names.get(f, f)} {b} (protocol: {a})" for f, a, b in
+             zip(dev["field"], dev["protocol"], dev["this run"]) if f in names]
+    others = len(dev) - len(parts)
+    if dev.empty:
+        banner = "These results follow the full protocol (configs/paper_lenet_mnist.yaml)."
+    else:
+        banner = ("Not the full protocol: a reduced run. " + "; ".join(parts)
+                  + (f"; {_plural(others, 'other difference')}" if others else "")
+                  + ". The paper lists every difference.")
+    return {"deviations_n": str(len(dev)), "is_protocol": "yes" if dev.empty else "no", "deviation_banner": banner}
+
+
+def _accuracy_variables(table, sel, it: int, techs: list[str], main: str) -> dict[str, str]:
+    acc = sel[sel["iteration"] == it].groupby("technique")["test_acc"].mean()
+    dense = float(sel.loc[sel["iteration"] == 0, "test_acc"].mean()) if (sel["iteration"] == 0).any() else math.nan
+    best, worst = acc.idxmax(), acc.idxmin()
+    near = [t for t in techs if acc[t] >= dense - NEAR_DENSE_MARGIN]
+    out = {"dense_acc": _fmt(dense), "best_technique": _label(best), "best_acc": _fmt(acc[best]),
+           "worst_technique": _label(worst), "worst_acc": _fmt(acc[worst]), "near_dense_n": str(len(near)),
+           "near_dense_list": _and([_label(t) for t in near]),
+           "random_s_acc": _fmt(acc.get("random_s", math.nan)), "random_us_acc": _fmt(acc.get("random_us", math.nan))}
+    # dense vs pruned at this training length
+    above = [t for t in techs if acc[t] > dense]
+    out["above_dense_n"] = str(len(above))
+    out["above_dense_note"] = (
+        f"{_and([_label(t) for t in above])} {'is' if len(above) == 1 else 'are'} more accurate after {it} pruning "
+        f"iterations than the dense network ({_fmt(dense)}%) trained for the same length. Each training here is short, "
+        f"and sparse winning tickets are known to learn faster than the dense network (Frankle & Carbin 2019), so at "
+        f"a short training length a pruned network can overtake the dense one; at the protocol's 30 epochs the "
+        f"dense network has time to converge." if above else
+        f"No technique is more accurate after {it} pruning iterations than the dense network ({_fmt(dense)}%).")
+    # output units left under structured pruning: the accuracy ceiling
+    structured = [t for t in STRUCTURED if t in techs]
+    if structured:
+        units = accuracy.output_units(table, main, techniques=structured)
+        u = units[units["iteration"] == it]
+        worst_u = u.loc[u["units"].idxmin()]
+        out["output_units_note"] = (
+            f"Structured pruning removes whole output units too: after {it} iterations "
+            f"{_label(worst_u['technique'])} keeps {_fmt(worst_u['units'], 1)} of {int(worst_u['classes'])} output units "
+            f"(mean over seeds), so at most {_fmt(worst_u['ceiling'])}% of the test images have a class the network "
+            f"can still tell apart; its accuracy is {_fmt(worst_u['test_acc'])}%.")
+        out["output_units_min"] = _fmt(worst_u["units"], 1)
+        out["output_units_ceiling"] = _fmt(worst_u["ceiling"])
+    else:
+        out["output_units_note"] = "These results hold no structured technique."
+        out["output_units_min"] = out["output_units_ceiling"] = "n/a"
+    # collapsed trainings
+    flag = accuracy.collapsed(table)
+    n = int(flag.sum())
+    cs = accuracy.collapsed_summary(table)
+    out["collapsed_n"] = str(n)
+    out["collapsed_note"] = (
+        f"{_plural(n, 'training')} of {len(table):,} collapsed (final training loss within "
+        f"{accuracy.COLLAPSE_TOLERANCE:g} of ln 10 = 2.3026, the loss of a uniform guess): "
+        + _and([f"{_label(t)} with {r} ({c} of {k}, from iteration {i})" for t, r, c, k, i in
+                zip(cs["technique"], cs["reinit"], cs["collapsed"], cs["trainings"], cs["first_iteration"])])
+        + ". Their accuracy is that of a constant guess; the means over seeds include them, and the collapsed "
+          "table shows them apart." if n else
+        f"No training collapsed (none ended with a training loss within {accuracy.COLLAPSE_TOLERANCE:g} of ln 10).")
+    return out
+
+
+def _pairs(matrix) -> list[tuple[float, str, str]]:
+    names = list(matrix.index)
+    return [(float(matrix.loc[a, b]), a, b) for i, a in enumerate(names) for b in names[i + 1:]
+            if not math.isnan(float(matrix.loc[a, b]))]
+
+
+def _mask_variables(sel, it: int, main: str) -> dict[str, str]:
+    out = {k: "n/a" for k in ("mask_mean_distance", "mask_random_distance", "mask_closest_pair",
+                              "mask_closest_distance", "mask_farthest_pair", "mask_farthest_distance")}
+    out["mask_expected_note"] = "The protocol expects L1 S and L2 S to be the closest pair; these results lack one of them."
+    pairs = masks.pair_distances(sel, it, main)
+    if pairs.empty:
+        return out
+    mean = pairs.groupby(["technique_a", "technique_b"])[["distance", "random"]].mean()
+    lo, hi = mean["distance"].idxmin(), mean["distance"].idxmax()
+    out.update(mask_mean_distance=_fmt(mean["distance"].mean(), 2), mask_random_distance=_fmt(mean["random"].mean(), 2),
+               mask_closest_pair=f"{_label(lo[0])} and {_label(lo[1])}", mask_closest_distance=_fmt(mean.loc[lo, "distance"], 2),
+               mask_farthest_pair=f"{_label(hi[0])} and {_label(hi[1])}",
+               mask_farthest_distance=_fmt(mean.loc[hi, "distance"], 2))
+    key = ("l1_s", "l2_s") if ("l1_s", "l2_s") in mean.index else ("l2_s", "l1_s")
+    if key in mean.index:
+        ranked = list(mean["distance"].sort_values().index)
+        rank = ranked.index(key) + 1
+        d = mean.loc[key]
+        out["mask_expected_note"] = (
+            "As the protocol expects, L1 S and L2 S are the closest pair" if rank == 1 else
+            f"The protocol expects L1 S and L2 S to be the closest pair; here they are the {rank}"
+            f"{'tsnrhtdd'[(rank // 10 % 10 != 1) * (rank % 10 < 4) * rank % 10::4]} closest of {len(ranked)} pairs")
+        out["mask_expected_note"] += (
+            f" ({_fmt(d['distance'], 2)} apart, random masks of their densities {_fmt(d['random'], 2)}). Structured "
+            f"masks keep or drop whole units, so two structured masks that differ in one unit of a small layer already "
+            f"differ in every weight of that unit." if rank != 1 else f" ({_fmt(d['distance'], 2)} apart).")
+    return out
+
+
+def _agreement_variables(sel, it: int, main: str) -> dict[str, str]:
+    out = {k: "n/a" for k in ("agreement_mean", "agreement_mean_pct", "agreement_chance_pct", "agreement_min",
+                              "agreement_min_pair", "agreement_max", "agreement_max_pair")}
+    pairs = predictions.agreement_pairs(sel, it, main)
+    if pairs.empty:
+        return out
+    n = int(record(sel.iloc[0])["targets"].numel())
+    mean = pairs.groupby(["technique_a", "technique_b"])[["agreement", "chance"]].mean()
+    lo, hi = mean["agreement"].idxmin(), mean["agreement"].idxmax()
+    out.update(agreement_mean=_fmt(n * mean["agreement"].mean(), 0), agreement_mean_pct=_fmt(100 * mean["agreement"].mean()),
+               agreement_chance_pct=_fmt(100 * mean["chance"].mean()),
+               agreement_min=_fmt(n * mean.loc[lo, "agreement"], 0), agreement_min_pair=f"{_label(lo[0])} and {_label(lo[1])}",
+               agreement_max=_fmt(n * mean.loc[hi, "agreement"], 0), agreement_max_pair=f"{_label(hi[0])} and {_label(hi[1])}")
+    return out
+
+
+def _ensemble_variables(sel, it: int, main: str) -> dict[str, str]:
+    out = {}
+    present = technique_order(sel)
+    for key, name in (("seven", predictions.SEVEN), ("nine", predictions.NINE)):
+        members = predictions.ensemble_groups(present).get(name)
+        if not members:
+            out[f"ensemble_{key}_acc"] = out[f"ensemble_{key}_vote"] = "n/a"
+            continue
+        out[f"ensemble_{key}_acc"] = _fmt(predictions.ensemble_accuracy(sel, it, members, main, "mean_prob").mean())
+        out[f"ensemble_{key}_vote"] = _fmt(predictions.ensemble_accuracy(sel, it, members, main, "vote").mean())
+    acc = sel[sel["iteration"] == it].groupby("technique")["test_acc"].mean()
+    best = acc.idxmax()
+    out["member_best"], out["member_best_acc"] = _label(best), _fmt(acc[best])
+    return out
+
+
+def _finding_variables(table, it: int, main: str) -> dict[str, str]:
+    out = {"verdict_rule": _findings.RULE}
+    try:
+        found = _findings.findings(table, it, main)
+    except ParameterError as exc:  # e.g. no stored weights: every finding still gets its variables
+        found = []
+        out["findings_error"] = str(exc)
+    for f in found:
+        out[f"{f.key}_verdict"] = f.verdict
+        out[f"{f.key}_headline"] = f.headline
+        out[f"{f.key}_claim"] = f.claim
+        out[f"{f.key}_numbers"] = f.numbers or "n/a"
+        out[f"{f.key}_rule"] = f.rule
+        out[f"{f.key}_note"] = f.note or ""
+    for key in ("tickets", "variety", "random", "functions", "ensembles", "stability", "connectivity"):
+        for part in ("verdict", "headline", "claim", "numbers", "rule", "note"):
+            out.setdefault(f"{key}_{part}", "n/a" if part != "note" else "")
+    counts = {v: sum(1 for f in found if f.verdict == v) for v in _findings.VERDICTS}
+    out["verdict_counts"] = (f"{counts['supported']} supported, {counts['not supported']} not supported and "
+                             f"{counts['inconclusive']} inconclusive of {len(found)} findings")
+    return out

@@ -1,0 +1,92 @@
+"""Replicates: a results set trained twice with the same config, and how far apart the two came out.
+
+Two trainers that agree up to float rounding (or one trainer before and after a change to its
+arithmetic) give the same config two results tables that should be close. They are not identical:
+a tiny difference changes which weights are pruned next, and runs drift apart over the iterations.
+A replicate's table is kept, with its ``experiment.json``, in ``docs/replicates/<name>/``. It is found by
+its config hash (:func:`find`). :func:`compare` matches the two tables training by training, and
+``report.stage`` puts :func:`section` (the drift, computed from both tables) where the paper holds
+:data:`MARKER`. ``scripts/compare_results.py`` prints the same comparison for any two tables.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..core import paths
+from . import plots
+from .. import store
+from ..analysis.table import report_iteration
+
+MARKER = "<!-- replicates -->"
+KEY = ["technique", "reinit", "seed", "iteration"]
+
+
+def _hash(folder: Path) -> str | None:
+    return (store.peek(folder) or {}).get("config_hash")
+
+
+def find(results, docs: Path | None = None) -> list[Path]:
+    """Stored replicates of ``results``: folders ``<docs>/replicates/*`` holding a ``results.csv`` and an
+    ``experiment.json`` with the same config hash."""
+    own = _hash(Path(results))
+    root = Path(docs if docs is not None else paths.DOCS) / "replicates"
+    return [f for f in sorted(root.glob("*")) if own and (f / "results.csv").exists() and _hash(f) == own]
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """The trainings in both tables, with ``test_acc_a``, ``test_acc_b`` and ``diff`` (absolute, points)."""
+    both = a.merge(b, on=KEY, suffixes=("_a", "_b"))
+    both["diff"] = (both["test_acc_a"] - both["test_acc_b"]).abs()
+    return both
+
+
+def moved(both: pd.DataFrame, iteration: int) -> pd.DataFrame:
+    """Per (technique, reinit) at ``iteration``: both means over seeds, both stds, and whether the means
+    differ by more than the larger std (a shift the seeds' spread does not cover)."""
+    at = both[both["iteration"] == iteration].groupby(["technique", "reinit"])
+    out = pd.DataFrame({"mean_a": at["test_acc_a"].mean(), "std_a": at["test_acc_a"].std(),
+                        "mean_b": at["test_acc_b"].mean(), "std_b": at["test_acc_b"].std()})
+    out["beyond_spread"] = (out["mean_a"] - out["mean_b"]).abs() > out[["std_a", "std_b"]].max(axis=1)
+    return out
+
+
+def section(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> str:
+    """The paper's paragraph on replicates of ``results``: one comparison per stored replicate. Its results
+    table (``table``, or ``store.load_results`` of it) is read only when a replicate is stored."""
+    found = find(results, docs)
+    if not found:
+        return ("**Replicates.** No replicate of this configuration is stored (`docs/replicates/`), so how much "
+                "the verdicts move when the same config is trained again is not measured here.")
+    if table is None:
+        table = store.load_results(results)
+    it = report_iteration(table)
+    parts = [_drift(rep, table, it) for rep in found]
+    times = "once more" if len(found) == 1 else f"{len(found)} more times"
+    return (f"**Replicates.** The same configuration was also trained {times}, with arithmetic that agrees with "
+            f"this one's up to float rounding. " + " ".join(parts)
+            + " Verdicts near their thresholds can change between such replicates: read them as provisional.")
+
+
+def _drift(rep: Path, table: pd.DataFrame, it: int) -> str:
+    """How far ``table`` and the replicate stored in ``rep`` drifted apart, as sentences for :func:`section`."""
+    both = compare(pd.read_csv(rep / "results.csv"), table)
+    per = both.groupby("iteration")["diff"]
+    med, top = per.median(), per.max()
+    shown = sorted({i for i in (1, it, int(both["iteration"].max())) if i in med.index})
+
+    def at_iterations(values, digits):
+        parts = [f"{values[i]:.{digits}f}{' points' if n == 0 else ''} at iteration {i}" for n, i in enumerate(shown)]
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+    shifts = moved(both, it)
+    shifted = [f"{plots.label(t)} {r} ({row.mean_a:.1f} ± {row.std_a:.1f} to {row.mean_b:.1f} ± {row.std_b:.1f})"
+               for (t, r), row in shifts[shifts["beyond_spread"]].iterrows()]
+    exp = store.read_experiment(rep)
+    return (f"Against the training with code version `{exp.get('code_version', 'unknown')}` "
+            f"(`docs/replicates/{rep.name}/`), matched training by training ({len(both)} trainings), test accuracy "
+            f"differs by a median of {at_iterations(med, 2)}; the largest difference is {at_iterations(top, 1)}, "
+            f"as small differences change which weights are pruned next. At "
+            f"iteration {it}, {len(shifted)} of {len(shifts)} technique means moved by more than their seeds' "
+            f"standard deviation" + (f": {'; '.join(shifted)}." if shifted else "."))

@@ -1,0 +1,59 @@
+"""``experiment.json``: the one reader and writer of a results folder's experiment record."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..nets.config import ExperimentConfig
+from . import layout, provenance
+from .files import StoreError, read_json, save_json
+from .provenance import hardware, now as _now
+
+
+# What the last run that trained something recorded (``runner.run_experiment``): kept by later writes that
+# record no run of their own, replaced whole by the next run that does.
+RUN_FACTS = ("last_run_seconds", "trainer", "workers", "threads_per_worker", "executor", "cuda", "population_convs",
+             "numerics")
+
+
+def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: str, extra: dict | None = None,
+                     version: str | None = None) -> None:
+    """Write ``experiment.json``; left untouched when nothing but its timestamps would change, so that
+    a re-run that trains nothing leaves the results' fingerprint (and the executed notebooks) as they are.
+    ``version``: the code version to record (default: the checkout's now)."""
+    path = Path(folder) / layout.EXPERIMENT
+    runs = [{"hash": r.run_hash(), "technique": r.technique, "reinit": r.reinit, "seed": r.seed} for r in cfg.runs()]
+    previous = peek(folder) or {}
+    content = {"name": cfg.name, "config_file": source, "config": cfg.to_dict(), "runs": runs,
+               "config_hash": hashlib.sha256(json.dumps([r["hash"] for r in runs]).encode()).hexdigest()[:12],
+               "code_version": version or provenance.code_version(), "hardware": hardware(device),
+               "started": previous.get("started", _now())}
+    content.update(extra or {k: previous[k] for k in RUN_FACTS if k in previous})
+    if {k: v for k, v in previous.items() if k != "updated"} == json.loads(json.dumps(content)):
+        return
+    save_json({**content, "updated": _now()}, path)
+
+
+def recorded_version(folder: Path) -> str | None:
+    """The code version ``experiment.json`` in ``folder`` records, or None."""
+    try:
+        return peek(folder)["code_version"]
+    except (KeyError, TypeError):
+        return None
+
+
+def read_experiment(folder: Path) -> dict:
+    folder = Path(folder)
+    if not folder.exists():
+        raise StoreError(f"results folder {folder} does not exist; run `python -m pruning run configs/<name>.yaml` first")
+    return read_json(folder / layout.EXPERIMENT,
+                     f"run `python -m pruning run` with this folder's config to rewrite it")
+
+
+def peek(folder: Path) -> dict | None:
+    """``experiment.json`` of ``folder``, or None where it is missing or unreadable (not a results folder)."""
+    try:
+        return read_json(Path(folder) / layout.EXPERIMENT, "")
+    except (StoreError, OSError):
+        return None

@@ -1,0 +1,71 @@
+"""Reading and writing a run store's files: JSON and tensors, atomically written, checked when read."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..core.atomic import replacing, write_bytes
+from ..core.errors import UserError
+
+
+class StoreError(UserError, RuntimeError):
+    """A damaged or inconsistent results folder; the message says which file and what to do."""
+
+
+def save_json(obj, path: Path) -> None:
+    write_bytes((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), path)
+
+
+def save_tensors(obj, path: Path) -> str:
+    """torch.save ``obj`` atomically; returns the sha256 of the bytes written."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    write_bytes(data, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_json(path: Path, what_to_do: str):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing; {what_to_do}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StoreError(f"{path} is damaged (not valid JSON); {what_to_do}") from None
+
+
+def verify_sha256(path: Path, sha256: str | None, what_to_do: str) -> None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing; {what_to_do}") from None
+    if sha256 is None or hashlib.sha256(data).hexdigest() != sha256:
+        raise StoreError(f"{path} is damaged (checksum mismatch); {what_to_do}")
+
+
+def read_tensors(path: Path, what_to_do: str, sha256: str | None = None):
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise StoreError(f"{path} is missing; {what_to_do}") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise StoreError(f"{path} is damaged (checksum mismatch); {what_to_do}")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unpickling failure means a damaged file
+        raise StoreError(f"{path} is damaged (cannot be read); {what_to_do}") from None
+
+
+def link(src: Path, dst: Path) -> None:
+    """Atomically place ``src``'s bytes at ``dst``: a hard link where possible, else a copy."""
+    with replacing(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
