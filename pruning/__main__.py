@@ -25,7 +25,13 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
 
 
 def results_folder(cfg_name: str, given: str | None) -> Path:
-    return Path(given) if given else REPO_ROOT / "results" / cfg_name
+    """The results folder: ``--results`` if given, else results/<config name>; an existing file is an error."""
+    folder = Path(given) if given else REPO_ROOT / "results" / cfg_name
+    if folder.exists() and not folder.is_dir():
+        from .store import StoreError
+
+        raise StoreError(f"results folder {folder} is a file; name a folder (new or a results folder) with --results")
+    return folder
 
 
 def _cmd_run(args) -> int:

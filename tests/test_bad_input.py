@@ -1,10 +1,12 @@
 """Bad input gets one line that names the problem and what to do, a non-zero exit, and no traceback."""
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from pruning.nets import config
-from conftest import cli, run_main, write_config
+from conftest import REPO, cli, run_main, run_ok, write_config
 
 
 def _one_line_error(result, *needles):
@@ -38,6 +40,15 @@ def _one_line_error(result, *needles):
     ({"store": {"masks": "conv"}}, ["'store.masks' must be 'all' or a list of layer names"]),
     ({"reinit": ["rewind"], "reinit_techniques": {"finetune": ["l1_us"]}}, ["unknown reinit mode in 'reinit_techniques'"]),
     ({"reinit_techniques": {"finetune": ["l2_s"]}}, ["unknown technique in 'reinit_techniques.finetune' 'l2_s'"]),
+    ({"seeds": []}, ["'seeds' is empty, so nothing would run", "seeds: [0]"]),
+    ({"techniques": []}, ["'techniques' is empty"]),
+    ({"training": {"lr": float("nan")}}, ["'training.lr' must be a finite number, got nan"]),
+    ({"training": {"lr": -0.1}}, ["'training.lr' must be > 0.0, got -0.1"]),
+    ({"training": {"momentum": float("inf")}}, ["'training.momentum' must be a finite number"]),
+    ({"data": {"train_subset": 0}}, ["'data.train_subset' must be >= 1, got 0"]),
+    ({"iterations": -1}, ["'iterations' must be >= 0, got -1"]),
+    ({"device": "gpu"}, ["unknown device 'gpu'", "choose from: auto, cpu, cuda"]),
+    ({"name": "../../x"}, ["'name' must be a plain folder name", "'../../x'"]),
 ])
 def test_config_errors(tmp_path, overrides, needles):
     path = write_config(tmp_path / "bad.yaml", **overrides)
@@ -88,6 +99,49 @@ def test_corrupt_data_file(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNING_DATA", str(tmp_path / "data"))
     path = write_config(tmp_path / "ok.yaml")
     _one_line_error(run_main("run", path, "--results", tmp_path / "out"), "corrupt", "md5", "fetch mnist")
+
+
+def test_a_name_that_climbs_out_of_results_creates_nothing(tmp_path):
+    path = write_config(tmp_path / "bad.yaml", name="../../escaped")
+    _one_line_error(run_main("run", path), "'name' must be a plain folder name")
+    assert not (REPO / "results" / ".." / ".." / "escaped").exists()
+
+
+def test_a_yaml_list_at_the_top_level(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- techniques: [l1_us]\n- seeds: [0]\n")
+    _one_line_error(run_main("run", path, "--results", tmp_path / "out"), "top level must be a mapping", "list")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_path_that_is_a_folder(tmp_path):
+    _one_line_error(run_main("run", tmp_path, "--results", tmp_path / "out"), "is a folder, not a file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_results_naming_an_existing_file(tmp_path):
+    path = write_config(tmp_path / "ok.yaml")
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    _one_line_error(run_main("run", path, "--results", taken), f"results folder {taken} is a file", "--results")
+    assert taken.read_text() == "mine\n"
+
+
+@pytest.mark.slow
+def test_a_damaged_finished_training_is_found_by_the_run_command_before_it_writes(tmp_path):
+    path = write_config(tmp_path / "one.yaml", techniques=["l1_us"], reinit=["rewind"], iterations=1)
+    out = tmp_path / "out"
+    run_ok("run", path, "--results", out, "--quiet")
+    damaged = next(out.glob("run_*/trainings/001.pt"))
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the size is unchanged and the file still exists
+    damaged.write_bytes(bytes(data))
+    before = {p: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in out.rglob("*")
+              if p.is_file()}
+    _one_line_error(run_main("run", path, "--results", out), f"{damaged} is damaged (checksum mismatch)",
+                    f"delete {damaged.parent.parent}")
+    assert {p: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in out.rglob("*")
+            if p.is_file()} == before
 
 
 def test_missing_results_folder(tmp_path):

@@ -24,7 +24,7 @@ from pruning.reporting import plots, report
 
 from test_report import REPORT, float_order, make_results, write_notebooks
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # starts Chromium and renders the report
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

@@ -59,6 +59,7 @@ def sets(tmp_path_factory):
     return root / "results" / "lenet_tiny", root / "results" / "alexnet_mnist_cpu"
 
 
+@pytest.mark.slow
 def test_reduced_records_keep_the_chosen_layers_bit_packed_and_the_checkpoint_keeps_every_mask(sets):
     _, alex = sets
     table = store.load_results(alex)
@@ -86,6 +87,7 @@ def load_experiment_runs(folder):
     return _build(ExperimentConfig, exp["config"], "", "experiment.json").runs()
 
 
+@pytest.mark.slow
 def test_reduced_records_feed_the_filter_analysis(sets):
     _, alex = sets
     table = analysis.load(alex)
@@ -104,6 +106,7 @@ def test_reduced_records_feed_the_filter_analysis(sets):
         analysis.empty_kernel_curve(table, "features.6")
 
 
+@pytest.mark.slow
 def test_a_lenet_report_runs_the_filters_notebook_on_its_companions(sets, tmp_path, monkeypatch):
     monkeypatch.setattr(notebooks, "BUILD_DIR", tmp_path / "build")  # not the repository's build/
     lenet, alex = sets
@@ -123,6 +126,7 @@ def test_a_lenet_report_runs_the_filters_notebook_on_its_companions(sets, tmp_pa
     assert "VGG11 conv2: not in this build" in text and "make conv2" in text
 
 
+@pytest.mark.slow
 def test_the_report_sources_get_the_companions_section_where_their_marker_is(sets, tmp_path):
     from pruning.reporting import report
 
@@ -139,6 +143,7 @@ def test_the_report_sources_get_the_companions_section_where_their_marker_is(set
     assert "AlexNet and VGG11 conv2: not in this build" in (alone / "paper.qmd").read_text()
 
 
+@pytest.mark.slow
 def test_a_companion_set_publishes_a_page_of_figures_and_the_index_links_it(sets, tmp_path, monkeypatch):
     from pruning.reporting import publish
 

@@ -173,6 +173,7 @@ def _which_path(**env) -> subprocess.CompletedProcess:
                           env={**os.environ, **env})
 
 
+@pytest.mark.slow
 def test_without_a_working_compiler_the_step_stays_in_torch_with_one_line():
     proc = _which_path(CXX="false")  # a "compiler" that fails: the build fails, the step falls back
     assert proc.returncode == 0, proc.stderr
@@ -182,6 +183,7 @@ def test_without_a_working_compiler_the_step_stays_in_torch_with_one_line():
     assert asked.stdout.split() == ["True", "Torch"] and asked.stderr == ""
 
 
+@pytest.mark.slow
 def test_the_library_is_built_from_the_source_read_at_import(tmp_path, monkeypatch):
     """A run's workers build on first use: editing kernels.cpp meanwhile must not give them a library that does
     not match the wrappers they imported. The build compiles the text read at import, not the file on disk."""

@@ -1,6 +1,7 @@
 """Architectures: LeNet exactly as the protocol; AlexNet and VGG11 from torchvision with 10 classes."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pruning.nets import models, techniques
@@ -27,6 +28,7 @@ def test_alexnet_and_vgg11_take_configurable_input_sizes_and_channels():
     assert len(names) == 11 and names[-1] == "classifier.6"  # 8 conv + 3 linear, output layer last
 
 
+@pytest.mark.slow
 def test_a_big_net_runs_end_to_end_with_a_subset_of_stored_weights(tmp_path):
     cfg = load_experiment(write_config(
         tmp_path / "alex.yaml", arch="alexnet", techniques=["l1_us"], reinit=["rewind"], iterations=1,

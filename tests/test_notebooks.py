@@ -97,6 +97,7 @@ def sandbox(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- the executor
 
+@pytest.mark.slow
 def test_executes_into_build_and_skips_or_reexecutes_on_changes(sandbox, capsys):
     res, out = sandbox["results"], sandbox["build"] / "res" / "notebooks"
 
@@ -132,6 +133,7 @@ def test_executes_into_build_and_skips_or_reexecutes_on_changes(sandbox, capsys)
     assert not list(out.glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_is_one_line_naming_it_and_the_copy_to_open(sandbox, capsys):
     tiny_notebook(sandbox["src"] / "c.ipynb", "raise ValueError('boom\\nsecond line')", params='results = "."')
     with pytest.raises(notebooks.NotebookError) as err:
@@ -220,6 +222,7 @@ def bad_runs(tmp_path_factory):
         return {case: f.result() for case, f in futures.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_PARAMETERS))
 def test_a_bad_parameter_stops_the_notebook_in_its_first_cells(bad_runs, case):
     error, failing, params = bad_runs[case]

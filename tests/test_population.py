@@ -86,6 +86,7 @@ def folders(tmp_path_factory):
     return cfg, pop, single
 
 
+@pytest.mark.slow
 def test_population_is_the_default_for_lenet_and_equals_the_one_net_loop(folders):
     cfg, pop, single = folders
     assert runner.choose_trainer(cfg, "cpu") == "population"
@@ -93,6 +94,7 @@ def test_population_is_the_default_for_lenet_and_equals_the_one_net_loop(folders
     assert all(store.RunStore(pop, rc).is_done() for rc in cfg.runs())
 
 
+@pytest.mark.slow
 def test_pruned_weights_are_exactly_zero_and_sparsity_grows(folders):
     _, pop, _ = folders
     for (technique, _, _, iteration), (row, rec) in trainings(pop).items():
@@ -102,6 +104,7 @@ def test_pruned_weights_are_exactly_zero_and_sparsity_grows(folders):
         assert (row.sparsity > 0) == (iteration > 0)
 
 
+@pytest.mark.slow
 def test_dense_training_is_shared_by_the_runs_of_a_seed_and_stored_once(folders):
     cfg, pop, _ = folders
     dense_dirs = sorted(pop.glob("dense_*"))
@@ -115,6 +118,7 @@ def test_dense_training_is_shared_by_the_runs_of_a_seed_and_stored_once(folders)
         assert st.training_path(0).stat().st_ino == dense.training_path(0).stat().st_ino
 
 
+@pytest.mark.slow
 def test_shared_dense_training_gives_the_same_stored_trainings_as_unshared(tmp_path):
     cfg = tiny_experiment(tmp_path, techniques=["l1_us", "random_s"], reinit=["rewind"], seeds=[0])
     unshared = dataclasses.replace(cfg, share_dense=False)
@@ -143,6 +147,7 @@ def test_a_members_result_does_not_depend_on_the_values_of_the_others():
     assert not torch.equal(a[2]["fc1.weight"], b[2]["fc1.weight"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_after", [2, 7, 9, 15])
 def test_resume_after_interruption_is_bit_identical(folders, tmp_path, stop_after):
     """Log lines: seed 0's dense training, its 6 runs at iteration 1, at iteration 2, then seed 1 likewise.
@@ -167,6 +172,7 @@ def test_resume_after_interruption_is_bit_identical(folders, tmp_path, stop_afte
     assert bitwise_equal(folder, pop) == 36
 
 
+@pytest.mark.slow
 def test_resume_after_lost_last_training_and_done_mark(folders, tmp_path):
     """Remove a finished run's last training consistently (done.json, record, checkpoint back one step)."""
     cfg, pop, _ = folders
@@ -189,6 +195,7 @@ def test_resume_after_lost_last_training_and_done_mark(folders, tmp_path):
     assert bitwise_equal(folder, pop) == 36
 
 
+@pytest.mark.slow
 def test_late_rewind_saves_the_same_rewind_point(tmp_path):
     cfg = tiny_experiment(tmp_path, techniques=["l1_us"], reinit=["late_rewind"], seeds=[0], iterations=1,
                           rewind_epoch=1)
@@ -204,6 +211,7 @@ def test_late_rewind_saves_the_same_rewind_point(tmp_path):
     assert_same_results(tmp_path / "p", tmp_path / "s", n_expected=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("convs", ["fused", "torch"])
 def test_momentum_weight_decay_and_uneven_last_batch_match_torch_sgd(convs, monkeypatch):
     """Members with their own masks on a shared batch, SGD with momentum and weight decay, 3 steps (72 images at
@@ -263,6 +271,7 @@ def test_other_architectures_are_refused_in_one_line(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_cli_population_trainer_end_to_end(tmp_path):
     path = write_config(tmp_path / "cli.yaml", techniques=["l1_us", "random_s"], reinit=["rewind"], seeds=[0],
                         iterations=1, data={"train_subset": 320, "val_subset": 200, "test_subset": 500})

@@ -99,6 +99,7 @@ def test_without_a_replicate_the_paper_says_the_drift_is_not_measured(tmp_path):
     assert text.startswith("**Replicates.** No replicate of this configuration is stored")
 
 
+@pytest.mark.slow
 def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_path):
     """``python -m pruning publish RESULTS --replicate NAME``: the table and experiment.json only, where the
     paper of the same config finds them; a name that is not a plain folder name is refused in one line."""

@@ -419,6 +419,7 @@ def real_results(tmp_path_factory):
     return folder / "tiny"
 
 
+@pytest.mark.slow
 def test_variables_of_real_results_match_the_table(real_results):
     v = report.variables(real_results)
     table = store.load_results(real_results)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from pruning import store
@@ -49,6 +50,7 @@ def _assert_same(a, b):
             assert torch.equal(ra["weights"][name], rb["weights"][name]), (key, name)
 
 
+@pytest.mark.slow
 def test_finished_runs_are_skipped_and_their_files_untouched(tmp_path, tiny_config):
     out = tmp_path / "res"
     run_ok("run", tiny_config, "--results", out, "--quiet")
@@ -58,6 +60,7 @@ def test_finished_runs_are_skipped_and_their_files_untouched(tmp_path, tiny_conf
     assert {p: p.stat().st_mtime_ns for p in files} == files
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_resumes_to_the_same_results(tmp_path):
     cfg = write_config(tmp_path / "k.yaml", techniques=["l1_us", "random_us"], reinit=["rewind", "finetune"],
                        iterations=3)
@@ -80,6 +83,7 @@ def test_kill_9_mid_run_resumes_to_the_same_results(tmp_path):
     assert not list(killed.rglob("*.tmp")) or all(p.name.startswith(".") for p in killed.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_resume_completes_a_record_whose_checkpoint_was_written(tmp_path, tiny_config):
     """kill -9 between checkpoint.pt and trainings/NNN.pt: the record is rebuilt from the checkpoint."""
     out = tmp_path / "res"
@@ -94,6 +98,7 @@ def test_resume_completes_a_record_whose_checkpoint_was_written(tmp_path, tiny_c
     _assert_same(ref, _snapshot(out))
 
 
+@pytest.mark.slow
 def test_a_truncated_training_file_gives_a_one_line_error_and_touches_nothing(tmp_path, tiny_config):
     out = tmp_path / "res"
     run_ok("run", tiny_config, "--results", out, "--quiet")
@@ -110,6 +115,7 @@ def test_a_truncated_training_file_gives_a_one_line_error_and_touches_nothing(tm
     assert {p: p.read_bytes() for p in before} == before
 
 
+@pytest.mark.slow
 def test_damaged_config_json_is_reported(tmp_path, tiny_config):
     out = tmp_path / "res"
     run_ok("run", tiny_config, "--results", out, "--quiet")
@@ -120,6 +126,7 @@ def test_damaged_config_json_is_reported(tmp_path, tiny_config):
     assert proc.returncode == 2 and "config.json is damaged" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_table_has_one_row_per_training_with_the_documented_columns(tmp_path, tiny_config):
     out = tmp_path / "res"
     run_ok("run", tiny_config, "--results", out, "--quiet")
@@ -144,6 +151,7 @@ def test_table_has_one_row_per_training_with_the_documented_columns(tmp_path, ti
     assert {r["hash"] for r in exp["runs"]} == set(table.run_hash)
 
 
+@pytest.mark.slow
 def test_experiment_json_keeps_the_code_version_that_trained(tmp_path, monkeypatch):
     """The version is read when a run starts (a commit made while it trains does not relabel it) and kept by
     a later run that trains nothing; the run's facts (trainer, workers, conv path) are kept too."""

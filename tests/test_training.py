@@ -1,6 +1,7 @@
 """Training, masking and reinitialisation, checked on tensors (the traps peers fell into)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pruning.nets import datasets, reinit, techniques, training
@@ -93,6 +94,7 @@ def test_augment_keeps_shape_and_content_scale():
     assert set(y.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
 
 
+@pytest.mark.slow
 def test_same_config_gives_bit_identical_results(tmp_path):
     cfg = load_experiment(write_config(tmp_path / "a.yaml", techniques=["random_us"], reinit=["rewind"]))
     runner.run_experiment(cfg, tmp_path / "r1", quiet=True)
@@ -119,6 +121,7 @@ def test_training_config_defaults_are_the_protocol():
     assert (t.epochs, t.batch_size, t.lr, t.momentum, t.weight_decay) == (30, 32, 0.01, 0.0, 0.0)
 
 
+@pytest.mark.slow
 def test_late_rewind_restarts_from_the_weights_after_rewind_epoch(tmp_path):
     cfg = load_experiment(write_config(tmp_path / "late.yaml", techniques=["l1_us"], reinit=["late_rewind"],
                                        iterations=1, rewind_epoch=1, training={"epochs": 2}))

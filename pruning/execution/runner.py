@@ -107,9 +107,10 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     device = device if executor == "ray" and device == "cuda" else resolve_device(device)
     settings = configure_device(device)
     results = Path(results)
-    results.mkdir(parents=True, exist_ok=True)
     runs = cfg.runs()
     pending = [rc for rc in runs if not store.RunStore(results, rc).is_done()]
+    store.verify_finished(results, runs)  # a damaged finished training stops the command before it writes
+    results.mkdir(parents=True, exist_ok=True)
     # The code that trains: a commit made while it runs, or a later run that trains nothing, does not relabel it.
     version = store.recorded_version(results) if not pending else None
     version = version or store.code_version()

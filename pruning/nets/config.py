@@ -5,16 +5,24 @@ It expands into one *run* config per (technique, reinit, seed); a run is named b
 hash of its resolved config (open_lth style), so identical runs share a directory and
 finished runs are never repeated.
 
-Fields that only say *how* to compute (device, trainer) are left out of the hash.
-Fields added later declare a no-op default with ``_field(..., noop=True)``: while they
-keep that default they are left out of the hash too, so old runs keep their names.
+Each field is defined once, with its checks beside it (``_field``: range, finiteness,
+non-empty, choices), which ``validate`` applies to every field. The fields a run shares with
+its experiment live in :class:`RunFields`, which both configs extend; ``runs()`` copies them by
+iterating over it. Fields that only say *how* to compute (device, trainer) are left out of
+the hash. Fields added later declare a no-op default with ``_field(..., noop=True)``: while
+they keep that default they are left out of the hash too, so old runs keep their names
+(``tests/test_run_hashes.py`` pins them).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import operator
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,8 +38,16 @@ class ConfigError(UserError, ValueError):
     """A config that cannot be used; its message is one line that says what to do."""
 
 
-def _field(default, *, noop: bool = False, compute_only: bool = False, doc: str = ""):
-    meta = {"noop": noop, "compute_only": compute_only, "doc": doc}
+def _field(default, *, noop: bool = False, compute_only: bool = False, doc: str = "", ge=None, gt=None, lt=None,
+           nonempty: bool = False, choices: tuple = (), pattern: tuple[str, str] | None = None):
+    """A config field with its documentation and its checks, which ``validate`` applies (``_check``).
+
+    ``ge``/``gt``/``lt`` bound a number (a None value is not checked); ``nonempty`` asks for at least one
+    entry; ``choices`` lists the allowed strings; ``pattern`` is (regex, what it means). Every float value
+    must also be finite. ``noop``: a default that leaves the run hash unchanged; ``compute_only``: never hashed.
+    """
+    meta = {"noop": noop, "compute_only": compute_only, "doc": doc, "ge": ge, "gt": gt, "lt": lt,
+            "nonempty": nonempty, "choices": choices, "pattern": pattern}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=meta)
     return field(default=default, metadata=meta)
@@ -39,22 +55,22 @@ def _field(default, *, noop: bool = False, compute_only: bool = False, doc: str 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = _field(30, doc="epochs per training")
-    batch_size: int = _field(32)
-    lr: float = _field(0.01)
-    momentum: float = _field(0.0)
-    weight_decay: float = _field(0.0)
+    epochs: int = _field(30, ge=1, doc="epochs per training")
+    batch_size: int = _field(32, ge=1)
+    lr: float = _field(0.01, gt=0.0, doc="learning rate of SGD")
+    momentum: float = _field(0.0, ge=0.0)
+    weight_decay: float = _field(0.0, ge=0.0)
     augment: bool = _field(False, noop=True, doc="random crop (pad 2) + horizontal flip [F]")
 
 
 @dataclass
 class DataConfig:
-    val_size: int = _field(12000, doc="validation images taken from the official training set")
-    train_subset: int | None = _field(None, noop=True, doc="use only the first n images of the training split")
-    val_subset: int | None = _field(None, noop=True, doc="use only the first n images of the validation split")
-    test_subset: int | None = _field(None, noop=True, doc="use only the first n test images")
-    input_size: int | None = _field(None, noop=True, doc="resize images to this side (AlexNet/VGG)")
-    channels: int | None = _field(None, noop=True, doc="repeat grey images to this many channels")
+    val_size: int = _field(12000, ge=1, doc="validation images taken from the official training set")
+    train_subset: int | None = _field(None, noop=True, ge=1, doc="use only the first n images of the training split")
+    val_subset: int | None = _field(None, noop=True, ge=1, doc="use only the first n images of the validation split")
+    test_subset: int | None = _field(None, noop=True, ge=1, doc="use only the first n test images")
+    input_size: int | None = _field(None, noop=True, ge=1, doc="resize images to this side (AlexNet/VGG)")
+    channels: int | None = _field(None, noop=True, ge=1, doc="repeat grey images to this many channels")
 
 
 @dataclass
@@ -66,23 +82,32 @@ class StoreConfig:
 
 
 @dataclass
-class RunConfig:
-    """Everything that determines one run: one technique, one reinit mode, one seed."""
+class RunFields:
+    """The fields a run shares with its experiment: set once in the experiment, copied into each of its runs."""
 
     arch: str = "lenet"
     dataset: str = "mnist"
-    technique: str = "l1_us"
-    reinit: str = "rewind"
-    seed: int = 0
-    iterations: int = 20
-    prune_fraction: float = 0.2
+    iterations: int = _field(20, ge=0, doc="pruning steps after the dense training")
+    prune_fraction: float = _field(0.2, gt=0.0, lt=1.0, doc="fraction of each layer's remaining weights pruned "
+                                                              "per step")
     structured_dim: int = 0
-    output_layer: str = "prune"
-    output_structured_dim: int | None = None
-    rewind_epoch: int = 0
+    output_layer: str = _field("prune", choices=("prune", "exempt"),
+                               doc="'prune' (as every layer), 'exempt' (never pruned)")
+    output_structured_dim: int | None = _field(None, noop=True,
+                                               doc="structured dim for the output layer; null = structured_dim")
+    rewind_epoch: int = _field(0, noop=True, ge=0, doc="epoch of dense training that late_rewind rewinds to")
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+
+
+@dataclass
+class RunConfig(RunFields):
+    """Everything that determines one run: one technique, one reinit mode, one seed."""
+
+    technique: str = "l1_us"
+    reinit: str = "rewind"
+    seed: int = 0
 
     def hash_dict(self) -> dict:
         return _hash_view(self)
@@ -95,54 +120,41 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-# Fields of RunConfig whose default is a no-op (added after the first runs were named).
-_RUN_NOOP = {"output_structured_dim": None, "rewind_epoch": 0}
-
-
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(RunFields):
     """A YAML file under configs/: the grid of runs and how to compute them."""
 
-    name: str = "experiment"
+    name: str = _field("experiment", pattern=(r"\w[\w.+-]*", "a plain folder name (letters, digits, '_', '.', '+', "
+                                                                "'-'; it names results/<name>)"))
     description: str = ""
-    arch: str = "lenet"
-    dataset: str = "mnist"
-    techniques: list = _field(["l1_us"])
-    reinit: list = _field(["rewind"])
+    techniques: list = _field(["l1_us"], nonempty=True)
+    reinit: list = _field(["rewind"], nonempty=True)
     reinit_techniques: dict = _field({}, doc="reinit mode -> the techniques it runs with (default: every technique)")
-    seeds: list = _field([0])
-    iterations: int = 20
-    prune_fraction: float = 0.2
-    structured_dim: int = 0
-    output_layer: str = _field("prune", doc="'prune' (as every layer), 'exempt' (never pruned)")
-    output_structured_dim: int | None = _field(None, doc="structured dim for the output layer; null = structured_dim")
-    rewind_epoch: int = _field(0, doc="epoch of dense training that late_rewind rewinds to")
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    store: StoreConfig = field(default_factory=StoreConfig)
-    device: str = _field("auto", compute_only=True, doc="'auto', 'cpu' or 'cuda'")
-    trainer: str = _field("auto", compute_only=True, doc="'auto', 'single' or 'population'")
-    workers: int | None = _field(None, compute_only=True, doc="worker processes (default: one per CPU core)")
+    seeds: list = _field([0], nonempty=True)
+    device: str = _field("auto", compute_only=True, choices=("auto", "cpu", "cuda"), doc="'auto', 'cpu' or 'cuda'")
+    trainer: str = _field("auto", compute_only=True, choices=("auto", "single", "population"),
+                          doc="'auto', 'single' or 'population'")
+    workers: int | None = _field(None, compute_only=True, ge=1, doc="worker processes (default: one per CPU core)")
     share_dense: bool = _field(True, compute_only=True, doc="train each seed's dense network once for all its runs")
 
     def runs(self) -> list[RunConfig]:
+        shared = [f.name for f in dataclasses.fields(RunFields)]
         out = []
         for technique in self.techniques:
             for reinit in self.reinit:
                 if reinit in self.reinit_techniques and technique not in self.reinit_techniques[reinit]:
                     continue
                 for seed in self.seeds:
-                    out.append(RunConfig(
-                        arch=self.arch, dataset=self.dataset, technique=technique, reinit=reinit,
-                        seed=int(seed), iterations=self.iterations, prune_fraction=self.prune_fraction,
-                        structured_dim=self.structured_dim, output_layer=self.output_layer,
-                        output_structured_dim=self.output_structured_dim, rewind_epoch=self.rewind_epoch,
-                        training=dataclasses.replace(self.training), data=dataclasses.replace(self.data),
-                        store=dataclasses.replace(self.store)))
+                    out.append(RunConfig(technique=technique, reinit=reinit, seed=int(seed),
+                                         **{name: copy.deepcopy(getattr(self, name)) for name in shared}))
         return out
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 def _hash_view(obj) -> dict:
@@ -154,8 +166,7 @@ def _hash_view(obj) -> dict:
         if dataclasses.is_dataclass(value):
             out[f.name] = _hash_view(value)
             continue
-        noop = f.metadata.get("noop") or (isinstance(obj, RunConfig) and f.name in _RUN_NOOP)
-        if noop and value == (f.default if f.default is not dataclasses.MISSING else f.default_factory()):
+        if f.metadata.get("noop") and value == _default(f):
             continue
         out[f.name] = value
     return out
@@ -215,14 +226,21 @@ def load_experiment(path: str | Path, overrides: dict | None = None) -> Experime
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist; pick one of configs/*.yaml")
+    if not path.is_file():
+        raise ConfigError(f"config {path} is a folder, not a file; name a YAML file such as configs/smoke.yaml")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; name a YAML file such as configs/smoke.yaml") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""
         raise ConfigError(f"{path}: not valid YAML{at}; fix the syntax") from None
     if not data:
         raise ConfigError(f"{path} is empty; copy configs/smoke.yaml and edit it, or name another config")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys (name:, techniques:, ...), got a "
+                          f"{type(data).__name__}; see configs/smoke.yaml")
     if overrides:
         data = _merge(data, overrides)
     data.setdefault("name", path.stem)
@@ -238,8 +256,45 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+_BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "lt": ("<", operator.lt)}
+
+
+def _check(f: dataclasses.Field, value, path: str, source: str) -> None:
+    """Apply the checks ``_field`` declared for ``f`` (and finiteness, for any float) to its ``value``."""
+    m = f.metadata
+    if m.get("nonempty") and not value:
+        raise ConfigError(f"{source}: '{path}' is empty, so nothing would run; list at least one entry, e.g. "
+                          f"{path}: {json.dumps(_default(f))}")
+    if m.get("choices") and value not in m["choices"]:
+        close = difflib.get_close_matches(str(value), list(m["choices"]), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{source}: unknown {path} '{value}'{hint}; choose from: {', '.join(m['choices'])}")
+    bounds = [(sign, test, m[key]) for key, (sign, test) in _BOUNDS.items() if m.get(key) is not None]
+    wanted = None
+    if isinstance(value, float) and not math.isfinite(value):
+        wanted = "a finite number"
+    elif m.get("pattern") and not re.fullmatch(m["pattern"][0], value):
+        wanted = m["pattern"][1]
+    elif value is not None and not all(test(value, bound) for _, test, bound in bounds):
+        wanted = " and ".join(f"{sign} {bound}" for sign, _, bound in bounds)
+    if wanted:
+        raise ConfigError(f"{source}: '{path}' must be {wanted}, got {value!r}; fix it in the config")
+
+
+def _check_fields(obj, where: str, source: str) -> None:
+    """``_check`` every field of the dataclass ``obj`` and of the dataclasses it holds."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        path = f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, path, source)
+        else:
+            _check(f, value, path, source)
+
+
 def validate(cfg: ExperimentConfig, source: str = "config") -> None:
-    """Check names against the registries and values against their ranges."""
+    """Check every field against its declared checks (``_field``), then names against the registries and
+    the rules that join several fields."""
     from . import datasets, models, techniques, reinit
 
     def choose(kind, value, options):
@@ -248,10 +303,9 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{source}: unknown {kind} '{value}'{hint}; choose from: {', '.join(options)}")
 
+    _check_fields(cfg, "", source)
     choose("architecture", cfg.arch, models.MODELS)
     choose("dataset", cfg.dataset, datasets.DATASETS)
-    if not cfg.techniques:
-        raise ConfigError(f"{source}: 'techniques' is empty; list at least one of: {', '.join(techniques.TECHNIQUES)}")
     for t in cfg.techniques:
         choose("technique", t, techniques.TECHNIQUES)
     for r in cfg.reinit:
@@ -262,22 +316,11 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
             raise ConfigError(f"{source}: 'reinit_techniques.{r}' must be a non-empty list of techniques")
         for t in only:
             choose(f"technique in 'reinit_techniques.{r}'", t, cfg.techniques)
-    if cfg.workers is not None and cfg.workers < 1:
-        raise ConfigError(f"{source}: 'workers' must be >= 1, got {cfg.workers}")
-    choose("output_layer policy", cfg.output_layer, ("prune", "exempt"))
-    choose("device", cfg.device, ("auto", "cpu", "cuda"))
-    choose("trainer", cfg.trainer, ("auto", "single", "population"))
     for s in cfg.seeds:
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
             raise ConfigError(f"{source}: seeds must be non-negative integers, got {s!r}")
     if len(set(cfg.seeds)) != len(cfg.seeds) or len(set(cfg.techniques)) != len(cfg.techniques):
         raise ConfigError(f"{source}: 'seeds' and 'techniques' must not repeat an entry")
-    if not 0.0 < cfg.prune_fraction < 1.0:
-        raise ConfigError(f"{source}: 'prune_fraction' must lie in (0, 1), got {cfg.prune_fraction}")
-    if cfg.iterations < 0:
-        raise ConfigError(f"{source}: 'iterations' must be >= 0, got {cfg.iterations}")
-    if cfg.training.epochs < 1 or cfg.training.batch_size < 1:
-        raise ConfigError(f"{source}: 'training.epochs' and 'training.batch_size' must be >= 1")
     if "late_rewind" in cfg.reinit and not 0 < cfg.rewind_epoch <= cfg.training.epochs:
         raise ConfigError(f"{source}: late_rewind needs 0 < rewind_epoch <= training.epochs, got {cfg.rewind_epoch}")
     native_channels, native_side = datasets.NATIVE_SHAPE[cfg.dataset]

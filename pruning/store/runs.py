@@ -1,7 +1,9 @@
 """The store of one run: one directory per run (``layout``), named by the hash of its resolved config."""
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 from pathlib import Path
 
 from ..nets.config import RunConfig
@@ -142,3 +144,31 @@ class RunStore:
 
     def mark_done(self, summary: dict) -> None:
         save_json({**summary, "finished": _now()}, self.dir / layout.DONE)
+
+
+def verify_finished(root: Path, runs: list[RunConfig]) -> None:
+    """Check every training of each finished run in ``runs`` against the sha256 its ``.json`` records.
+
+    The run command skips finished runs, so without this a damaged file would surface only later, in a
+    notebook. Raises StoreError naming the first damaged or missing file and what to do. Each file is read
+    once (a shared dense training is one file hard-linked into several runs), on every core (hashlib
+    releases the GIL). Cost: reading the finished trainings once; for the smoke experiments' 1.4 GB (218
+    files) 2.1 s on 2 cores busy with other jobs (3.3 s on one thread).
+    """
+    checks, seen = [], set()
+    for rc in runs:
+        st = RunStore(root, rc)
+        if not st.is_done():
+            continue
+        if st.completed() != list(range(rc.iterations + 1)):
+            raise StoreError(f"{st.dir} is marked finished but lacks trainings; {st.redo}")
+        for it in st.completed():
+            path = st.training_path(it)
+            meta = read_json(path.with_suffix(".json"), st.redo)
+            inode = (path.stat().st_dev, path.stat().st_ino) if path.exists() else path
+            if inode not in seen:
+                seen.add(inode)
+                checks.append((path, meta.get("sha256"), st.redo))
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for _ in pool.map(lambda check: verify_sha256(*check), checks):  # raises the first failure, in order
+            pass
