@@ -325,10 +325,35 @@ extern "C" void conv2_pool_backward(const float *a1, const float *wx, const uint
 // b (M, OUT). The batch is a SIMD vector: the activations are transposed to (IN, 32) per chunk of 32 images, and
 // each output sum starts at 0, adds the surviving terms in column order, then the bias.
 static inline void transpose_chunk(const float *x, int64_t IN, int64_t b0, int64_t nb, int64_t NP, float *xT) {
-  for (int64_t j = 0; j < IN; j++) {
-    float *dst = xT + j * NP;
-    for (int64_t b = 0; b < nb; b++) dst[b] = x[(b0 + b) * IN + j];
-    for (int64_t b = nb; b < NP; b++) dst[b] = 0.0f;
+  // xT[j * NP + b] = x[(b0 + b) * IN + j], zero for nb <= b < NP; in 16 x 16 tiles that stay in the L1 cache
+  float tile[16][16];
+  for (int64_t j0 = 0; j0 < IN; j0 += 16) {
+    const int64_t nj = std::min<int64_t>(16, IN - j0);
+    for (int64_t c0 = 0; c0 < NP; c0 += 16) {
+      for (int64_t b = 0; b < 16; b++) {
+        if (c0 + b < nb)
+          for (int64_t j = 0; j < nj; j++) tile[b][j] = x[(b0 + c0 + b) * IN + j0 + j];
+        else
+          for (int64_t j = 0; j < nj; j++) tile[b][j] = 0.0f;
+      }
+      for (int64_t j = 0; j < nj; j++)
+        for (int64_t b = 0; b < 16; b++) xT[(j0 + j) * NP + c0 + b] = tile[b][j];
+    }
+  }
+}
+
+static inline void untranspose_chunk(const float *xT, int64_t NP, int64_t IN, int64_t b0, int64_t nb, float *x) {
+  // x[(b0 + b) * IN + j] = xT[j * NP + b] for b < nb: the inverse of transpose_chunk
+  float tile[16][16];
+  for (int64_t j0 = 0; j0 < IN; j0 += 16) {
+    const int64_t nj = std::min<int64_t>(16, IN - j0);
+    for (int64_t c0 = 0; c0 < nb; c0 += 16) {
+      const int64_t ncb = std::min<int64_t>(16, nb - c0);
+      for (int64_t j = 0; j < nj; j++)
+        for (int64_t b = 0; b < 16; b++) tile[b][j] = xT[(j0 + j) * NP + c0 + b];
+      for (int64_t b = 0; b < ncb; b++)
+        for (int64_t j = 0; j < nj; j++) x[(b0 + c0 + b) * IN + j0 + j] = tile[b][j];
+    }
   }
 }
 
@@ -363,24 +388,37 @@ extern "C" void linear_sparse_forward(const float *x, const float *w, const floa
         const int64_t nb = std::min(NP, n - b0);
         transpose_chunk(xs, IN, b0, nb, NP, xT);
         for (int64_t r = 0; r < OUT; r++) {
-          v16 a0 = zero, a1 = zero;
+          // four independent sums (the row's terms e, e+1, e+2, e+3 in turn), so that the adds overlap; then
+          // ((s0 + s1) + (s2 + s3)) + bias: a fixed order
+          v16 a0[4] = {zero, zero, zero, zero}, a1[4] = {zero, zero, zero, zero};
           const float *wr = ws + r * IN;
-          for (int64_t e = rp[r]; e < rp[r + 1]; e++) {
+          const int64_t e0 = rp[r], e1 = rp[r + 1];
+          int64_t e = e0;
+          for (; e + 4 <= e1; e += 4)
+            for (int u = 0; u < 4; u++) {
+              const int64_t j = cols[e + u];
+              const float f = wr[j];
+              v16 p0, p1;
+              std::memcpy(&p0, xT + j * NP, sizeof p0);
+              std::memcpy(&p1, xT + j * NP + L, sizeof p1);
+              a0[u] += f * p0;
+              a1[u] += f * p1;
+            }
+          for (int u = 0; e < e1; e++, u++) {
             const int64_t j = cols[e];
             const float f = wr[j];
             v16 p0, p1;
             std::memcpy(&p0, xT + j * NP, sizeof p0);
             std::memcpy(&p1, xT + j * NP + L, sizeof p1);
-            a0 += f * p0;
-            a1 += f * p1;
+            a0[u] += f * p0;
+            a1[u] += f * p1;
           }
-          a0 += bs[r];
-          a1 += bs[r];
-          std::memcpy(yT + r * NP, &a0, sizeof a0);
-          std::memcpy(yT + r * NP + L, &a1, sizeof a1);
+          v16 s0 = ((a0[0] + a0[1]) + (a0[2] + a0[3])) + bs[r];
+          v16 s1 = ((a1[0] + a1[1]) + (a1[2] + a1[3])) + bs[r];
+          std::memcpy(yT + r * NP, &s0, sizeof s0);
+          std::memcpy(yT + r * NP + L, &s1, sizeof s1);
         }
-        for (int64_t b = 0; b < nb; b++)
-          for (int64_t r = 0; r < OUT; r++) ys[(b0 + b) * OUT + r] = yT[r * NP + b];
+        untranspose_chunk(yT, NP, OUT, b0, nb, ys);
       }
     }
   });
@@ -434,9 +472,7 @@ extern "C" void linear_sparse_backward(const float *x, const float *w, const flo
         }
       }
       if (dx) {
-        float *ds = dx + m * n * IN;
-        for (int64_t b = 0; b < n; b++)
-          for (int64_t j = 0; j < IN; j++) ds[b * IN + j] = dT[j * NP + b];
+        untranspose_chunk(dT, NP, IN, 0, n, dx + m * n * IN);
       }
     }
   });
