@@ -11,6 +11,18 @@ a changed source or another machine gets its own build; several processes buildi
 file of their own and rename it into place. Without a compiler :func:`library` returns None and the
 population step stays in torch (``PRUNING_KERNELS=torch`` asks for that path on purpose). The two
 paths agree up to float rounding; each is deterministic, so resumes stay bit-identical on either.
+
+**Sparse linear layers** (:class:`SparseRows`, issue 19). A member whose linear layer keeps few weights can have
+that layer computed over its surviving weights only (a CSR index over the dense weight tensor, built once from
+the mask; the batch of 32 in two SIMD vectors; forward, the surviving weights' gradients and the input's
+gradient). Why this format: one index serves unstructured masks and structured ones (a pruned unit is an empty
+row, a pruned input a missing column), and the weights stay where SGD and the stored states read them. Why so
+rarely used (``population.LINEAR_SPARSE_DENSITY``: fc1 at <= 5% density, fc2 and fc3 never): measured side by
+side at LeNet's sizes (batch 32, 1 thread, M=10), MKL's batched product of a whole layer costs about as much as
+this kernel's fixed work (transposing each member's activations and output gradients so that the batch lies in
+the vector lanes), so the kernel only breaks even on fc1 below ~5% and loses on fc2 and fc3 at every density.
+Each member is computed by one thread in a fixed order: its bits depend on its own mask and values only, not on
+the thread count, the other members, or the path they take. The conv kernels do not skip pruned weights yet.
 """
 from __future__ import annotations
 

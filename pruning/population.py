@@ -12,8 +12,12 @@ together on one shared batch:
 - forward and backward are written out by hand (no autograd): nothing is computed that the step does
   not need, and the largest buffers are allocated once and reused.
 
+- a member's linear layer whose mask keeps few enough weights (``LINEAR_SPARSE_DENSITY``, a function of its
+  own mask) is computed over its surviving weights only (``kernels.SparseRows``), the others in batched
+  products over contiguous ranges of dense members; ``Population(..., sparse=False)`` keeps every layer dense.
+
 ``benchmarks/population.py`` measures the gain over the one-net loop; ``benchmarks/step_variants.py``
-times the layout choices.
+times the layout choices; ``benchmarks/sparse_step.py`` the sparse path against the dense one at real masks.
 
 Each member keeps everything that makes it the run it is, so its results equal those of the one-net
 loop (``lifecycle.train_one``) up to float rounding:
