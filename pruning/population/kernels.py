@@ -11,6 +11,18 @@ a changed source or another machine gets its own build; several processes buildi
 file of their own and rename it into place. Without a compiler :func:`library` returns None and the
 population step stays in torch (``PRUNING_KERNELS=torch`` asks for that path on purpose). The two
 paths agree up to float rounding; each is deterministic, so resumes stay bit-identical on either.
+
+**Sparse linear layers** (:class:`SparseRows`, issue 19). A member whose linear layer keeps few weights can have
+that layer computed over its surviving weights only (a CSR index over the dense weight tensor, built once from
+the mask; the batch of 32 in two SIMD vectors; forward, the surviving weights' gradients and the input's
+gradient). Why this format: one index serves unstructured masks and structured ones (a pruned unit is an empty
+row, a pruned input a missing column), and the weights stay where SGD and the stored states read them. Why so
+rarely used (``population.LINEAR_SPARSE_DENSITY``: fc1 at <= 5% density, fc2 and fc3 never): measured side by
+side at LeNet's sizes (batch 32, 1 thread, M=10), MKL's batched product of a whole layer costs about as much as
+this kernel's fixed work (transposing each member's activations and output gradients so that the batch lies in
+the vector lanes), so the kernel only breaks even on fc1 below ~5% and loses on fc2 and fc3 at every density.
+Each member is computed by one thread in a fixed order: its bits depend on its own mask and values only, not on
+the thread count, the other members, or the path they take. The conv kernels do not skip pruned weights yet.
 """
 from __future__ import annotations
 
@@ -90,6 +102,8 @@ def library():
         lib.conv1_pool_backward.argtypes = [ptr] * 5 + [i64] * 6
         lib.conv2_pool_forward.argtypes = [ptr] * 5 + [i64] * 7
         lib.conv2_pool_backward.argtypes = [ptr] * 8 + [i64] * 7
+        lib.linear_sparse_forward.argtypes = [ptr] * 7 + [i64] * 5
+        lib.linear_sparse_backward.argtypes = [ptr] * 8 + [i64] * 5
     _loaded["lib"] = lib
     return lib
 
@@ -100,10 +114,12 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
-def padded_filters(filters: torch.Tensor) -> torch.Tensor:
-    """(Cout, K) filters with their bias column -> (K, Cp), transposed and zero-padded as the kernels read them."""
+def padded_filters(filters: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(Cout, K) filters with their bias column -> (K, Cp), transposed and zero-padded as the kernels read them.
+    ``out``: a buffer of that shape from an earlier call, whose padding columns are still zero, refilled in place."""
     cout, k = filters.shape
-    out = filters.new_zeros(k, -(-cout // LANES) * LANES)
+    if out is None:
+        out = filters.new_zeros(k, -(-cout // LANES) * LANES)
     out[:, :cout] = filters.t()
     return out
 
@@ -111,8 +127,9 @@ def padded_filters(filters: torch.Tensor) -> torch.Tensor:
 def _ptrs(*tensors: torch.Tensor) -> list[int]:
     """Raw pointers for the C++ side, which reads every tensor as a dense CPU array of its documented shape."""
     for t in tensors:
-        if t.device.type != "cpu" or not t.is_contiguous() or t.dtype not in (torch.float32, torch.uint8):
-            raise ValueError(f"the fused kernels take contiguous float32/uint8 CPU tensors, got {t.dtype} "
+        if t.device.type != "cpu" or not t.is_contiguous() or t.dtype not in (torch.float32, torch.uint8, torch.int32,
+                                                                               torch.int64):
+            raise ValueError(f"the fused kernels take contiguous float32/uint8/int CPU tensors, got {t.dtype} "
                              f"{tuple(t.shape)} on {t.device} (contiguous: {t.is_contiguous()})")
     return [t.data_ptr() for t in tensors]
 
@@ -154,24 +171,82 @@ def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a
 
 
 def conv2_pool_backward(a1: torch.Tensor, wx: torch.Tensor, idx: torch.Tensor, ga2: torch.Tensor,
-                        gwt: torch.Tensor, gb: torch.Tensor, da1: torch.Tensor) -> None:
+                        gwt: torch.Tensor, gb: torch.Tensor, da1: torch.Tensor,
+                        scratch: torch.Tensor | None = None) -> None:
     """The gradients of :func:`conv2_pool_forward`'s ``wt`` (into ``gwt``), ``bias`` (``gb``) and ``a1`` (``da1``,
-    padding channels 0) from ``ga2``, the gradient of ``a2``. ``wx`` from :func:`placed_filters`."""
+    padding channels 0) from ``ga2``, the gradient of ``a2``. ``wx`` from :func:`placed_filters`. ``scratch``
+    (M, n, H, W, Ci): a buffer to reuse (allocated here if None)."""
     n, h, w, cs = a1.shape
     m, co, ci = wx.shape[0], wx.shape[2], wx.shape[3] // 16
     if co != LANES or ci > LANES or ci * m > cs or wx.shape != (m, 5, co, 16 * ci) or gwt.shape != (m, 9 * ci, co) \
             or gb.shape != (m, co) or da1.shape != a1.shape or ga2.shape[:2] != (m, n) or idx.shape[3:] != (m, co):
         raise ValueError("conv2_pool_backward: shapes do not match")
-    scratch = torch.empty(m, n, h, w, ci)
+    if scratch is None:
+        scratch = torch.empty(m, n, h, w, ci)
+    elif scratch.shape != (m, n, h, w, ci):
+        raise ValueError("conv2_pool_backward: shapes do not match")
     library().conv2_pool_backward(*_ptrs(a1, wx, idx, ga2, gwt, gb, da1, scratch), n, h, w, cs, m, ci, threads())
 
 
-def placed_filters(w2: torch.Tensor) -> torch.Tensor:
+def placed_filters(w2: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """(M, 16, Ci, 3, 3) conv2 filters -> (M, 5, 16, 4*4*Ci): each filter placed in the 4x4 input block under a
-    pooled value where window position dy*2 + dx reads it, in (row, column, ci) order; position 4 all zeros."""
+    pooled value where window position dy*2 + dx reads it, in (row, column, ci) order; position 4 all zeros.
+    ``out``: a buffer returned by an earlier call for filters of the same shape, refilled in place (only the
+    placed 3x3 blocks are written: the zeros around them stay)."""
     m, co, ci = w2.shape[:3]
-    out = w2.new_zeros(m, 5, co, 4, 4, ci)
+    if out is None:
+        out = w2.new_zeros(m, 5, co, 4, 4, ci)
+    else:
+        out = out.view(m, 5, co, 4, 4, ci)
     for o in range(4):
         dy, dx = divmod(o, 2)
         out[:, o, :, dy:dy + 3, dx:dx + 3, :] = w2.permute(0, 1, 3, 4, 2)
     return out.view(m, 5, co, 16 * ci)
+
+
+class SparseRows:
+    """The surviving weights of one linear layer for the members that take the sparse path, row by row.
+
+    ``mask`` (M, OUT, IN), nonzero where a weight survives; ``members``: the slots on the sparse path. Built once
+    per population (a member's mask does not change while it trains): ``rowptr`` (len(members), OUT + 1) int64
+    offsets into ``cols`` (int32), each row's surviving columns in increasing order."""
+
+    def __init__(self, mask: torch.Tensor, members: list[int]):
+        self.members = torch.tensor(members, dtype=torch.int64)
+        self.out, self.inp = mask.shape[1], mask.shape[2]
+        rowptrs, cols, offset = [], [], 0
+        for i in members:
+            live = mask[i] != 0
+            counts = live.sum(1)
+            rowptrs.append(offset + torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
+            offset += int(counts.sum())
+            cols.append(live.nonzero()[:, 1].to(torch.int32))  # row-major: columns increase within a row
+        self.rowptr = torch.stack(rowptrs).contiguous() if members else torch.zeros(0, self.out + 1, dtype=torch.int64)
+        self.cols = torch.cat(cols) if cols and offset else torch.zeros(1, dtype=torch.int32)
+
+    def _check(self, x, w, y_or_dz):
+        m, n = x.shape[:2]
+        if w.shape != (m, self.out, self.inp) or x.shape != (m, n, self.inp) or y_or_dz.shape != (m, n, self.out) \
+                or (len(self.members) and int(self.members.max()) >= m):
+            raise ValueError("linear_sparse: shapes do not match")
+        return n
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> None:
+        """``y[i] = x[i] @ w[i].T + b[i]`` (M, n, OUT) for each member ``i`` of the sparse path; other slots untouched."""
+        n = self._check(x, w, y)
+        if b.shape != (w.shape[0], self.out):
+            raise ValueError("linear_sparse: shapes do not match")
+        library().linear_sparse_forward(*_ptrs(x, w, b, y, self.members, self.rowptr, self.cols), len(self.members),
+                                        n, self.inp, self.out, threads())
+
+    def backward(self, x: torch.Tensor, w: torch.Tensor, dz: torch.Tensor, gw: torch.Tensor,
+                 dx: torch.Tensor | None) -> None:
+        """From ``dz`` (M, n, OUT): each sparse member's surviving weights' gradients into ``gw`` (M, OUT, IN; its
+        pruned entries are not written) and, if ``dx`` is given, the gradient of ``x`` into ``dx`` (M, n, IN)."""
+        n = self._check(x, w, dz)
+        if gw.shape != w.shape or (dx is not None and dx.shape != x.shape):
+            raise ValueError("linear_sparse: shapes do not match")
+        ptrs = _ptrs(x, w, dz, gw, *(() if dx is None else (dx,)))
+        library().linear_sparse_backward(*ptrs[:4], ptrs[4] if dx is not None else None,
+                                         *_ptrs(self.members, self.rowptr, self.cols), len(self.members), n,
+                                         self.inp, self.out, threads())

@@ -56,6 +56,7 @@ class Fused:
 
     def __init__(self):
         self._work: dict[int, dict[str, torch.Tensor]] = {}
+        self._filters: dict[str, torch.Tensor] = {}
 
     def _buffers(self, x: torch.Tensor, p: dict, m: int) -> dict[str, torch.Tensor]:
         n, _, hh, ww = x.shape
@@ -66,6 +67,17 @@ class Fused:
         return {"a1": a1, "i1": torch.empty(a1.shape, dtype=torch.uint8),
                 "a2": torch.empty(m, n, c2 * h2 * w2), "i2": torch.empty(n, h2, w2, m, c2, dtype=torch.uint8)}
 
+    def _grad_buffers(self, work: dict, p: dict, m: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The backward pass's outputs and scratch, allocated at a batch size's first training step and reused:
+        the kernels overwrite every element they own; the layouts' padding stays zero."""
+        if "gwt" not in work:
+            w2, a1 = p["conv2.weight"], work["a1"]
+            co, ci = w2.shape[1], w2.shape[2]
+            work.update(gwt=torch.empty(m, 9 * ci, co), gb2=torch.empty(m, co), da1=torch.empty(a1.shape),
+                        g1=torch.empty(x.shape[1] * 9 + 1, a1.shape[-1]), wx=kernels.placed_filters(w2),
+                        dam=torch.empty(m, *a1.shape[:3], ci))
+        return work
+
     def forward(self, p: dict, m: int, x: torch.Tensor, train: bool):
         n, x = x.shape[0], x.contiguous()
         if not train:
@@ -75,19 +87,29 @@ class Fused:
         else:
             work = self._work[n]
         a1, i1, a2, i2 = work["a1"], work["i1"], work["a2"], work["i2"]
-        kernels.conv1_pool_forward(x, kernels.padded_filters(_filters(p, m)), a1, i1)
-        w2 = p["conv2.weight"]  # (M, 16, Ci, 3, 3) -> (M, 9*Ci, 16), rows in (ky, kx, ci) order
-        kernels.conv2_pool_forward(a1, w2.permute(0, 3, 4, 2, 1).reshape(m, -1, w2.shape[1]).contiguous(),
-                                   p["conv2.bias"], a2, i2)
+        if self._filters.get("m") is not m:  # conv1's padded filters and conv2's (M, 9*Ci, 16): refilled every step
+            self._filters["m"] = m
+            self._filters["ft"] = kernels.padded_filters(_filters(p, m))
+            w2 = p["conv2.weight"]
+            self._filters["wt"] = torch.empty(m, 3, 3, w2.shape[2], w2.shape[1])
+        else:
+            kernels.padded_filters(_filters(p, m), out=self._filters["ft"])
+        kernels.conv1_pool_forward(x, self._filters["ft"], a1, i1)
+        w2, wt = p["conv2.weight"], self._filters["wt"]  # (M, 16, Ci, 3, 3) -> (M, 9*Ci, 16), rows in (ky, kx, ci)
+        wt.copy_(w2.permute(0, 3, 4, 2, 1))
+        kernels.conv2_pool_forward(a1, wt.view(m, -1, w2.shape[1]), p["conv2.bias"], a2, i2)
         return a2, (x, a1, i1, i2)
 
     def backward(self, p: dict, m: int, dh: torch.Tensor, saved) -> dict:
         x, a1, i1, i2 = saved
+        n = x.shape[0]
+        work = self._work[n] if n in self._work and self._work[n]["a1"] is a1 else {"a1": a1}
+        work = self._grad_buffers(work, p, m, x)
         w2 = p["conv2.weight"]
         co, ci = w2.shape[1], w2.shape[2]
-        gwt, gb2, da1 = torch.empty(m, 9 * ci, co), torch.empty(m, co), torch.empty(a1.shape)
-        kernels.conv2_pool_backward(a1, kernels.placed_filters(w2), i2, dh.contiguous(), gwt, gb2, da1)
-        g1 = torch.empty(x.shape[1] * 9 + 1, a1.shape[-1])
+        gwt, gb2, da1, g1 = work["gwt"], work["gb2"], work["da1"], work["g1"]
+        kernels.conv2_pool_backward(a1, kernels.placed_filters(w2, out=work["wx"]), i2, dh.contiguous(), gwt, gb2,
+                                    da1, work["dam"])
         kernels.conv1_pool_backward(x, i1, a1, da1, g1)
         grads = _conv1_grads(p, m, g1[:, :m * p["conv1.weight"].shape[1]])
         grads["conv2.weight"] = gwt.view(m, 3, 3, ci, co).permute(0, 4, 3, 1, 2)

@@ -1,0 +1,201 @@
+"""The population step's sparse path (``kernels.SparseRows``: linear layers computed over surviving weights only).
+
+Reference: the dense step (``Population(..., sparse=False)``: every weight computed, gradients masked). The
+sparse kernel sums in its own fixed order, so values are compared within float32 rounding: a tolerance of a
+few ulps of the largest term's magnitude times the number of terms (``_tol``), never a recorded number.
+Which path a member takes is a function of its own mask (``population.LINEAR_SPARSE_DENSITY``); the tests force
+the sparse path with that threshold.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from pruning import store
+from pruning.execution import populations, runner
+from pruning.nets import config, datasets, models
+from pruning.nets.config import TrainingConfig
+from pruning.population import kernels, batched as population
+from test_population import bitwise_equal, tiny_experiment, trainings
+
+EPS = torch.finfo(torch.float32).eps
+ALL = {"fc1": 1.0, "fc2": 1.0, "fc3": 1.0}  # every member of every linear layer on the sparse path
+
+
+def _tol(terms: int, scale: float) -> float:
+    """A bound on the difference of two float32 sums of ``terms`` terms of magnitude <= ``scale`` in any order."""
+    return 2 * terms * EPS * scale
+
+
+def masks_for(m: int, out: int, inp: int, seed: int = 0) -> torch.Tensor:
+    """Members: dense, random halves, pruned units (rows) and inputs (columns), one entry, and empty."""
+    g = torch.Generator().manual_seed(seed)
+    mk = torch.rand(m, out, inp, generator=g) < 0.5
+    mk[0] = True
+    mk[2, : out // 2] = False  # structured: whole units pruned
+    mk[2, :, ::3] = False      # and inputs
+    mk[3] = False
+    mk[3, 1, 2] = True         # one surviving weight
+    mk[4] = False              # everything pruned in this layer
+    return mk
+
+
+@pytest.mark.parametrize("n", [32, 8, 45])
+def test_sparse_linear_kernels_equal_the_dense_products_within_rounding(n):
+    m, out, inp = 6, 24, 70
+    g = torch.Generator().manual_seed(1)
+    mk = masks_for(m, out, inp)
+    w = torch.randn(m, out, inp, generator=g) * mk
+    b, x, dz = torch.randn(m, out, generator=g), torch.randn(m, n, inp, generator=g), torch.randn(m, n, out, generator=g)
+    slots = [1, 2, 3, 4, 5]
+    rows = kernels.SparseRows(mk, slots)
+    y = torch.full((m, n, out), 7.0)
+    rows.forward(x, w, b, y)
+    want = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+    assert torch.equal(y[0], torch.full((n, out), 7.0))  # slot 0 is not on the sparse path: untouched
+    tol = _tol(inp, (x.abs().max() * w.abs().max()).item()) + _tol(1, b.abs().max().item())
+    assert torch.allclose(y[slots], want[slots], rtol=0, atol=tol)
+    assert torch.equal(y[4], b[4].expand(n, out))  # everything pruned: the bias exactly
+    gw, dx = torch.full((m, out, inp), 0.0), torch.full((m, n, inp), 3.0)
+    rows.backward(x, w, dz, gw, dx)
+    want_gw = torch.bmm(dz.transpose(1, 2), x) * mk
+    want_dx = torch.bmm(dz, w)
+    assert torch.allclose(gw[slots], want_gw[slots], rtol=0, atol=_tol(n, (dz.abs().max() * x.abs().max()).item()))
+    assert torch.all(gw[mk == 0] == 0)  # pruned entries never written
+    assert torch.allclose(dx[slots], want_dx[slots], rtol=0, atol=_tol(out, (dz.abs().max() * w.abs().max()).item()))
+    assert torch.equal(dx[4], torch.zeros(n, inp)) and torch.equal(dx[0], torch.full((n, inp), 3.0))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        rows.forward(x[:, :, 1:].contiguous(), w, b, y)
+
+
+def members(m: int = 5, seed: int = 0):
+    """LeNets with masks: unpruned, random 30%, structured (pruned filters and units), 2% and everything pruned
+    in the linear layers (the conv layers keep a few weights)."""
+    states, masks = [], []
+    layers = models.prunable_layers(models.LeNet())
+    for i in range(m):
+        torch.manual_seed(seed + i)
+        states.append({k: v.clone() for k, v in models.LeNet().state_dict().items()})
+        g = torch.Generator().manual_seed(100 + seed + i)
+        keep = [1.0, 0.3, 0.6, 0.02, 0.0][i % 5]
+        mk = {name: torch.rand(mod.weight.shape, generator=g) < keep for name, mod in layers}
+        if i % 5 == 2:  # structured: pruned conv filters and linear units
+            mk["conv1"][:4] = False
+            mk["conv2"][::2] = False
+            mk["fc1"][::3] = False
+            mk["fc2"][:60] = False
+        if i % 5 == 4:
+            mk["conv1"][0, 0, 1, 1] = mk["conv2"][:, :, 1, 1] = True
+        masks.append(mk)
+        for layer, k in mk.items():
+            states[-1][f"{layer}.weight"] = states[-1][f"{layer}.weight"] * k
+    return states, masks
+
+
+def test_sparse_step_equals_the_dense_step_within_rounding(monkeypatch):
+    """One step from the same state, then 15 more: weights within a float32 tolerance, pruned weights 0."""
+    monkeypatch.setattr(population, "LINEAR_SPARSE_DENSITY", ALL)
+    states, masks = members()
+    data = datasets.load("mnist", "cpu")
+    cfg = TrainingConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    dense = population.Population(states, masks, "cpu", sparse=False)
+    sparse = population.Population(states, masks, "cpu")
+    assert not dense.sparse and sorted(sparse.sparse) == ["fc1", "fc2", "fc3"]
+    assert sparse.sparse["fc1"][0].members.tolist() == list(range(5))
+    for step in range(16):
+        x, y = data.train_x[32 * step:32 * step + 32], data.train_y[32 * step:32 * step + 32]
+        losses = [pop.train_step(x, y, cfg) for pop in (dense, sparse)]
+        assert torch.allclose(losses[0], losses[1], rtol=0, atol=1e-5)
+        if step == 0:
+            for name in dense.names:  # one step: a few ulps of the weights' scale
+                assert torch.allclose(dense.params[name], sparse.params[name], rtol=0, atol=1e-6), name
+    for name in dense.names:
+        assert torch.allclose(dense.params[name], sparse.params[name], rtol=0, atol=1e-4), name
+    for i, mk in enumerate(masks):
+        for layer, k in mk.items():
+            assert torch.all(sparse.params[f"{layer}.weight"][i][~k] == 0), (i, layer)
+    x = data.test_x[:300]
+    assert torch.allclose(dense.logits(x), sparse.logits(x, batch_size=70), rtol=0, atol=1e-4)
+
+
+def test_the_path_is_a_function_of_the_mask_and_a_member_does_not_see_the_others(monkeypatch):
+    """Members 0-1 keep their masks and values; the others change values and paths (threshold-crossing
+    masks, a ghost): members 0-1 end with the same bits. And the bits do not depend on the thread count."""
+    monkeypatch.setattr(population, "LINEAR_SPARSE_DENSITY", {"fc1": 0.5, "fc2": 0.5, "fc3": 0.5})
+    states, masks = members()
+    data = datasets.load("mnist", "cpu")
+    sp = datasets.split(len(data.train_y), 12000, 0, train_subset=160)
+    cfg = TrainingConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9)
+    order = [1, 3, 0, 2, 4]
+    a, _ = population.train_population([states[i] for i in order], [masks[i] for i in order], data, sp.train_idx,
+                                       cfg, seed=0, iteration=1)
+    other_states, other_masks = members(seed=7)
+    ghost = {k: torch.zeros_like(v) for k, v in states[0].items()}
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        b, _ = population.train_population([states[1], states[3], ghost, other_states[3], other_states[1]],
+                                           [masks[1], masks[3], None, other_masks[3], other_masks[2]], data,
+                                           sp.train_idx, cfg, seed=0, iteration=1)
+    finally:
+        torch.set_num_threads(before)
+    for i in (0, 1):
+        assert all(torch.equal(a[i][k], b[i][k]) for k in a[i]), i
+    pop = population.Population([states[i] for i in (1, 0, 3, 0, 2)], [masks[i] for i in (1, 0, 3, 0, 2)], "cpu")
+    assert pop.sparse["fc1"][0].members.tolist() == [0, 2, 4] and pop.sparse["fc1"][1] == [(1, 2), (3, 4)]
+
+
+def test_sparse_kernels_give_the_same_bits_whatever_the_thread_count():
+    m, out, inp, n = 7, 40, 90, 32
+    g = torch.Generator().manual_seed(3)
+    mk = torch.rand(m, out, inp, generator=g) < 0.3
+    w, b = torch.randn(m, out, inp, generator=g) * mk, torch.randn(m, out, generator=g)
+    x, dz = torch.randn(m, n, inp, generator=g), torch.randn(m, n, out, generator=g)
+    rows = kernels.SparseRows(mk, list(range(m)))
+    runs, before = [], torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3, 5):
+            torch.set_num_threads(threads)
+            y, gw, dx = torch.empty(m, n, out), torch.zeros(m, out, inp), torch.empty(m, n, inp)
+            rows.forward(x, w, b, y)
+            rows.backward(x, w, dz, gw, dx)
+            runs.append((y, gw, dx))
+    finally:
+        torch.set_num_threads(before)
+    for run in runs[1:]:
+        assert all(torch.equal(p, q) for p, q in zip(runs[0], run))
+
+
+def test_a_short_run_on_the_sparse_path_has_the_dense_paths_masks_and_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """Every linear layer of every member on the sparse path: the same masks as the dense path, weights within
+    rounding; interrupted in the middle of a population's saves, it resumes to the bits of an uninterrupted run."""
+    cfg = tiny_experiment(tmp_path, techniques=["l1_us", "l1_s"], reinit=["rewind"], seeds=[0], iterations=2,
+                          data={"train_subset": 320, "val_subset": 200, "test_subset": 500})
+    runner.run_experiment(cfg, tmp_path / "dense", quiet=True, trainer="population", device="cpu", workers=1)
+    monkeypatch.setattr(population, "LINEAR_SPARSE_DENSITY", ALL)
+    runner.run_experiment(cfg, tmp_path / "sparse", quiet=True, trainer="population", device="cpu", workers=1)
+    got, want = trainings(tmp_path / "sparse"), trainings(tmp_path / "dense")
+    assert set(got) == set(want) and len(got) == 2 * 3
+    for key, (row, rec) in got.items():
+        ref = want[key][1]
+        for layer in ref["masks"]:
+            assert torch.equal(rec["masks"][layer], ref["masks"][layer]), (key, layer)
+        for name in ref["weights"]:
+            assert torch.allclose(rec["weights"][name], ref["weights"][name], rtol=0, atol=1e-4), (key, name)
+    folder, logged = tmp_path / "interrupted", []
+
+    def interrupt(msg):
+        logged.append(msg)
+        if len(logged) == 2:  # the dense training, then 1 of the 2 runs of iteration 1 stored
+            raise KeyboardInterrupt
+
+    store.write_experiment(folder, cfg, "", "cpu")
+    torch.set_num_threads(os.cpu_count())  # what run_experiment with one worker uses
+    with pytest.raises(KeyboardInterrupt):
+        for group in populations.groups(cfg.runs()):
+            populations.run_group(group, folder, "cpu", say=interrupt)
+    assert not all(store.RunStore(folder, rc).is_done() for rc in cfg.runs())
+    assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] > 0
+    assert bitwise_equal(folder, tmp_path / "sparse") == 6
