@@ -40,8 +40,23 @@ def _cmd_run(args) -> int:
     from .execution import runner
     cfg = config.load_experiment(args.config)
     runner.run_experiment(cfg, results_folder(cfg.name, args.results), source=str(args.config), quiet=args.quiet,
-                          trainer=args.trainer, device=args.device, **_executor(args))
+                          trainer=args.trainer, device=args.device, seeds=parse_seeds(args.seeds), **_executor(args))
     return 0
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds``: "3", "3-5" or "0,2,7-9" as a list of seeds; None when not given."""
+    if text is None:
+        return None
+    from .nets.config import ConfigError
+
+    seeds = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()) or (sep and int(hi) < int(lo)):
+            raise ConfigError(f"--seeds {text!r} is not a list of seeds; write e.g. 3, 3-5 or 0,2,7-9")
+        seeds.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    return seeds
 
 
 def _executor(args) -> dict:
@@ -140,6 +155,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--results", help="results folder (default: results/<config name>)")
     r.add_argument("--trainer", choices=["single", "population"], help="force a trainer (default: the faster one)")
     r.add_argument("--device", choices=["cpu", "cuda"], help="override the config's device")
+    r.add_argument("--seeds", help="train only these of the config's seeds, e.g. 3-5 or 0,2 (default: all)")
     executor_options(r)
     common(r)
     r.set_defaults(func=_cmd_run)

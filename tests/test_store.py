@@ -182,3 +182,27 @@ def test_experiment_json_keeps_the_code_version_that_trained(tmp_path, monkeypat
     assert runner.run_experiment(more, folder, quiet=True, device="cpu", workers=1, trainer="single")["trained"] == 1
     last = json.loads((folder / "experiment.json").read_text())  # a run that trains: its own facts, whole
     assert last["code_version"] == "later" and last["trainer"] == "single" and "population_convs" not in last
+
+
+@pytest.mark.slow
+def test_seeds_subset_trains_those_seeds_as_a_whole_run_would(tmp_path):
+    """`run --seeds 1` trains seed 1's runs only; the rest later; the union is bit for bit one run of everything."""
+    from test_population import bitwise_equal
+
+    path = write_config(tmp_path / "seeds.yaml", techniques=["l1_us", "random_s"], reinit=["rewind"], seeds=[0, 1],
+                        iterations=1, data={"train_subset": 320, "val_subset": 200, "test_subset": 500})
+    grown, whole = tmp_path / "grown", tmp_path / "whole"
+    run_ok("run", path, "--results", grown, "--seeds", "1", "--quiet")
+    table = store.load_results(grown)
+    assert sorted(table["seed"].unique()) == [1] and len(table) == 2 * 2  # 2 runs x 2 trainings
+    run_ok("run", path, "--results", grown, "--seeds", "0-1", "--quiet")
+    run_ok("run", path, "--results", whole, "--quiet")
+    assert bitwise_equal(grown, whole) == 2 * 2 * 2
+
+
+@pytest.mark.parametrize("given", ["2", "1-0", "x", "0,,1"])
+def test_seeds_outside_the_config_or_malformed_are_one_line_errors(tmp_path, given):
+    path = write_config(tmp_path / "seeds.yaml", seeds=[0, 1])
+    code, err = run_main("run", path, "--results", tmp_path / "out", "--seeds", given, "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "--seeds" in err, err
+    assert not (tmp_path / "out").exists()

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .. import store
 from ..core import numerics
 from ..nets import models
-from ..nets.config import ExperimentConfig, RunConfig
+from ..nets.config import ConfigError, ExperimentConfig, RunConfig
 from ..population import lenet_convs
 from . import executors, lifecycle, populations
 from .units import Unit, dense_units
@@ -97,8 +97,11 @@ def units(trainer: str, runs: list[RunConfig]) -> list[list[RunConfig]]:
 
 def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet: bool = False,
                    trainer: str | None = None, device: str | None = None, workers: int | None = None,
-                   executor: str = "local", address: str | None = None) -> dict:
+                   executor: str = "local", address: str | None = None, seeds=None) -> dict:
     """Run (or resume) every run of ``cfg`` into ``results``. Returns a small summary.
+
+    ``seeds``: train only the runs of these of the config's seeds (a results set that grows seed by seed);
+    each trains as it would in a run of the whole config (same populations and thread counts, same bits).
 
     ``executor`` 'local' (default) trains in this process or in local worker processes; 'ray' on a Ray
     cluster: embedded on this machine, or the one at ``address`` (``executors``)."""
@@ -108,7 +111,10 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     settings = configure_device(device)
     results = Path(results)
     runs = cfg.runs()
-    pending = [rc for rc in runs if not store.RunStore(results, rc).is_done()]
+    if seeds is not None and not set(seeds) <= set(cfg.seeds):
+        raise ConfigError(f"--seeds {sorted(set(seeds) - set(cfg.seeds))} not in the config's seeds {cfg.seeds}; "
+                          f"add them to the config's seeds, or name seeds it has")
+    pending = [rc for rc in runs if (seeds is None or rc.seed in seeds) and not store.RunStore(results, rc).is_done()]
     store.verify_finished(results, runs)  # a damaged finished training stops the command before it writes
     results.mkdir(parents=True, exist_ok=True)
     # The code that trains: a commit made while it runs, or a later run that trains nothing, does not relabel it.
