@@ -1,16 +1,21 @@
-"""Numeric code paths: which kernels BLAS, oneDNN, ATen and the fused kernels pick, and how to pin them.
+"""Numeric code paths: which kernels BLAS, oneDNN and ATen pick for this CPU, and how to pin them.
 
 Float rounding depends on the kernels a library picks for the CPU it runs on (MKL's sgemm, oneDNN's
-convolutions, ATen's vectorised element-wise ops, ``-march=native`` code) and on the thread count; training
+convolutions, ATen's vectorised element-wise ops and reductions) and on the thread count; training
 amplifies it. ``PRUNING_NUMERICS=pinned`` (an environment variable, read when a process starts, which
 worker processes inherit) pins each library to its AVX2 code path, which every x86-64 CPU of the last
-decade has, and builds the fused kernels for ``x86-64-v3`` instead of the local CPU:
+decade has:
 
-    MKL_CBWR=AVX2  ONEDNN_MAX_CPU_ISA=AVX2  ATEN_CPU_CAPABILITY=avx2  g++ -march=x86-64-v3
+    MKL_CBWR=AVX2  ONEDNN_MAX_CPU_ISA=AVX2  ATEN_CPU_CAPABILITY=avx2
 
-What this buys and costs is measured in ``docs/benchmarks.md`` ("Reproducibility across machines"); the
-default stays ``native``. :func:`pin` must run before torch is imported (``python -m pruning`` calls it
-first); :func:`describe` is what ``experiment.json`` records.
+The fused C++ kernels are not pinned: built for x86-64-v3 (AVX2) instead of this AVX-512 CPU they gave
+bit-identical results on 10 training steps (their vector code is element-wise, with FMA either way) and ran
+9x slower (GCC splits their 16-float vectors badly), so they stay ``-march=native``. Measured
+(``benchmarks/numerics.py``, ``docs/benchmarks.md``): pinned costs about 9% of the population step, and it
+changes the bits (a pinned run is reproducible against other pinned runs, not against native ones); that it
+makes two different CPUs agree bit for bit is not verified (one CPU model was at hand), so the default stays
+``native``. :func:`pin` must run before torch is imported (``python -m pruning`` calls it first);
+:func:`describe` is what ``experiment.json`` records.
 """
 from __future__ import annotations
 
@@ -18,7 +23,6 @@ import os
 
 MODES = ("native", "pinned")
 PINNED_ENV = {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-KERNEL_ARCH = {"native": "-march=native", "pinned": "-march=x86-64-v3"}
 
 
 def mode() -> str:
@@ -45,7 +49,6 @@ def cpu_model() -> str:
 
 
 def describe() -> dict:
-    """The numeric settings in effect: the mode, every variable that picks a code path, the kernels' -march."""
+    """The numeric settings in effect: the mode and every variable that picks a code path or a thread count."""
     keys = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
-    return {"mode": mode(), "kernel_arch": KERNEL_ARCH[mode()],
-            "environment": {k: os.environ[k] for k in keys if k in os.environ}}
+    return {"mode": mode(), "environment": {k: os.environ[k] for k in keys if k in os.environ}}

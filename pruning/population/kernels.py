@@ -37,15 +37,15 @@ from pathlib import Path
 
 import torch
 
-from ..core import numerics, paths
+from ..core import paths
 from ..core.atomic import replacing
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 # Read once, at import: the library built is always the source these wrappers were written for, even when
 # kernels.cpp is edited while an experiment runs (its workers build on first use).
 SOURCE_TEXT = SOURCE.read_text()
-# -march: the local CPU, or x86-64-v3 under PRUNING_NUMERICS=pinned (pruning/numerics.py)
-FLAGS = ["-O3", numerics.KERNEL_ARCH[numerics.mode()], "-shared", "-fPIC", "-std=c++17"]
+# -march=native in every numerics mode: built for x86-64-v3 the kernels gave the same bits 9x slower (core/numerics.py)
+FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c++17"]
 LANES = 16  # the kernels' vector width in floats: filter columns are padded to a multiple of it
 _loaded: dict[str, object] = {}
 
