@@ -206,3 +206,35 @@ def test_seeds_outside_the_config_or_malformed_are_one_line_errors(tmp_path, giv
     code, err = run_main("run", path, "--results", tmp_path / "out", "--seeds", given, "--quiet")
     assert code == 2 and err.count("\n") == 1 and "--seeds" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_pinned_numerics_reach_the_workers_and_are_recorded(tmp_path):
+    """PRUNING_NUMERICS=pinned sets the libraries' code-path variables before torch loads, in the command and
+    (inherited) in its worker processes; experiment.json records the mode, the variables and the CPU model."""
+    path = write_config(tmp_path / "pinned.yaml", techniques=["l1_us"], reinit=["rewind"], seeds=[0, 1],
+                        iterations=1, data={"train_subset": 96, "val_subset": 100, "test_subset": 100})
+    env = {**os.environ, "PRUNING_NUMERICS": "pinned"}
+    for key in ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        env.pop(key, None)
+    proc = subprocess.run([sys.executable, "-m", "pruning", "run", str(path), "--results", str(tmp_path / "r"),
+                           "--quiet"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    exp = json.loads((tmp_path / "r" / "experiment.json").read_text())
+    assert exp["numerics"] == {"mode": "pinned", "environment": {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                                                 "ATEN_CPU_CAPABILITY": "avx2"}}
+    cpuinfo = open("/proc/cpuinfo").read()
+    model = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
+    assert model in exp["hardware"]
+    check = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                           env={**env, "ATEN_CPU_CAPABILITY": exp["numerics"]["environment"]["ATEN_CPU_CAPABILITY"]},
+                           capture_output=True, text=True, timeout=120)
+    assert check.stdout.strip() == "AVX2"  # what the recorded variable makes torch dispatch to
+
+
+def test_an_unknown_numerics_mode_is_one_line_before_anything_runs(tmp_path):
+    path = write_config(tmp_path / "bad.yaml")
+    proc = subprocess.run([sys.executable, "-m", "pruning", "run", str(path), "--results", str(tmp_path / "r")],
+                          cwd=REPO, env={**os.environ, "PRUNING_NUMERICS": "fast"}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "PRUNING_NUMERICS=fast" in proc.stderr
+    assert "native, pinned" in proc.stderr and not (tmp_path / "r").exists()
