@@ -23,17 +23,13 @@ from pathlib import Path
 
 from ..core import paths
 from ..core.atomic import replacing
-from ..core.errors import UserError
+from ..core.errors import NotebookError
 from ..store import save_json
 
 NOTEBOOKS_DIR = paths.NOTEBOOKS
 BUILD_DIR = paths.BUILD
 PACKAGE_DIR = paths.PACKAGE
 KERNEL = "python3"
-
-
-class NotebookError(UserError):
-    """A notebook that failed or cannot be run; one line that names it and what to open or do."""
 
 
 # ----------------------------------------------------------------------------- used inside the notebooks
