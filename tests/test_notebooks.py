@@ -1,4 +1,5 @@
-"""Tests of the figure notebooks (notebooks/*.ipynb) and their executor (pruning/notebooks.py).
+"""Tests of the figure notebooks (notebooks/*.ipynb), their first cell's setup
+(pruning/reporting/notebook_setup.py) and their executor (pruning/reporting/notebooks.py).
 
 - The executor is tested on two tiny notebooks of our own in a tmp folder (monkeypatched
   NOTEBOOKS_DIR / BUILD_DIR) and a results folder of JSON files: it executes, skips unchanged
@@ -20,23 +21,16 @@ import papermill as pm
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from pruning.reporting import notebooks
+from pruning.reporting import notebook_setup, notebooks
 from pruning.core.errors import UserError
+from pruning.core.names import NOTEBOOK_LABELS
 from pruning.store import StoreError
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = REPO / "notebooks"
 
-# The report embeds these; written out by hand from the brief (not read from the notebooks).
-LABELS = {
-    "accuracy": {"fig-accuracy", "fig-random", "fig-output-units", "tbl-accuracy"},
-    "agreement": {"fig-agreement"},
-    "ensembles": {"tbl-ensembles"},
-    "weight_stability": {"fig-weight-drift", "fig-stability", "tbl-stability"},
-    "filters": {"fig-filters", "fig-empty-kernels"},
-    "mask_similarity": {"fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune"},
-    "findings": {"tbl-verdicts", "tbl-deviations", "tbl-poster", "tbl-collapsed"},
-}
+# The report embeds these: the notebook contract (pruning.core.names), not read from the notebooks.
+LABELS = {stem: set(labels) for stem, labels in NOTEBOOK_LABELS.items()}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -177,12 +171,12 @@ def test_resolve_results_from_the_working_directory_or_notebooks(tmp_path, monke
     (tmp_path / "repo" / "notebooks").mkdir(parents=True)
     (tmp_path / "repo" / "results" / "smoke").mkdir(parents=True)
     (tmp_path / "cwd" / "mine").mkdir(parents=True)
-    monkeypatch.setattr(notebooks, "NOTEBOOKS_DIR", tmp_path / "repo" / "notebooks")
+    monkeypatch.setattr(notebook_setup, "NOTEBOOKS_DIR", tmp_path / "repo" / "notebooks")
     monkeypatch.chdir(tmp_path / "cwd")
-    assert notebooks.resolve_results("../results/smoke") == tmp_path / "repo" / "results" / "smoke"
-    assert notebooks.resolve_results("mine") == tmp_path / "cwd" / "mine"
-    assert notebooks.resolve_results(tmp_path / "abs") == tmp_path / "abs"
-    assert notebooks.resolve_results("missing") == tmp_path / "cwd" / "missing"
+    assert notebook_setup.resolve_results("../results/smoke") == tmp_path / "repo" / "results" / "smoke"
+    assert notebook_setup.resolve_results("mine") == tmp_path / "cwd" / "mine"
+    assert notebook_setup.resolve_results(tmp_path / "abs") == tmp_path / "abs"
+    assert notebook_setup.resolve_results("missing") == tmp_path / "cwd" / "missing"
 
 
 # ----------------------------------------------------------------------------- bad parameters, real notebook

@@ -26,22 +26,15 @@ import yaml
 
 from pruning.reporting import report
 from pruning import store
+from pruning.core.names import NOTEBOOK_LABELS
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT = REPO / "report"
 SMOKE_RESULTS = REPO / "results" / "smoke"
 SMOKE_NOTEBOOKS = REPO / "build" / "smoke" / "notebooks"
 
-# The labelled cells the figure notebooks promise (the notebooks' contract with the report).
-CONTRACT = {
-    "accuracy.ipynb": ["fig-accuracy", "fig-random", "fig-output-units", "tbl-accuracy"],
-    "agreement.ipynb": ["fig-agreement"],
-    "ensembles.ipynb": ["tbl-ensembles"],
-    "weight_stability.ipynb": ["fig-weight-drift", "fig-stability", "tbl-stability"],
-    "filters.ipynb": ["fig-filters", "fig-empty-kernels"],
-    "mask_similarity.ipynb": ["fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune"],
-    "findings.ipynb": ["tbl-verdicts", "tbl-deviations", "tbl-poster", "tbl-collapsed"],
-}
+# The labelled cells the figure notebooks promise (the contract with the report: pruning.core.names), by file name.
+CONTRACT = {f"{stem}.ipynb": list(labels) for stem, labels in NOTEBOOK_LABELS.items()}
 
 
 # ----------------------------------------------------------------------------- generated notebooks

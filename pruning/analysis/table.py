@@ -19,11 +19,7 @@ import torch
 
 from .. import store
 from ..nets import techniques as _techniques
-from ..core.errors import UserError
-
-
-class ParameterError(UserError, ValueError):
-    """A notebook parameter the results cannot answer; one line that names it and the available values."""
+from ..core.errors import ParameterError
 
 
 # ----------------------------------------------------------------------------- the table

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..core.errors import ExecutorError
 from ..store.locks import Claim, StoreLocks
-from .units import ExecutorError, Unit
+from .units import Unit
 
 EXECUTORS = ("local", "ray")
 

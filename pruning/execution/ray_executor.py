@@ -28,9 +28,9 @@ from pathlib import Path
 
 from .. import store
 from ..core.atomic import write_bytes
-from ..core.errors import UserError
+from ..core.errors import ExecutorError, UserError
 from ..store import layout
-from .units import ExecutorError, Unit
+from .units import Unit
 
 RAY_RETRIES = 3  # times a unit is started again after its worker or node died
 

@@ -10,14 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import store
-from ..core.errors import UserError
+from ..core.errors import ExecutorError  # noqa: F401  (the old path: execution.units.ExecutorError)
 from ..nets.config import RunConfig
-
-
-class ExecutorError(UserError):
-    """An executor that cannot run (e.g. no Ray cluster at the given address); one line that says what to do."""
-
-    exit_now = False  # True: the command line exits at once (os._exit), without the interpreter's clean-up
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..core.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A config that cannot be used; its message is one line that says what to do."""
+from ..core.errors import ConfigError
 
 
 def _field(default, *, noop: bool = False, compute_only: bool = False, doc: str = "", ge=None, gt=None, lt=None,

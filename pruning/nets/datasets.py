@@ -22,15 +22,9 @@ import numpy as np
 import torch
 
 from ..core.atomic import replacing
-from ..core.errors import UserError
+from ..core.errors import DataError
 from ..core.paths import REPO_ROOT
 from ..core.seeds import generator
-
-
-class DataError(UserError, RuntimeError):
-    """Missing or corrupt data; the message says which file and what to run."""
-
-
 
 
 def data_root() -> Path:

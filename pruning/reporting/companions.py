@@ -20,12 +20,12 @@ import re
 from pathlib import Path
 
 from .. import store
+from ..core.names import ARCH_NAMES, NOTEBOOK_LABELS
 
 COMPANIONS = {"alexnet": ("alexnet_mnist_cpu", "features.3"), "vgg11": ("vgg11_mnist_cpu", "features.3")}
-NAMES = {"alexnet": "AlexNet", "vgg11": "VGG11"}
 MARKER = "<!-- companions -->"
 SOURCE_NOTEBOOK = "filters"
-LABELS = ("fig-filters", "fig-empty-kernels")
+LABELS = NOTEBOOK_LABELS[SOURCE_NOTEBOOK]  # the labels relabel() suffixes
 PANELS = (("l1_us", "rewind"), ("l1_us", "finetune"), ("l1_s", "rewind"))
 
 
@@ -103,7 +103,7 @@ def numbers(folder: Path, network: str) -> str:
     seeds = int(table["seed"].nunique())
     n = int(at["kernels"].iloc[0]) if len(at) else 0
     left = 100 * (1 - float(at["sparsity"].mean())) if len(at) else math.nan
-    return (f"{NAMES[network]} {layer} ({n:,} kernels) after {it} pruning steps "
+    return (f"{ARCH_NAMES[network]} {layer} ({n:,} kernels) after {it} pruning steps "
             f"({left:.1f}% of its weights left on average): kernels emptied by " + "; ".join(parts)
             + ". Dense test accuracy "
             f"{float(dense.mean()):.1f}%. {seeds} seed{'s' if seeds != 1 else ''}: "
@@ -140,14 +140,14 @@ def section(found: dict[str, Path], poster: bool = False) -> str:
     out = []
     for network, folder in found.items():
         nb = f"notebooks/{notebook_name(network)}"
-        out.append(f"**{NAMES[network]}** conv2: {short_numbers(folder, network)}" if poster else
-                   f"**{NAMES[network]}** (results `{folder.name}`, config `configs/{folder.name}.yaml`): "
+        out.append(f"**{ARCH_NAMES[network]}** conv2: {short_numbers(folder, network)}" if poster else
+                   f"**{ARCH_NAMES[network]}** (results `{folder.name}`, config `configs/{folder.name}.yaml`): "
                    f"{numbers(folder, network)}")
         out.append(f"{{{{< embed {nb}#fig-filters-{network} >}}}}")
         if not poster:
             out.append(f"{{{{< embed {nb}#fig-empty-kernels-{network} >}}}}")
     if missing:
-        names = " and ".join(NAMES[n] for n in missing)
+        names = " and ".join(ARCH_NAMES[n] for n in missing)
         configs = " ".join(f"configs/{COMPANIONS[n][0]}.yaml" for n in missing)
         out.append(f"*{names} conv2: not in this build.* Run `make conv2` (or `python -m pruning run` on {configs}; "
                    f"about an hour together on 2 CPU cores) and render again, or read the published report in `docs/`.")

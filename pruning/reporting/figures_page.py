@@ -11,11 +11,12 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from .. import store
+from ..core import paths
+from ..core.names import ARCH_NAMES
 from . import companions, embeds
 
 
-from ..core import paths
-from .. import store
 def _config_header(exp: dict) -> str:
     """The leading ``#`` comment block of the results set's config file (empty when the file is not here)."""
     path = Path(exp.get("config_file", ""))
@@ -83,14 +84,14 @@ def write(results, build_notebook: Path, target: Path) -> Path:
     seconds = exp.get("last_run_seconds")
     e = html.escape
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{e(exp['name'])}: {e(companions.NAMES[network])} conv2 kernels</title>
+<html lang="en"><head><meta charset="utf-8"><title>{e(exp['name'])}: {e(ARCH_NAMES[network])} conv2 kernels</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font-family:system-ui,sans-serif;max-width:62rem;margin:2rem auto;padding:0 1rem;line-height:1.45}}
 img{{max-width:100%}}figure{{margin:1.5rem 0}}figcaption{{font-size:.9rem;color:#333}}pre{{background:#f6f6f6;padding:.8rem;
 white-space:pre-wrap;font-size:.85rem}}table.data{{border-collapse:collapse;font-size:.8rem}}table.data td,table.data th{{
 border-bottom:1px solid #ddd;padding:.25rem .5rem;text-align:right}}</style></head><body>
 <p><a href="../index.html">all published results</a></p>
-<h1>{e(companions.NAMES[network])} conv2 kernels under iterative pruning: <code>{e(exp['name'])}</code></h1>
+<h1>{e(ARCH_NAMES[network])} conv2 kernels under iterative pruning: <code>{e(exp['name'])}</code></h1>
 <p>{e(exp['config'].get('description', ''))}. This set feeds the AlexNet/VGG11 figures of the LeNet report's question 5
 (does L1 unstructured pruning with rewinding empty whole kernels, as structured pruning does, while fine-tuning does not?).
 It is far smaller than the paper's setting; the config's header says what was cut and why:</p>

@@ -1,4 +1,4 @@
-"""Execute the figure notebooks (``notebooks/*.ipynb``) for a results folder, skipping unchanged ones.
+"""The notebooks' executor: papermill runs of ``notebooks/*.ipynb`` for a results folder, unchanged ones skipped.
 
 :func:`execute_all` runs every source notebook with papermill into
 ``build/<results folder name>/notebooks/<name>.ipynb``; the sources stay untouched. A notebook is
@@ -10,7 +10,8 @@ interrupted run never leaves half a notebook.
 
 The source notebooks are committed with their outputs on ``results/smoke`` (``pytest --nbval-lax
 notebooks/`` compares their ``# NBVAL_CHECK_OUTPUT`` cells); :func:`refresh_sources` re-executes
-them in place after a change.
+them in place after a change. What the notebooks themselves call (``setup``) is
+:mod:`pruning.reporting.notebook_setup`.
 """
 from __future__ import annotations
 
@@ -23,69 +24,13 @@ from pathlib import Path
 
 from ..core import paths
 from ..core.atomic import replacing
-from ..core.errors import UserError
+from ..core.errors import NotebookError
 from ..store import save_json
 
 NOTEBOOKS_DIR = paths.NOTEBOOKS
 BUILD_DIR = paths.BUILD
 PACKAGE_DIR = paths.PACKAGE
 KERNEL = "python3"
-
-
-class NotebookError(UserError):
-    """A notebook that failed or cannot be run; one line that names it and what to open or do."""
-
-
-# ----------------------------------------------------------------------------- used inside the notebooks
-
-def resolve_results(results) -> Path:
-    """The results folder a notebook parameter names, as an absolute path.
-
-    An absolute path is taken as is. A relative one is looked up from the working directory, then from
-    ``notebooks/`` (the parameter's default ``../results/smoke`` is relative to the notebooks), so a
-    notebook finds its results whether it runs from the repository root, ``notebooks/`` or elsewhere.
-    A folder found nowhere is returned relative to the working directory (the error then names it).
-    """
-    path = Path(results).expanduser()
-    if path.is_absolute():
-        return path
-    for base in (Path.cwd(), NOTEBOOKS_DIR):
-        if (base / path).is_dir():
-            return (base / path).resolve()
-    return (Path.cwd() / path).resolve()
-
-
-def setup(results, iteration=None, reinit="rewind", techniques=None, **checked):
-    """The first cell of every figure notebook: plotting style, the results table, parameters checked once.
-
-    Loads ``results`` (:func:`resolve_results`), checks every parameter the notebook was given
-    (``iteration``, ``reinit``, ``techniques`` and any of ``seed``/``layer`` in ``checked``) with one
-    :func:`pruning.analysis.check`, so a bad value stops here with one line. Returns a namespace with
-    ``table``, ``iteration`` (None: the last iteration every run reached), ``selected`` (the techniques
-    shown, in registry order when None) and ``n_seeds``.
-    """
-    from types import SimpleNamespace
-
-    import numpy as np
-
-    from .. import analysis
-
-    from . import plots
-    try:  # inside a kernel: inline PNG figures
-        ip = get_ipython()  # noqa: F821  (defined by IPython)
-        ip.run_line_magic("matplotlib", "inline")
-        ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
-    except NameError:
-        pass
-    plots.use_style()
-    table = analysis.load(resolve_results(results))
-    if iteration is None:
-        analysis.check(table, reinit=reinit, techniques=techniques, **checked)
-        iteration = analysis.report_iteration(table)
-    analysis.check(table, reinit=reinit, techniques=techniques, iteration=iteration, **checked)
-    selected = analysis.technique_order(table) if techniques is None else [str(t) for t in np.atleast_1d(techniques)]
-    return SimpleNamespace(table=table, iteration=int(iteration), selected=selected,
-                           n_seeds=int(table["seed"].nunique()))
 
 
 # ----------------------------------------------------------------------------- inputs and their hash
@@ -168,7 +113,7 @@ def _one_line(text: str) -> str:
 
 def _execute(source: Path, target: Path, parameters: dict) -> None:
     """papermill ``source`` -> ``target`` atomically; NotebookError (one line) on failure."""
-    import papermill as pm  # imported here: the notebooks themselves import this module
+    import papermill as pm  # imported here: only executing needs it (slow to import)
 
     failed = target.with_name(f"{target.stem}.failed.ipynb")
     with replacing(target, ".tmp.ipynb") as tmp:

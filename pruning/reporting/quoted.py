@@ -11,13 +11,12 @@ import math
 from pathlib import Path
 
 from .. import store
+from ..core.names import ARCH_NAMES, DATASET_NAMES
 from ..nets import techniques as _techniques
 from ..analysis import accuracy, findings as _findings, masks, predictions
 from . import deviations
 from ..analysis.table import ParameterError, _ranges, load, report_iteration, record, technique_order
 
-ARCH_NAMES = {"lenet": "LeNet", "alexnet": "AlexNet", "vgg11": "VGG11"}
-DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 NEAR_DENSE_MARGIN = _findings.NEAR_DENSE_MARGIN
 STRUCTURED = ["l1_s", "l2_s", "linf_s", "lneginf_s", "random_s"]
 

@@ -11,11 +11,7 @@ from pathlib import Path
 import torch
 
 from ..core.atomic import replacing, write_bytes
-from ..core.errors import UserError
-
-
-class StoreError(UserError, RuntimeError):
-    """A damaged or inconsistent results folder; the message says which file and what to do."""
+from ..core.errors import StoreError
 
 
 def save_json(obj, path: Path) -> None:
