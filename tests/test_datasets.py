@@ -1,6 +1,7 @@
 """Datasets: real MNIST with verified checksums, Fashion-MNIST from Debian, CIFAR-10's file format."""
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -79,3 +80,19 @@ def test_input_size_and_channels_options(tmp_path):
     assert t.train_x.shape == (20, 3, 64, 64)
     m = datasets.load("mnist", input_size=32, channels=3)
     assert m.train_x.shape == (60000, 3, 32, 32)
+
+
+def test_normalize_false_gives_raw_pixels_and_the_default_is_unchanged():
+    """`data.normalize: false` (the sensitivity study's "inputs not normalised"): pixels in [0, 1] as stored
+    (k/255); the default standardises with the training set's mean and std, as before the option existed."""
+    from pruning.nets.config import RunConfig
+
+    raw = datasets.load("mnist", normalize=False)
+    assert float(raw.train_x.min()) == 0.0 and float(raw.train_x.max()) == 1.0
+    assert torch.equal(torch.round(raw.test_x[:50] * 255), raw.test_x[:50] * 255)  # whole grey levels
+    mean, std = raw.train_x.mean(), raw.train_x.std()
+    standard = datasets.load("mnist")
+    assert torch.allclose(standard.test_x[:50], (raw.test_x[:50] - mean) / std, atol=1e-5)
+    default = RunConfig()
+    assert RunConfig(data=dataclasses.replace(default.data, normalize=True)).run_hash() == default.run_hash()
+    assert RunConfig(data=dataclasses.replace(default.data, normalize=False)).run_hash() != default.run_hash()

@@ -258,9 +258,36 @@ def test_groups_are_one_per_seed_and_training_setup_in_config_order(tmp_path):
     assert {rc.seed for rc in groups[0]} == {0} and {rc.seed for rc in groups[1]} == {1}
 
 
-def test_augmentation_falls_back_to_the_one_net_loop(tmp_path):
+def test_augmentation_runs_on_the_population_and_equals_the_one_net_loop_with_augmentation():
+    """The crop and flip drawn for (seed, iteration, epoch, step) are the same for every member: the population
+    augments its shared batch once. 3 steps with momentum from one state, each member within rounding of
+    ``training.train`` with augmentation (``tests/rounding.py``), and not what training without it gives."""
+    data = datasets.load("mnist", "cpu")
+    cfg = TrainingConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9, augment=True)
+    plain = dataclasses.replace(cfg, augment=False)
+    split = datasets.split(len(data.train_y), 12000, 2, train_subset=96)
+    states, masks = [], []
+    for i in range(2):
+        torch.manual_seed(10 + i)
+        states.append({k: v.clone() for k, v in models.LeNet().state_dict().items()})
+        g = torch.Generator().manual_seed(200 + i)
+        masks.append({name: torch.rand(m.weight.shape, generator=g) < 0.7
+                      for name, m in models.prunable_layers(models.LeNet())})
+        for layer, m in masks[-1].items():
+            states[-1][f"{layer}.weight"] = states[-1][f"{layer}.weight"] * m
+    trained, _ = population.train_population(states, masks, data, split.train_idx, cfg, seed=2, iteration=1)
+    for i in range(2):
+        want32, _ = one_net(states[i], masks[i], data, split, cfg, seed=2, iteration=1)
+        want64, _ = one_net(states[i], masks[i], data, split, cfg, seed=2, iteration=1, dtype=torch.float64)
+        unaugmented, _ = one_net(states[i], masks[i], data, split, plain, seed=2, iteration=1)
+        for name in want64:
+            assert_within_rounding(trained[i][name], want32[name], want64[name], (i, name))
+        assert not torch.allclose(trained[i]["fc1.weight"], unaugmented["fc1.weight"], rtol=0, atol=1e-5)
+
+
+def test_augmented_configs_train_on_the_population(tmp_path):
     cfg = tiny_experiment(tmp_path, training={"epochs": 1, "lr": 0.05, "augment": True})
-    assert runner.choose_trainer(cfg, "cpu") == "single"
+    assert runner.choose_trainer(cfg, "cpu") == "population"
 
 
 def test_other_architectures_are_refused_in_one_line(tmp_path):

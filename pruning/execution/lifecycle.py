@@ -36,7 +36,7 @@ class RunData:
 
 def run_data(rc: RunConfig, device: str) -> RunData:
     """The run's dataset on ``device`` (``datasets.load`` keeps it loaded), its split and test set."""
-    data = datasets.load(rc.dataset, device, rc.data.input_size, rc.data.channels)
+    data = datasets.load(rc.dataset, device, rc.data.input_size, rc.data.channels, normalize=rc.data.normalize)
     sp = datasets.split(len(data.train_y), rc.data.val_size, rc.seed, rc.data.train_subset, rc.data.val_subset)
     n_test = rc.data.test_subset or len(data.test_y)
     return RunData(data, sp, data.test_x[:n_test], data.test_y[:n_test])

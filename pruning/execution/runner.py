@@ -56,7 +56,7 @@ def choose_trainer(cfg: ExperimentConfig, device: str) -> str:
     """
     if cfg.trainer != "auto":
         return cfg.trainer
-    return "population" if cfg.arch in models.POPULATION_SAFE and not cfg.training.augment else "single"
+    return "population" if cfg.arch in models.POPULATION_SAFE else "single"
 
 
 def default_workers(device: str, n_units: int) -> int:

@@ -67,6 +67,8 @@ class DataConfig:
     test_subset: int | None = _field(None, noop=True, ge=1, doc="use only the first n test images")
     input_size: int | None = _field(None, noop=True, ge=1, doc="resize images to this side (AlexNet/VGG)")
     channels: int | None = _field(None, noop=True, ge=1, doc="repeat grey images to this many channels")
+    normalize: bool = _field(True, noop=True, doc="standardise inputs per channel with the training set's mean "
+                                                  "and std (false: raw pixels in [0, 1])")
 
 
 @dataclass

@@ -111,7 +111,7 @@ def _idx_tensors(folder: Path) -> Tensors:
     tx, ty, vx, vy = (torch.from_numpy(a.copy()) for a in arrays)
     tx = tx.float().div_(255).unsqueeze(1)
     vx = vx.float().div_(255).unsqueeze(1)
-    return _normalise(Tensors(tx, ty.long(), vx, vy.long()))
+    return Tensors(tx, ty.long(), vx, vy.long())
 
 
 def _normalise(t: Tensors) -> Tensors:
@@ -163,7 +163,7 @@ def load_cifar10(root: Path) -> Tensors:
     folder = root / "cifar10" / "cifar-10-batches-py"
     tx, ty = read_cifar_batches(folder, CIFAR10_BATCHES)
     vx, vy = read_cifar_batches(folder, ["test_batch"])
-    return _normalise(Tensors(tx.float().div_(255), ty, vx.float().div_(255), vy))
+    return Tensors(tx.float().div_(255), ty, vx.float().div_(255), vy)
 
 
 DATASETS = {
@@ -180,14 +180,17 @@ _CACHE: dict = {}
 
 
 def load(name: str, device: str | torch.device = "cpu", input_size: int | None = None,
-         channels: int | None = None, root: Path | None = None) -> Tensors:
-    """The whole dataset as tensors on ``device`` (cached per process)."""
+         channels: int | None = None, root: Path | None = None, normalize: bool = True) -> Tensors:
+    """The whole dataset as tensors on ``device`` (cached per process): pixels in [0, 1], standardised per
+    channel with the official training set's mean and std unless ``normalize`` is False."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; choose from: {', '.join(DATASETS)}")
     root = Path(root) if root else data_root()
-    key = (name, str(device), input_size, channels, str(root))
+    key = (name, str(device), input_size, channels, str(root), normalize)
     if key not in _CACHE:
         t = DATASETS[name](root)
+        if normalize:
+            t = _normalise(t)
         if channels and t.train_x.shape[1] != channels:
             t.train_x = t.train_x.expand(-1, channels, -1, -1).contiguous()
             t.test_x = t.test_x.expand(-1, channels, -1, -1).contiguous()

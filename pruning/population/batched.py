@@ -228,9 +228,6 @@ def train_population(states: list[dict], masks: list[dict | None], data: Tensors
     m = len(states)
     if not (len(masks) == m) or m == 0:
         raise ValueError("train_population needs one state and one mask set per member")
-    if cfg.augment:
-        raise ConfigError("the population trainer shares one batch between members and cannot augment; "
-                          "use --trainer single")
     device = data.train_x.device
     pop = Population(states, masks, device)
     idx = train_idx.to(device)
@@ -240,9 +237,12 @@ def train_population(states: list[dict], masks: list[dict | None], data: Tensors
     for epoch in range(cfg.epochs):
         order = training.epoch_order(seed, iteration, epoch, idx)
         totals = torch.zeros(m, device=device)
-        for i in range(0, n, bs):
+        for step, i in enumerate(range(0, n, bs)):
             batch = order[i:i + bs]
-            totals += pop.train_step(data.train_x[batch], data.train_y[batch], cfg) * batch.shape[0]
+            x = data.train_x[batch]
+            if cfg.augment:  # drawn for (seed, iteration, epoch, step): the same for every member, so once
+                x = training.augment(x, seed, iteration, epoch, step)
+            totals += pop.train_step(x, data.train_y[batch], cfg) * batch.shape[0]
     train_loss = (totals / n).tolist()
     seconds = (time.perf_counter() - start) / m
     stats = [{"train_loss": loss, "seconds": seconds} for loss in train_loss]
