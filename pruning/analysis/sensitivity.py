@@ -1,0 +1,76 @@
+"""The sensitivity study: each config variant's accuracy at the poster's iteration beside the poster's own.
+
+Pure functions of results tables (a published ``results.csv`` is enough, no run store): for each results set
+(the base config and its variants, ``configs/sensitivity/``) and each of the poster's seven techniques under
+rewinding, the per-seed test accuracies at an iteration, their mean and 95% t-interval, and how many of
+them collapsed to a constant guess; then how far each set's row is from the poster's (RMS over the
+techniques both have), and, per technique, which sets come within ``WITHIN`` points of the poster.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .predictions import POSTER_SINGLES, poster_reference
+from .stats import summarize
+from ..nets import techniques as _techniques
+
+WITHIN = 5.0  # points of accuracy: a set "comes within reach" of the poster's number
+
+
+def at_iteration(table: pd.DataFrame, iteration: int, reinit: str = "rewind", techniques=POSTER_SINGLES) -> pd.DataFrame:
+    """One row per technique at ``iteration``: seeds, per_seed (accuracies in seed order), mean, low, high (95%
+    t-interval; NaN below 2 seeds), collapsed (how many of the seeds' trainings collapsed), poster."""
+    sel = table[(table["reinit"] == reinit) & (table["iteration"] == iteration)]
+    rows = []
+    for t in techniques:
+        d = sel[sel["technique"] == t].sort_values("seed")
+        if d.empty:
+            continue
+        s = summarize(list(d["test_acc"].astype(float)))
+        rows.append({"technique": t, "seeds": len(d), "per_seed": [float(x) for x in d["test_acc"]],
+                     "mean": s.mean, "low": s.low, "high": s.high,
+                     "collapsed": int(d["collapsed"].astype(bool).sum()),
+                     "poster": poster_reference(_techniques.label(t))})
+    return pd.DataFrame(rows, columns=["technique", "seeds", "per_seed", "mean", "low", "high", "collapsed", "poster"])
+
+
+def study(tables: dict[str, pd.DataFrame], iteration: int, reinit: str = "rewind") -> pd.DataFrame:
+    """:func:`at_iteration` for every named table, stacked with a ``set`` column (in the order given)."""
+    parts = [at_iteration(t, iteration, reinit).assign(set=name) for name, t in tables.items()]
+    out = pd.concat(parts, ignore_index=True) if parts else at_iteration(pd.DataFrame(columns=[
+        "reinit", "iteration", "technique", "seed", "test_acc", "collapsed"]), iteration).assign(set=[])
+    return out[["set"] + [c for c in out.columns if c != "set"]]
+
+
+def distance_to_poster(frame: pd.DataFrame) -> pd.Series:
+    """Per set: the root mean square of (mean − poster) over the techniques it has, in points."""
+    diff = frame.assign(d=(frame["mean"] - frame["poster"]) ** 2).groupby("set", sort=False)["d"].mean()
+    return np.sqrt(diff).rename("rms_to_poster")
+
+
+def closest(frame: pd.DataFrame, within: float = WITHIN) -> pd.DataFrame:
+    """Per technique: the sets whose mean is within ``within`` points of the poster's (empty if none), and the
+    closest set with its distance."""
+    rows = []
+    for t, d in frame.groupby("technique", sort=False):
+        gap = (d["mean"] - d["poster"]).abs()
+        best = d.loc[gap.idxmin()]
+        rows.append({"technique": t, "poster": float(best["poster"]),
+                     "within": [s for s, g in zip(d["set"], gap) if g <= within],
+                     "closest": best["set"], "closest_mean": float(best["mean"]), "gap": float(gap.min())})
+    return pd.DataFrame(rows, columns=["technique", "poster", "within", "closest", "closest_mean", "gap"])
+
+
+def counting(table: pd.DataFrame, iteration: int = 18, reinit: str = "rewind") -> pd.DataFrame:
+    """The poster's "iteration N" read as N and as N + 1 pruning steps: per technique, both means beside the
+    poster's number and which reading is nearer to it."""
+    a, b = at_iteration(table, iteration, reinit), at_iteration(table, iteration + 1, reinit)
+    both = a.merge(b, on=["technique", "poster"], suffixes=(f"_{iteration}", f"_{iteration + 1}"))
+    near_a = (both[f"mean_{iteration}"] - both["poster"]).abs()
+    near_b = (both[f"mean_{iteration + 1}"] - both["poster"]).abs()
+    both["nearer"] = [iteration if x < y else iteration + 1 if y < x else math.nan for x, y in zip(near_a, near_b)]
+    return both[["technique", "poster", f"mean_{iteration}", f"collapsed_{iteration}", f"mean_{iteration + 1}",
+                 f"collapsed_{iteration + 1}", "nearer"]]
