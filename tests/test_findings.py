@@ -14,6 +14,7 @@ import torch
 
 from pruning import analysis as A
 from pruning.reporting import deviations
+from conftest import REPO
 from pruning.analysis import findings as F
 from pruning.analysis.stats import Summary
 
@@ -177,3 +178,16 @@ def test_deviations_list_each_differing_field_with_both_values():
     with_companions = deviations.deviations(small, proto, companions={"alexnet": "results/alexnet_mnist_cpu"})
     assert with_companions.set_index("field").loc["architectures", "this run"] == (
         "lenet (+ alexnet conv2 kernels only, from their own reduced results sets)")
+
+
+def test_a_field_added_after_a_results_set_was_stored_is_no_deviation():
+    """experiment.json of a set stored before `data.normalize` existed lacks it; it computed the default."""
+    import json
+
+    stored = json.loads((REPO / "docs" / "paper_lenet_mnist_cpu" / "experiment.json").read_text())["config"]
+    assert "normalize" not in stored["data"]
+    fields = set(deviations.deviations(stored)["field"])
+    assert "data.normalize" not in fields and {"seeds", "training.epochs"} <= fields
+    raw = {**stored, "data": {**stored["data"], "normalize": False}}
+    dev = deviations.deviations(raw).set_index("field")
+    assert (dev.loc["data.normalize", "protocol"], dev.loc["data.normalize", "this run"]) == ("True", "False")

@@ -219,6 +219,12 @@ def _build(cls, data: dict, where: str, source: str):
     return cls(**kwargs)
 
 
+def from_dict(data: dict, source: str = "config") -> ExperimentConfig:
+    """An experiment config from its dict form (e.g. ``experiment.json``'s ``config``), every field a stored config
+    lacks (added since) at its default."""
+    return _build(ExperimentConfig, data, "", source)
+
+
 def load_experiment(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
     """Read and validate an experiment YAML file; ``overrides`` are applied on top (same schema)."""
     path = Path(path)

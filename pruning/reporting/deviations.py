@@ -34,6 +34,17 @@ def protocol_config() -> dict:
     return load_experiment(paths.PROTOCOL_CONFIG).to_dict()
 
 
+def _resolved(stored: dict) -> dict:
+    """A stored config with every field added since it was written at its default (a no-op: it computed that),
+    so that a field new to the code is no deviation of an old results set; as stored if it no longer parses."""
+    from ..nets.config import ConfigError, from_dict
+
+    try:
+        return from_dict(stored, "experiment.json").to_dict()
+    except ConfigError:
+        return stored
+
+
 def _show(value) -> str:
     if value is None:
         return "not set (all)"
@@ -52,7 +63,7 @@ def deviations(run_config: dict, protocol: dict | None = None, runs_done: int | 
     whose conv2 figures come from companion results sets (``pruning.reporting.companions``), named in that row.
     """
     protocol = protocol_config() if protocol is None else protocol
-    a, b = _flat(protocol), _flat(run_config)
+    a, b = _flat(protocol), _flat(_resolved(run_config))
     rows = []
     for key in list(a) + [k for k in b if k not in a]:
         if key in IGNORED:
