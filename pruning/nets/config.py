@@ -148,7 +148,10 @@ class ExperimentConfig(RunFields):
         return out
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, in the order a config file reads: its name, the grid, then what each run shares."""
+        d = dataclasses.asdict(self)
+        first = ["name", "description", "arch", "dataset", "techniques", "reinit", "reinit_techniques", "seeds"]
+        return {**{k: d[k] for k in first}, **{k: v for k, v in d.items() if k not in first}}
 
 
 def _default(f: dataclasses.Field):
