@@ -191,3 +191,23 @@ def test_a_field_added_after_a_results_set_was_stored_is_no_deviation():
     raw = {**stored, "data": {**stored["data"], "normalize": False}}
     dev = deviations.deviations(raw).set_index("field")
     assert (dev.loc["data.normalize", "protocol"], dev.loc["data.normalize", "this run"]) == ("True", "False")
+
+
+def test_finding_1_states_the_rule_its_code_applies(table, monkeypatch):
+    """Its text names the downgrade: a distance above the threshold with fewer than two established winning
+    tickets is inconclusive. Checked by making L2 S only possibly (not shown to be) near the dense accuracy."""
+    tickets = F.finding_tickets(table, 2, "rewind")
+    assert "at least two techniques are shown to keep the dense accuracy" in tickets.rule
+    assert tickets.verdict == "supported"  # both L1 US and L2 S are established (see above)
+    real = F.winning
+
+    def one_established(*args):
+        per = real(*args)
+        m = per["l2_s"]
+        m.verdict = "inconclusive"  # possibly near dense: still compared, no longer established
+        return per
+
+    monkeypatch.setattr(F, "winning", one_established)
+    downgraded = F.finding_tickets(table, 2, "rewind")
+    assert downgraded.measures[0].verdict == "supported" and downgraded.verdict == "inconclusive"
+    assert "only 1 technique(s) are shown to keep the dense accuracy" in downgraded.note

@@ -175,9 +175,12 @@ def finding_tickets(table, iteration: int, reinit: str) -> Finding:
     maybe = [t for t, m in per.items() if m.verdict != NOT_SUPPORTED]
     keep = [t for t, m in per.items() if m.verdict == SUPPORTED]
     claim = "There exist multiple different lottery tickets within an over-parametrised network."
-    rule = (f"Jaccard distance of the masks of the two closest techniques that keep the dense accuracy, divided by "
-            f"the distance two independent random masks of the same per-layer densities would have (1 = as "
-            f"different as unrelated masks, 0 = the same mask), must be above {TICKET_DISTANCE:g}")
+    rule = (f"Jaccard distance of the masks of the two closest techniques that may keep the dense accuracy (not "
+            f"shown to lose more than {NEAR_DENSE_MARGIN:g} points), divided by the distance two independent random "
+            f"masks of the same per-layer densities would have (1 = as different as unrelated masks, 0 = the same "
+            f"mask), must be above {TICKET_DISTANCE:g}; with fewer than two such techniques the finding is not "
+            f"supported, and a distance above the threshold counts as supported only when at least two techniques "
+            f"are shown to keep the dense accuracy (established winning tickets), else inconclusive")
     if len(maybe) < 2:
         return Finding("tickets", claim, "multiple different winning tickets", rule, [], verdict=NOT_SUPPORTED,
                        note="Fewer than two techniques keep the dense accuracy, so there are not two tickets to compare.")
@@ -190,12 +193,15 @@ def finding_tickets(table, iteration: int, reinit: str) -> Finding:
                 "distance / random-mask distance", dict(zip(p["seed"], p["normalised"])), TICKET_DISTANCE,
                 baseline=f"Jaccard distance {fmt(p['distance'].mean())}, random masks {fmt(p['random'].mean())}")
     v = m.verdict
-    if v == SUPPORTED and len(keep) < 2:
+    downgraded = v == SUPPORTED and len(keep) < 2
+    if downgraded:
         v = INCONCLUSIVE  # different masks, but not yet two established winning tickets
     closer = pairs["distance"].mean() < pairs["random"].mean()
     note = (f"Over all pairs of these techniques the masks are {fmt(pairs['distance'].mean())} apart, random masks of "
             f"the same densities {fmt(pairs['random'].mean())}: the techniques' masks are "
-            f"{'closer than chance' if closer else 'as far apart as chance or farther'}.")
+            f"{'closer than chance' if closer else 'as far apart as chance or farther'}."
+            + (f" The distance is above the threshold, but only {len(keep)} technique(s) are shown to keep the dense "
+               f"accuracy, so the verdict is inconclusive." if downgraded else ""))
     return Finding("tickets", claim, "multiple different winning tickets", rule, [m], verdict=v, note=note)
 
 
