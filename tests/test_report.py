@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from decimal import ROUND_HALF_UP, Decimal
 import os
 import re
 import struct
@@ -318,7 +319,7 @@ def test_offline_render_quotes_the_variables(rendered):
     out, build = rendered
     values = yaml.safe_load((build / "report" / "_variables.yml").read_text())
     paper = re.sub(r"\s+", " ", html_text(out["paper"].read_text()))
-    assert "best technique, L1 US, reaches 90.0% test accuracy" in paper
+    assert "best technique, L1 US (keeping 50.0% of its weights), reaches 90.0% test accuracy" in paper  # 8 of 16
     assert "config synthetic (hash 0123abcd4567" in paper
     assert "Verdict: supported." in paper and "Frankle, J. &amp; Carbin, M. (2019)" in paper
     assert "arXiv:2004.13770" in paper and "arXiv:2001.05050" in paper
@@ -424,8 +425,15 @@ def test_variables_of_real_results_match_the_table(real_results):
     it = int(table.groupby(["technique", "reinit", "seed"])["iteration"].max().min())  # as the notebooks
     assert v["iteration"] == str(it)
     acc = sel[sel["iteration"] == it].groupby("technique")["test_acc"].mean()
-    assert v["best_acc"] == f"{acc.max():.1f}" and v["worst_acc"] == f"{acc.min():.1f}"
-    assert v["dense_acc"] == f"{sel[sel['iteration'] == 0]['test_acc'].mean():.1f}"
+    def half_up(x, digits=1):  # the text rounds as the notebooks' tables: half up, after 6 decimals
+        return str(Decimal(repr(round(float(x), 6))).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+    tied = [t for t in acc.index if half_up(acc[t], 2) == half_up(acc.min(), 2)]
+    assert v["best_acc"] == half_up(acc.max()) and v["worst_acc"] == half_up(acc.min(), 2 if len(tied) > 1 else 1)
+    assert v["dense_acc"] == half_up(sel[sel["iteration"] == 0]["test_acc"].mean())
+    best = acc.idxmax()
+    kept = 100 * (1 - sel[(sel["iteration"] == it) & (sel["technique"] == best)]["sparsity"].mean())
+    assert v["best_remaining_pct"] == half_up(kept)
     n_test = store.load_training(sel.iloc[0])["targets"].numel()
     assert v["test_images"] == f"{n_test:,}"
 
@@ -473,3 +481,17 @@ def test_quarto_renderer_without_quarto_says_what_to_do(synthetic, tmp_path, mon
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(report.ReportError, match=r"quarto is not on PATH.*--renderer pandoc"):
         report.render(synthetic, renderer="quarto", quiet=True, build=tmp_path / "build")
+
+
+def test_techniques_tied_at_the_lowest_accuracy_are_all_named(synthetic):
+    """Several techniques collapsed to the same constant guess: the text names every one, with two decimals."""
+    from pruning.analysis import load
+    from pruning.reporting import quoted
+
+    table = load(synthetic)
+    at2 = table["iteration"] == 2
+    table.loc[at2 & table["technique"].isin(["random_s", "random_us"]), "test_acc"] = 11.35
+    sel = table[table["reinit"] == "rewind"]
+    v = quoted._accuracy_variables(table, sel, 2, ["l1_us", "l2_s", "random_s", "random_us"], "rewind")
+    assert v["worst_technique"] == "random S and random US (tied)" and v["worst_acc"] == "11.35"
+    assert quoted._fmt(11.35) == "11.4" and quoted._fmt(1234.5, 0) == "1,235"  # half up, as the tables round

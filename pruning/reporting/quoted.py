@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from decimal import Decimal
 from pathlib import Path
 
 from .. import store
 from ..core.names import ARCH_NAMES, DATASET_NAMES
 from ..nets import techniques as _techniques
 from ..analysis import accuracy, findings as _findings, masks, predictions
-from . import deviations
+from . import deviations, plots
 from ..analysis.table import ParameterError, _ranges, load, report_iteration, record, technique_order
 
 NEAR_DENSE_MARGIN = _findings.NEAR_DENSE_MARGIN
@@ -22,10 +23,11 @@ STRUCTURED = ["l1_s", "l2_s", "linf_s", "lneginf_s", "random_s"]
 
 
 def _fmt(x, digits: int = 1) -> str:
-    """A number for the text: ``digits`` decimals, thousands separated; "n/a" for None/NaN."""
+    """A number for the text, rounded as the notebooks' tables round it (``plots.number``: half up, so 11.35 is
+    11.4 everywhere), thousands separated; "n/a" for None/NaN."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
-    return f"{float(x):,.{digits}f}"
+    return f"{Decimal(plots.number(x, digits)):,.{digits}f}"
 
 
 def _and(items) -> str:
@@ -137,9 +139,15 @@ def _accuracy_variables(table, sel, it: int, techs: list[str], main: str) -> dic
     acc = sel[sel["iteration"] == it].groupby("technique")["test_acc"].mean()
     dense = float(sel.loc[sel["iteration"] == 0, "test_acc"].mean()) if (sel["iteration"] == 0).any() else math.nan
     best, worst = acc.idxmax(), acc.idxmin()
+    # every technique at the lowest accuracy as printed (several collapse to the same constant guess)
+    tied = [t for t in techs if t in acc.index and _fmt(acc[t], 2) == _fmt(acc[worst], 2)]
     near = [t for t in techs if acc[t] >= dense - NEAR_DENSE_MARGIN]
+    at = sel[(sel["iteration"] == it) & (sel["technique"] == best)]
     out = {"dense_acc": _fmt(dense), "best_technique": _label(best), "best_acc": _fmt(acc[best]),
-           "worst_technique": _label(worst), "worst_acc": _fmt(acc[worst]), "near_dense_n": str(len(near)),
+           "best_remaining_pct": _fmt(100 * (1 - float(at["sparsity"].mean()))),
+           "worst_technique": (_label(worst) if len(tied) == 1 else
+                               f"{_and([_label(t) for t in tied])} (tied)"),
+           "worst_acc": _fmt(acc[worst], 2 if len(tied) > 1 else 1), "near_dense_n": str(len(near)),
            "near_dense_list": _and([_label(t) for t in near]),
            "random_s_acc": _fmt(acc.get("random_s", math.nan)), "random_us_acc": _fmt(acc.get("random_us", math.nan))}
     # dense vs pruned at this training length
@@ -158,11 +166,14 @@ def _accuracy_variables(table, sel, it: int, techs: list[str], main: str) -> dic
         units = accuracy.output_units(table, main, techniques=structured)
         u = units[units["iteration"] == it]
         worst_u = u.loc[u["units"].idxmin()]
+        seeds_acc = sel.loc[(sel["iteration"] == it) & (sel["technique"] == worst_u["technique"]), "test_acc"]
         out["output_units_note"] = (
             f"Structured pruning removes whole output units too: after {it} iterations "
             f"{_label(worst_u['technique'])} keeps {_fmt(worst_u['units'], 1)} of {int(worst_u['classes'])} output units "
-            f"(mean over seeds), so at most {_fmt(worst_u['ceiling'])}% of the test images have a class the network "
-            f"can still tell apart; its accuracy is {_fmt(worst_u['test_acc'])}%.")
+            f"(mean over seeds), and only {_fmt(worst_u['ceiling'])}% of the test images (mean over seeds) have a class "
+            f"whose unit still has a weight. That is a ceiling up to the images a removed unit's constant output "
+            f"(its bias) happens to win: its accuracy is {_fmt(worst_u['test_acc'])}% (mean over seeds; "
+            f"{_fmt(seeds_acc.min())}% to {_fmt(seeds_acc.max())}% by seed).")
         out["output_units_min"] = _fmt(worst_u["units"], 1)
         out["output_units_ceiling"] = _fmt(worst_u["ceiling"])
     else:
@@ -172,14 +183,17 @@ def _accuracy_variables(table, sel, it: int, techs: list[str], main: str) -> dic
     flag = accuracy.collapsed(table)
     n = int(flag.sum())
     cs = accuracy.collapsed_summary(table)
+    targets = record(sel.iloc[0])["targets"]
+    guess = 100.0 * float(targets.bincount().max()) / targets.numel()
     out["collapsed_n"] = str(n)
     out["collapsed_note"] = (
         f"{_plural(n, 'training')} of {len(table):,} collapsed (final training loss within "
         f"{accuracy.COLLAPSE_TOLERANCE:g} of ln 10 = 2.3026, the loss of a uniform guess): "
         + _and([f"{_label(t)} with {r} ({c} of {k}, from iteration {i})" for t, r, c, k, i in
                 zip(cs["technique"], cs["reinit"], cs["collapsed"], cs["trainings"], cs["first_iteration"])])
-        + ". Their accuracy is that of a constant guess; the means over seeds include them, and the collapsed "
-          "table shows them apart." if n else
+        + f". Their accuracy is {_fmt(table.loc[flag, 'test_acc'].min(), 2)}% to "
+          f"{_fmt(table.loc[flag, 'test_acc'].max(), 2)}% ({_fmt(guess, 2)}% is a constant guess of the most frequent "
+          "test class); the means over seeds include them, and the collapsed table shows them apart." if n else
         f"No training collapsed (none ended with a training loss within {accuracy.COLLAPSE_TOLERANCE:g} of ln 10).")
     return out
 
