@@ -211,3 +211,18 @@ def test_finding_1_states_the_rule_its_code_applies(table, monkeypatch):
     downgraded = F.finding_tickets(table, 2, "rewind")
     assert downgraded.measures[0].verdict == "supported" and downgraded.verdict == "inconclusive"
     assert "only 1 technique(s) are shown to keep the dense accuracy" in downgraded.note
+
+
+def test_collapsed_trainings_are_left_out_of_findings_4_and_6(table):
+    """Two constant guesses agree by construction, and collapsed networks would make the stability correlation
+    merely separate collapsed from working ones: both findings leave collapsed runs out and say how many."""
+    t = table.copy()
+    t.loc[(t["technique"] == "random_us") & (t["iteration"] == 2), "train_loss"] = math.log(10)
+    functions = F.finding_functions(t, 2, "rewind")
+    assert "6 of 12 pairs (over seeds) left out because a training collapsed" in functions.measures[0].baseline
+    assert "left out" in functions.rule
+    assert F.finding_functions(table, 2, "rewind").measures[0].baseline.endswith("0 of 12 pairs (over seeds) left "
+                                                                                   "out because a training collapsed")
+    stability = F.finding_stability(t, 2, "rewind")
+    assert "2 collapsed run(s) (technique and seed) left out" in stability.measures[0].baseline
+    assert stability.measures[0].condition.startswith("3 techniques")  # random US is out in both seeds

@@ -229,20 +229,34 @@ def finding_random(table, iteration: int, reinits) -> Finding:
                    "above 0, under every reinitialisation", ms)
 
 
+def _collapsed_by(table, reinit: str, iteration: int) -> set[tuple[str, int]]:
+    """(technique, seed) of the runs of ``reinit`` with a collapsed training at any iteration up to ``iteration``
+    (``accuracy.collapsed``: final training loss within 0.01 of ln 10, a constant guess)."""
+    sel = table[(table["reinit"] == reinit) & (table["iteration"] <= iteration)]
+    bad = sel[accuracy.collapsed(sel)]
+    return {(t, int(s)) for t, s in zip(bad["technique"], bad["seed"])}
+
+
 def finding_functions(table, iteration: int, reinit: str) -> Finding:
     pairs = predictions.agreement_pairs(table, iteration, reinit)
+    out = _collapsed_by(table[table["iteration"] == iteration], reinit, iteration)
+    dropped = [(a, s) in out or (b, s) in out for a, b, s in zip(pairs["technique_a"], pairs["technique_b"], pairs["seed"])]
+    n_all = len(pairs)
+    pairs = pairs[[not d for d in dropped]]
     values = pairs.groupby("seed")["excess"].mean().to_dict()
-    m = Measure(f"all pairs of techniques, {_reinit_name(reinit)}, iteration {iteration}",
+    m = Measure(f"pairs of techniques neither of which collapsed, {_reinit_name(reinit)}, iteration {iteration}",
                 "agreement above chance, as a share of the most possible", values, DIFFERENT_FUNCTIONS, above=False,
                 baseline=f"agreement {fmt(100 * pairs['agreement'].mean(), 1)}%, expected by chance "
-                         f"{fmt(100 * pairs['chance'].mean(), 1)}%, most possible {fmt(100 * pairs['most'].mean(), 1)}%")
+                         f"{fmt(100 * pairs['chance'].mean(), 1)}%, most possible {fmt(100 * pairs['most'].mean(), 1)}%; "
+                         f"{n_all - len(pairs)} of {n_all} pairs (over seeds) left out because a training collapsed")
     return Finding("functions", "Networks pruned via different iterative pruning techniques learn vastly different "
                    "functions of their input, and similarly performing networks make different mistakes.",
                    "sub-networks of different techniques compute different functions",
                    f"per pair of techniques, (agreement − chance) / (most possible − chance), where chance = "
                    f"a1·a2 + (1−a1)(1−a2)/(K−1) (independent errors spread evenly over the K−1 wrong classes) and "
                    f"the most possible = 1 − |a1 − a2|, averaged over pairs, must be below {DIFFERENT_FUNCTIONS:g} "
-                   f"(closer to independent classifiers than to identical ones)", [m])
+                   f"(closer to independent classifiers than to identical ones); a pair in which either training "
+                   f"collapsed to a constant guess is left out (two constant guesses agree by construction)", [m])
 
 
 def finding_ensembles(table, iteration: int, reinit: str) -> Finding:
@@ -275,13 +289,18 @@ def finding_stability(table, iteration: int, reinit: str) -> Finding:
              "techniques, even without late resetting.")
     rule = ("per seed, the Pearson correlation across techniques between the mean |Δw| of weights that survive two "
             "consecutive iterations (averaged over iterations 1 to the chosen one) and accuracy must be below 0 "
-            "(more stable weights, higher accuracy)")
+            "(more stable weights, higher accuracy); a technique whose run collapsed to a constant guess at any of "
+            "those iterations is left out of that seed, so that the correlation does not merely separate collapsed "
+            "from working networks")
     try:
         stab = weights.weight_stability(table, reinit)
     except ParameterError as exc:
         return Finding("stability", claim, "stable weights go with accuracy", rule, [], verdict=INCONCLUSIVE,
                        note=str(exc))
     stab = stab[stab["iteration"] <= iteration]
+    out = _collapsed_by(table, reinit, iteration)
+    left_out = {(t, int(s)) for t, s in zip(stab["technique"], stab["seed"]) if (t, int(s)) in out}
+    stab = stab[[(t, int(s)) not in out for t, s in zip(stab["technique"], stab["seed"])]]
     values = {}
     for s, g in stab.groupby("seed"):
         d = g.groupby("technique")["mean_abs_delta"].mean()
@@ -289,7 +308,8 @@ def finding_stability(table, iteration: int, reinit: str) -> Finding:
         values[int(s)] = pearson(d.values, [acc[t] for t in d.index])
     values = {s: v for s, v in values.items() if math.isfinite(v)}
     m = Measure(f"{len(set(stab['technique']))} techniques, {_reinit_name(reinit)}, iteration {iteration}",
-                "Pearson r of mean |Δw| and accuracy", values, 0.0, above=False, baseline="no relation: r = 0")
+                "Pearson r of mean |Δw| and accuracy", values, 0.0, above=False,
+                baseline=f"no relation: r = 0; {len(left_out)} collapsed run(s) (technique and seed) left out")
     return Finding("stability", claim, "stable weights go with accuracy", rule, [m])
 
 
