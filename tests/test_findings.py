@@ -226,3 +226,10 @@ def test_collapsed_trainings_are_left_out_of_findings_4_and_6(table):
     stability = F.finding_stability(t, 2, "rewind")
     assert "2 collapsed run(s) (technique and seed) left out" in stability.measures[0].baseline
     assert stability.measures[0].condition.startswith("3 techniques")  # random US is out in both seeds
+
+
+def test_finding_3_says_when_lost_output_classes_drive_it(table):
+    """Random S removes output units under structured pruning of the output layer; the note counts them."""
+    note = F.finding_random(table, 2, ["rewind", "finetune"]).note
+    assert note.startswith("Random S keeps 1.0 of 2 output units at iteration 2")  # the synthetic fc1: 2 units
+    assert "output-exempt variant" in note
