@@ -233,3 +233,15 @@ def test_finding_3_says_when_lost_output_classes_drive_it(table):
     note = F.finding_random(table, 2, ["rewind", "finetune"]).note
     assert note.startswith("Random S keeps 1.0 of 2 output units at iteration 2")  # the synthetic fc1: 2 units
     assert "output-exempt variant" in note
+
+
+def test_verdicts_by_iteration_read_each_finding_where_the_results_reach(table):
+    """The synthetic results stop at iteration 2: none of 10, 15, 18 is reached, so the last iteration is used;
+    asked for iterations 1 and 2, each column is the verdicts of `findings` at that iteration."""
+    last = F.verdicts_by_iteration(table)
+    assert list(last.columns) == ["iteration 2"]
+    assert list(last.index) == ["tickets", "variety", "random", "functions", "ensembles", "stability", "connectivity"]
+    assert last["iteration 2"].to_dict() == {f.key: f.verdict for f in F.findings(table, 2, "rewind")}
+    both = F.verdicts_by_iteration(table, iterations=(1, 2, 18))
+    assert list(both.columns) == ["iteration 1", "iteration 2"]
+    assert both["iteration 1"].to_dict() == {f.key: f.verdict for f in F.findings(table, 1, "rewind")}

@@ -25,7 +25,7 @@ import pandas as pd
 from ..nets import techniques as _techniques
 from . import accuracy, connectivity, masks, predictions, weights
 from .stats import Summary, pearson, summarize
-from .table import ParameterError, record, technique_order
+from .table import ParameterError, last_iteration, record, technique_order
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
@@ -186,7 +186,11 @@ def finding_tickets(table, iteration: int, reinit: str) -> Finding:
                        note="Fewer than two techniques keep the dense accuracy, so there are not two tickets to compare.")
     pairs = masks.pair_distances(table, iteration, reinit, techniques=maybe)
     pairs["normalised"] = pairs["distance"] / pairs["random"]
-    mean = pairs.groupby(["technique_a", "technique_b"])["normalised"].mean()
+    mean = pairs.groupby(["technique_a", "technique_b"])["normalised"].mean().dropna()
+    if mean.empty:  # e.g. before pruning: every mask keeps every weight, and random masks do too (0 / 0)
+        return Finding("tickets", claim, "multiple different winning tickets", rule, [], verdict=INCONCLUSIVE,
+                       note="Random masks of these densities do not differ (nothing is pruned yet), so the masks' "
+                            "distance has no baseline.")
     a, b = mean.idxmin()
     p = pairs[(pairs["technique_a"] == a) & (pairs["technique_b"] == b)]
     m = Measure(f"{_label(a)} vs {_label(b)}, {_reinit_name(reinit)}, iteration {iteration}, all layers",
@@ -381,6 +385,18 @@ def findings(table: pd.DataFrame, iteration: int, main_reinit: str = "rewind") -
     out.append(finding_stability(table, iteration, main_reinit))
     out.append(finding_connectivity(table, iteration))
     return out
+
+
+VERDICT_ITERATIONS = (10, 15, 18)  # where the verdicts are read: a verdict that holds at one of them only is fragile
+
+
+def verdicts_by_iteration(table: pd.DataFrame, iterations=VERDICT_ITERATIONS, main_reinit: str = "rewind") -> pd.DataFrame:
+    """Each finding's verdict at each of ``iterations`` the results reach (the last one if they reach none), with
+    n = the seeds present: rows are the findings in the poster's order, columns "iteration N"."""
+    last = last_iteration(table[table["reinit"] == main_reinit])
+    its = [int(i) for i in iterations if int(i) <= last] or [last]
+    columns = {f"iteration {it}": {f.key: f.verdict for f in findings(table, it, main_reinit)} for it in its}
+    return pd.DataFrame(columns).rename_axis("finding")
 
 
 def findings_table(found: list[Finding]) -> pd.DataFrame:
