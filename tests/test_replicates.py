@@ -124,3 +124,18 @@ def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_p
     code, err = run_main("publish", folder, "--replicate", "../elsewhere")
     assert code == 2 and err.strip().count("\n") == 0 and "plain folder name" in err
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_posters_sentence_on_reruns(tmp_path):
+    """At the report's iteration (2, the last here) the replicate's differences are 10, 10, 0.5, 0: median 5.25."""
+    own = write_set(tmp_path / "results" / "set", "abc", [
+        ("l1_us", "rewind", 0, 2, 80.0, False), ("l1_us", "rewind", 1, 2, 82.0, False),
+        ("l1_s", "rewind", 0, 2, 40.0, False), ("l1_s", "rewind", 1, 2, 42.0, False)])
+    docs = tmp_path / "docs"
+    assert replicates.short(tmp_path / "results" / "set", own, docs).startswith("**Reruns.** How far training the "
+                                                                                "same config again")
+    write_set(docs / "replicates" / "same_config", "abc", [
+        ("l1_us", "rewind", 0, 2, 90.0, False), ("l1_us", "rewind", 1, 2, 92.0, False),
+        ("l1_s", "rewind", 0, 2, 40.5, False), ("l1_s", "rewind", 1, 2, 42.0, False)])
+    text = replicates.short(tmp_path / "results" / "set", own, docs)
+    assert "(1 replicate(s)" in text and "at iteration 2 moved by a median 5.25 points, up to 10.0" in text

@@ -20,6 +20,7 @@ from .. import store
 from ..analysis.table import report_iteration
 
 MARKER = "<!-- replicates -->"
+SHORT_MARKER = "<!-- replicates-short -->"  # the poster's one sentence
 KEY = ["technique", "reinit", "seed", "iteration"]
 
 
@@ -67,6 +68,23 @@ def section(results, table: pd.DataFrame | None = None, docs: Path | None = None
     return (f"**Replicates.** The same configuration was also trained {times}, with arithmetic that agrees with "
             f"this one's up to float rounding. " + " ".join(parts)
             + " Verdicts near their thresholds can change between such replicates: read them as provisional.")
+
+
+def short(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> str:
+    """The poster's one sentence on replicates: how far a rerun with other float rounding moved test accuracy at
+    the report's iteration (median and largest over every stored replicate), or that it is not measured."""
+    found = find(results, docs)
+    if not found:
+        return ("**Reruns.** How far training the same config again moves these numbers is not measured "
+                "(no replicate stored): read every verdict as provisional.")
+    if table is None:
+        table = store.load_results(results)
+    it = report_iteration(table)
+    both = pd.concat([compare(pd.read_csv(rep / "results.csv"), table) for rep in found])
+    at = both[both["iteration"] == it]["diff"]
+    return (f"**Reruns.** Trained again ({len(found)} replicate(s), arithmetic equal up to float rounding), test "
+            f"accuracies at iteration {it} moved by a median {at.median():.2f} points, up to {at.max():.1f}: "
+            f"verdicts near their thresholds can flip; read them as provisional.")
 
 
 def _drift(rep: Path, table: pd.DataFrame, it: int) -> str:
