@@ -1,6 +1,7 @@
 """Shared fixtures: tiny real-MNIST experiments written to tmp folders."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,15 @@ def cli(*args, check=False, timeout=600):
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr[-2000:])
     return proc
+
+
+@pytest.fixture(autouse=True)
+def _same_working_directory():
+    """Every test starts where the suite started (nbval, after tests/, opens files relative to it)."""
+    cwd = os.getcwd()
+    yield
+    if os.getcwd() != cwd:
+        os.chdir(cwd)
 
 
 @pytest.fixture
