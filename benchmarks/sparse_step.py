@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from population import sgemm_gflops  # benchmarks/population.py (this script's folder)
 from pruning.nets import datasets, models, techniques, training
 from pruning.nets.config import TrainingConfig
 from pruning.population import batched as population
@@ -89,15 +90,6 @@ def time_one_net(state, masks, data, steps: int, cfg) -> float:
     start = time.perf_counter()
     training.train(model, data, datasets.Split(idx, idx[:1]), cfg, seed=0, iteration=1)
     return (time.perf_counter() - start) / steps
-
-
-def sgemm_gflops(n: int = 2048, repeat: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeat):
-        a @ b
-    return 2.0 * n**3 * repeat / (time.perf_counter() - start) / 1e9
 
 
 def main(argv=None) -> None:

@@ -56,13 +56,10 @@ def moved(both: pd.DataFrame, iteration: int) -> pd.DataFrame:
 def section(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> str:
     """The paper's paragraph on replicates of ``results``: one comparison per stored replicate. Its results
     table (``table``, or ``store.load_results`` of it) is read only when a replicate is stored."""
-    found = find(results, docs)
+    found, table, it = _with_table(results, table, docs)
     if not found:
         return ("**Replicates.** No replicate of this configuration is stored (`docs/replicates/`), so how much "
                 "the verdicts move when the same config is trained again is not measured here.")
-    if table is None:
-        table = store.load_results(results)
-    it = report_iteration(table)
     parts = [_drift(rep, table, it) for rep in found]
     times = "once more" if len(found) == 1 else f"{len(found)} more times"
     return (f"**Replicates.** The same configuration was also trained {times}, with arithmetic that agrees with "
@@ -70,16 +67,23 @@ def section(results, table: pd.DataFrame | None = None, docs: Path | None = None
             + " Verdicts near their thresholds can change between such replicates: read them as provisional.")
 
 
+def _with_table(results, table, docs):
+    """(the stored replicates of ``results``, its results table, the report's iteration); the table is read only
+    when a replicate is stored (else None, None)."""
+    found = find(results, docs)
+    if not found:
+        return found, None, None
+    table = store.load_results(results) if table is None else table
+    return found, table, report_iteration(table)
+
+
 def short(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> str:
     """The poster's one sentence on replicates: how far a rerun with other float rounding moved test accuracy at
     the report's iteration (median and largest over every stored replicate), or that it is not measured."""
-    found = find(results, docs)
+    found, table, it = _with_table(results, table, docs)
     if not found:
         return ("**Reruns.** How far training the same config again moves these numbers is not measured "
                 "(no replicate stored): read every verdict as provisional.")
-    if table is None:
-        table = store.load_results(results)
-    it = report_iteration(table)
     both = pd.concat([compare(pd.read_csv(rep / "results.csv"), table) for rep in found])
     at = both[both["iteration"] == it]["diff"]
     return (f"**Reruns.** Trained again ({len(found)} replicate(s), arithmetic equal up to float rounding), test "
