@@ -240,17 +240,9 @@ def finding_random(table, iteration: int, reinits) -> Finding:
                    "above 0, under every reinitialisation", ms, note=note)
 
 
-def _collapsed_by(table, reinit: str, iteration: int) -> set[tuple[str, int]]:
-    """(technique, seed) of the runs of ``reinit`` with a collapsed training at any iteration up to ``iteration``
-    (``accuracy.collapsed``: final training loss within 0.01 of ln 10, a constant guess)."""
-    sel = table[(table["reinit"] == reinit) & (table["iteration"] <= iteration)]
-    bad = sel[accuracy.collapsed(sel)]
-    return {(t, int(s)) for t, s in zip(bad["technique"], bad["seed"])}
-
-
 def finding_functions(table, iteration: int, reinit: str) -> Finding:
     pairs = predictions.agreement_pairs(table, iteration, reinit)
-    out = _collapsed_by(table[table["iteration"] == iteration], reinit, iteration)
+    out = accuracy.collapsed_runs(table[table["iteration"] == iteration], reinit, iteration)
     dropped = [(a, s) in out or (b, s) in out for a, b, s in zip(pairs["technique_a"], pairs["technique_b"], pairs["seed"])]
     n_all = len(pairs)
     pairs = pairs[[not d for d in dropped]]
@@ -309,7 +301,7 @@ def finding_stability(table, iteration: int, reinit: str) -> Finding:
         return Finding("stability", claim, "stable weights go with accuracy", rule, [], verdict=INCONCLUSIVE,
                        note=str(exc))
     stab = stab[stab["iteration"] <= iteration]
-    out = _collapsed_by(table, reinit, iteration)
+    out = accuracy.collapsed_runs(table, reinit, iteration)
     left_out = {(t, int(s)) for t, s in zip(stab["technique"], stab["seed"]) if (t, int(s)) in out}
     stab = stab[[(t, int(s)) not in out for t, s in zip(stab["technique"], stab["seed"])]]
     values = {}

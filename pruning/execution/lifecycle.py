@@ -9,7 +9,8 @@ turn a starting state into a trained one; everything around that is here:
   the same seed and training config (see :func:`store.dense_config`): trained once, stored once in
   ``dense_<hash>/`` and linked into each run;
 - :func:`next_start` prunes and reinitialises: the masks and starting state of the next training;
-- :func:`finish` evaluates a trained model, stores its training and moves the run on.
+- :func:`finish` evaluates a trained model (:mod:`.metrics`), stores its training and moves the run on;
+- :func:`train_one` drives a run through the one-net loop (``training.train``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .. import store
 from ..core.seeds import derive_seed
 from ..nets import datasets, models, reinit, techniques, training
 from ..nets.config import RunConfig
-from ..store import records
+from . import metrics as metrics_
 
 
 @dataclass
@@ -133,64 +134,15 @@ def advance(run: Run) -> dict:
     return start
 
 
-def evaluate(rc: RunConfig, model, rd: RunData, stats: dict, iteration: int):
-    """Evaluate a trained model (masks attached): (trained state, stored record, metrics)."""
-    state = {k: v.cpu() for k, v in techniques.effective_state(model).items()}
-    val = training.evaluate(model, *val_set(rd)).logits
-    test = training.evaluate(model, rd.test_x, rd.test_y).logits
-    return describe(rc, state, techniques.get_masks(model), rd, val, test, stats, iteration)
-
-
-def val_set(rd: RunData) -> tuple[torch.Tensor, torch.Tensor]:
-    val_idx = rd.split.val_idx.to(rd.data.train_x.device)
-    return rd.data.train_x[val_idx], rd.data.train_y[val_idx]
-
-
-def describe(rc: RunConfig, state: dict, masks: dict, rd: RunData, val_logits: torch.Tensor,
-             test_logits: torch.Tensor, stats: dict, iteration: int):
-    """(trained state, stored record, metrics) of a training from its state, every layer's mask and its
-    validation and test logits (CPU): what both trainers store."""
-    val_y = rd.data.train_y[rd.split.val_idx.to(rd.data.train_y.device)].cpu()  # labels only: no image gather
-    test_y = rd.test_y.cpu()
-    val_loss = torch.nn.functional.cross_entropy(val_logits, val_y).item()
-    test_loss = torch.nn.functional.cross_entropy(test_logits, test_y).item()
-    val_acc = int((val_logits.argmax(1) == val_y).sum()) / len(val_y)
-    test_acc = int((test_logits.argmax(1) == test_y).sum()) / len(test_y)
-    remaining = techniques.remaining(masks)
-    total = sum(m.numel() for m in masks.values())
-    n_bias = sum(v.numel() for k, v in state.items() if not k.endswith(".weight") or k[:-7] not in masks)
-    kept = set(records.select(dict.fromkeys(k.rsplit(".", 1)[0] for k in state), rc.store.weights, "weights"))
-    weights = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] in kept}
-    label_dtype = torch.uint8 if test_logits.shape[1] <= 256 else torch.int64
-    record = {
-        "iteration": iteration,
-        "masks": masks,
-        "weights": weights,
-        "logits": test_logits if rc.store.logits else None,
-        "predictions": test_logits.argmax(1).to(label_dtype),
-        "targets": test_y.to(label_dtype),
-    }
-    metrics = {
-        "iteration": iteration,
-        "sparsity": 1.0 - sum(remaining.values()) / total,
-        "weights_remaining": sum(remaining.values()),
-        "params_remaining": sum(remaining.values()) + n_bias,
-        "remaining": remaining,
-        "val_acc": round(100.0 * val_acc, 6), "val_loss": val_loss,
-        "test_acc": round(100.0 * test_acc, 6), "test_loss": test_loss,
-        "train_loss": stats["train_loss"], "seconds": stats["seconds"],
-    }
-    return state, record, metrics
-
-
 def finish(run: Run, model, stats: dict, say=print, evaluated=None) -> dict:
     """Evaluate and store ``run``'s training ``run.next``; move the run on. ``model``: the trained net (masks
     attached), or None when ``evaluated`` already holds ``describe``'s (state, record, metrics)."""
     k = run.next
-    run.trained, record, metrics = evaluated if evaluated is not None else evaluate(run.rc, model, run.rd, stats, k)
+    run.trained, record, metrics = (evaluated if evaluated is not None else
+                                     metrics_.evaluate(run.rc, model, run.rd, stats, k))
     run.masks = record["masks"]  # every layer's mask, exactly what a resumed run reads from the checkpoint
     run.st.save_training(k, run.trained, run.masks, record, metrics)
-    say(log_line(run.rc, metrics))
+    say(metrics_.log_line(run.rc, metrics))
     if run.on_stored is not None:
         run.on_stored(run.rc, k)
     run.next = k + 1
@@ -218,10 +170,3 @@ def train_one(run: Run, say=print, bar=None, stop: int | None = None) -> None:
         finish(run, model, stats, say)
         if bar is not None:
             bar.update(1)
-
-
-def log_line(rc: RunConfig, metrics: dict) -> str:
-    name = "dense" if rc.technique == store.DENSE else rc.technique
-    return (f"{name:>13} {rc.reinit:<8} s{rc.seed} it {metrics['iteration']:02d}/{rc.iterations:02d}"
-            f"  {100 * (1 - metrics['sparsity']):5.1f}% left  val {metrics['val_acc']:5.2f}"
-            f"  test {metrics['test_acc']:5.2f}  loss {metrics['train_loss']:.3f}  {metrics['seconds']:.1f}s")

@@ -14,7 +14,7 @@ import torch
 
 from ..nets.config import RunConfig
 from ..population.batched import check_arch, train_population
-from . import lifecycle
+from . import lifecycle, metrics
 
 
 
@@ -55,11 +55,11 @@ def run_group(group: list[RunConfig], results: Path, device: str, bar=None, say=
         # Members of one group share the split and test set: one batched evaluation pass for all of them.
         trained, stats, (val, test) = train_population(
             starts, masks, lead.rd.data, lead.rd.split.train_idx, lead.rc.training, seed=lead.rc.seed, iteration=k,
-            evaluate_on=(lifecycle.val_set(lead.rd)[0], lead.rd.test_x))
+            evaluate_on=(metrics.val_set(lead.rd)[0], lead.rd.test_x))
         for i, (run, is_live, state, member_stats) in enumerate(zip(runs, live, trained, stats)):
             if not is_live:
                 continue
-            evaluated = lifecycle.describe(run.rc, state, run.masks, run.rd, val[i], test[i], member_stats, k)
+            evaluated = metrics.describe(run.rc, state, run.masks, run.rd, val[i], test[i], member_stats, k)
             lifecycle.finish(run, None, member_stats, say, evaluated=evaluated)
             if bar is not None:
                 bar.update(1)
