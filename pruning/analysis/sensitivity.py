@@ -40,8 +40,7 @@ def at_iteration(table: pd.DataFrame, iteration: int, reinit: str = "rewind", te
 def study(tables: dict[str, pd.DataFrame], iteration: int, reinit: str = "rewind") -> pd.DataFrame:
     """:func:`at_iteration` for every named table, stacked with a ``set`` column (in the order given)."""
     parts = [at_iteration(t, iteration, reinit).assign(set=name) for name, t in tables.items()]
-    out = pd.concat(parts, ignore_index=True) if parts else at_iteration(pd.DataFrame(columns=[
-        "reinit", "iteration", "technique", "seed", "test_acc", "collapsed"]), iteration).assign(set=[])
+    out = pd.concat(parts, ignore_index=True)
     return out[["set"] + [c for c in out.columns if c != "set"]]
 
 

@@ -40,12 +40,17 @@ def pin() -> None:
             os.environ.setdefault(key, value)
 
 
-def cpu_model() -> str:
+def cpuinfo_line(*prefixes: str) -> str:
+    """The first line of /proc/cpuinfo that starts with one of ``prefixes``, as it is; "" where there is none."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+            return next((line for line in f if line.startswith(prefixes)), "")
     except OSError:
         return ""
+
+
+def cpu_model() -> str:
+    return cpuinfo_line("model name").partition(":")[2].strip()
 
 
 def describe() -> dict:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import paths
+from ..core import numerics, paths
 from ..core.atomic import replacing
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
@@ -48,14 +48,6 @@ SOURCE_TEXT = SOURCE.read_text()
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c++17"]
 LANES = 16  # the kernels' vector width in floats: filter columns are padded to a multiple of it
 _loaded: dict[str, object] = {}
-
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return ""
 
 
 def _compiler() -> str | None:
@@ -87,7 +79,7 @@ def library():
     compiler = _compiler()
     if os.environ.get("PRUNING_KERNELS", "") != "torch" and compiler:
         key = hashlib.sha256("\0".join([SOURCE_TEXT, compiler, *FLAGS, platform.machine(),
-                                         _cpu_flags()]).encode()).hexdigest()[:16]
+                                         numerics.cpuinfo_line("flags", "Features")]).encode()).hexdigest()[:16]
         target = paths.BUILD / "kernels" / f"kernels-{key}.so"
         try:
             if not target.exists():
