@@ -139,3 +139,12 @@ def test_the_posters_sentence_on_reruns(tmp_path):
         ("l1_s", "rewind", 0, 2, 40.5, False), ("l1_s", "rewind", 1, 2, 42.0, False)])
     text = replicates.short(tmp_path / "results" / "set", own, docs)
     assert "(1 replicate(s)" in text and "at iteration 2 moved by a median 5.25 points, up to 10.0" in text
+
+
+def test_the_paper_and_poster_texts_come_together(tmp_path):
+    own = write_set(tmp_path / "results" / "set", "abc", [("l1_us", "rewind", 0, 2, 80.0, False)])
+    docs = tmp_path / "docs"
+    write_set(docs / "replicates" / "same_config", "abc", [("l1_us", "rewind", 0, 2, 81.0, False)])
+    both = replicates.sections(tmp_path / "results" / "set", own, docs)
+    assert both == {replicates.MARKER: replicates.section(tmp_path / "results" / "set", own, docs),
+                    replicates.SHORT_MARKER: replicates.short(tmp_path / "results" / "set", own, docs)}

@@ -67,6 +67,13 @@ def section(results, table: pd.DataFrame | None = None, docs: Path | None = None
             + " Verdicts near their thresholds can change between such replicates: read them as provisional.")
 
 
+def sections(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> dict[str, str]:
+    """{marker: text} for the paper's paragraph (:data:`MARKER`) and the poster's sentence (:data:`SHORT_MARKER`),
+    reading the results table (when not given) once, and only when a replicate is stored."""
+    _, table, _ = _with_table(results, table, docs)
+    return {MARKER: section(results, table, docs), SHORT_MARKER: short(results, table, docs)}
+
+
 def _with_table(results, table, docs):
     """(the stored replicates of ``results``, its results table, the report's iteration); the table is read only
     when a replicate is stored (else None, None)."""

@@ -131,8 +131,7 @@ def render(results, renderer: str = "auto", quiet: bool = False, build: Path | N
     if not notebooks.is_dir():
         raise ReportError(f"no executed notebooks in {notebooks}; {run_notebooks_hint(results)}")
     values = variables(results)
-    staged = stage(build, values, companions.find(results), {replicates.MARKER: replicates.section(results),
-                                                             replicates.SHORT_MARKER: replicates.short(results)})
+    staged = stage(build, values, companions.find(results), replicates.sections(results))
     resolved = check_embeds([staged / d for d in DOCUMENTS], notebooks, results)
     if renderer == "auto":
         renderer = "quarto" if shutil.which("quarto") else "pandoc"
