@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import store
 from ..core import paths
 from ..nets import techniques as _techniques
 from .table import POSTER_ITERATION, ParameterError, _as_list, _files, _folder, _mean_std, _np, _pairwise_over_seeds, _techniques_for, \
@@ -87,7 +88,18 @@ def ensemble_accuracy(table: pd.DataFrame, iteration: int, members, reinit: str 
         targets = recs[0]["targets"]
         if any(not np.array_equal(_np(r["targets"]), _np(targets)) for r in recs):
             raise ValueError(f"members {members} (seed {s}) were tested on different images")
-        if method == "mean_prob":
+        if method == "mean_prob" and any(r.get("published") for r in recs):
+            pred = store.published.ensemble(recs[0], reinit, members)
+            if pred is None and len(members) == 1:
+                pred = recs[0]["predictions"]  # published only where it differs from the stored prediction
+            if pred is None:
+                its = store.published.ensemble_iterations(Path(recs[0]["published"]["seed_folder"]).parent.parent,
+                                                           reinit, members)
+                raise ParameterError(
+                    f"{_folder(table)} publishes the softmax-mean ensemble of {'+'.join(members)} ({reinit}) only at "
+                    f"iterations {_ranges(its) if its else 'none'} (it keeps no logits); use method='vote', or train "
+                    f"the runs with `python -m pruning run` and the set's config")
+        elif method == "mean_prob":
             if any(r.get("logits") is None for r in recs):
                 raise ParameterError(f"{_folder(table)} stores no logits (store.logits: false); "
                                      f"use method='vote' or rerun with store.logits: true")

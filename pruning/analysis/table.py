@@ -55,7 +55,8 @@ def _folder(table: pd.DataFrame) -> str:
     if table.attrs.get("results"):
         return table.attrs["results"]
     if "run_dir" in table.columns and len(table):
-        return str(Path(table["run_dir"].iloc[0]).parent)
+        parent = Path(table["run_dir"].iloc[0]).parent
+        return str(parent.parent if parent.name == store.published.DATA else parent)
     return "the results"
 
 
@@ -164,16 +165,18 @@ def record(row) -> dict:
     :data:`RECORD_CACHE_BYTES` bytes. The returned dict is shared: do not modify its tensors.
     """
     global _cache_bytes
-    path = os.path.abspath(row if isinstance(row, (str, Path)) else row["file"])
+    name = str(row if isinstance(row, (str, Path)) else row["file"])
+    file, sep, part = name.rpartition("#") if store.published.split_key(name) else (name, "", "")
+    path = os.path.abspath(file)
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise store.StoreError(f"{path} is missing; delete its run directory and run the same command again") from None
-    key = (path, st.st_mtime_ns, st.st_size)
+    key = (path + sep + part, st.st_mtime_ns, st.st_size)
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
-    rec = store.load_training(path)
+    rec = store.load_training(path + sep + part)
     _cache[key] = rec
     _cache_bytes += st.st_size
     while len(_cache) > 1 and (len(_cache) > RECORD_CACHE_SIZE or _cache_bytes > RECORD_CACHE_BYTES):

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import store
 from .stats import pearson
 from .table import ParameterError, _as_list, _files, _folder, _np, _ranges, check, last_iteration, record, \
     technique_order
@@ -24,8 +25,11 @@ def _layer_weight(rec: dict, layer: str, where: str) -> torch.Tensor:
     key = f"{layer}.weight"
     if key not in rec["weights"]:
         stored = sorted(k[: -len(".weight")] for k in rec["weights"] if k.endswith(".weight"))
+        config = (store.peek(where) or {}).get("config_file", "configs/<name>.yaml")
+        todo = (f"the published set keeps these only; for the others train its runs: python -m pruning run {config}"
+                if rec.get("published") else "see store.weights in the config")
         raise ParameterError(f"{where} stores no trained weights of layer '{layer}' "
-                             f"(stored: {', '.join(stored) or 'none'}; see store.weights in the config)")
+                             f"(stored: {', '.join(stored) or 'none'}; {todo})")
     return rec["weights"][key] * rec["masks"][layer]
 
 
@@ -71,8 +75,16 @@ def mean_abs_delta(before: dict, after: dict, layers: list[str]) -> tuple[float,
     """Mean |w_after - w_before| over the weights kept in both records, and how many there are.
 
     ``before``/``after`` are records (``masks`` and ``weights``); NaN when no weight survives in both.
+    A published record (``store.published``) carries these sums per layer (``stability``), computed from
+    its full float32 weights when it was published, and they are used instead.
     """
     total, count = 0.0, 0
+    if "stability" in after:
+        for layer in layers:
+            part, n = after["stability"][layer]
+            total += part
+            count += n
+        return (total / count if count else math.nan), count
     for layer in layers:
         both = _np(before["masks"][layer]) & _np(after["masks"][layer])
         key = f"{layer}.weight"
@@ -101,7 +113,12 @@ def weight_stability(table: pd.DataFrame, reinit: str = "rewind", layer: str | N
                 if it == 0 or it - 1 not in its:
                     continue
                 before, after = record(files[tech, seed, it - 1]), record(files[tech, seed, it])
-                if layer in (None, "all"):
+                if "stability" in after:
+                    layers = list(after["stability"]) if layer in (None, "all") else [layer]
+                    if not set(layers) <= set(after["stability"]):
+                        raise ParameterError(f"{_folder(table)} published no weight stability of layer '{layer}' "
+                                             f"(published: {', '.join(after['stability']) or 'none'})")
+                elif layer in (None, "all"):
                     layers = [n for n in after["masks"] if f"{n}.weight" in after["weights"]
                               and f"{n}.weight" in before["weights"]]
                     if not layers:

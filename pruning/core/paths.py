@@ -16,6 +16,14 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 REPORT = REPO_ROOT / "report"         # the Quarto project (paper.qmd, poster.qmd)
 
 
+PUBLISHED_BUILD_PREFIX = "published_"
+
+
 def build_folder(results) -> Path:
-    """``build/<results folder name>``: executed notebooks (``notebooks/``) and the report (``report/``)."""
-    return BUILD / Path(results).resolve().name
+    """``build/<results folder name>``: executed notebooks (``notebooks/``) and the report (``report/``).
+
+    A published set (a folder with ``data/``, e.g. ``docs/smoke``) builds in ``build/published_<name>``,
+    apart from the run store of the same name (``results/smoke``)."""
+    folder = Path(results).resolve()
+    prefix = PUBLISHED_BUILD_PREFIX if (folder / "data").is_dir() else ""
+    return BUILD / f"{prefix}{folder.name}"

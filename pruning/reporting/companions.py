@@ -47,7 +47,8 @@ def find(results) -> dict[str, Path]:
     found = {}
     for network, (name, _) in COMPANIONS.items():
         folder = results.parent / name
-        if _arch(folder) == network and any(folder.glob("run_*/trainings/[0-9][0-9][0-9].json")):
+        if _arch(folder) == network and (any(folder.glob("run_*/trainings/[0-9][0-9][0-9].json"))
+                                         or store.published.seeds(folder)):
             found[network] = folder
     return found
 

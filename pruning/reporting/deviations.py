@@ -87,8 +87,7 @@ def read_deviations(results) -> pd.DataFrame:
     """:func:`deviations` of a results folder (its ``experiment.json``)."""
     folder = Path(results)
     exp = store.read_experiment(folder)
-    runs = exp.get("runs", [])
-    done = sum(1 for r in runs if (folder / f"run_{r['hash']}" / "done.json").exists())
+    done, planned = store.runs_finished(folder)
     from . import companions
 
-    return deviations(exp.get("config", {}), runs_done=done, runs=len(runs), companions=companions.find(folder))
+    return deviations(exp.get("config", {}), runs_done=done, runs=planned, companions=companions.find(folder))

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..core import paths
 from ..core.atomic import replacing
 from ..core.errors import NotebookError
-from ..store import save_json
+from ..store import published, save_json
 
 NOTEBOOKS_DIR = paths.NOTEBOOKS
 BUILD_DIR = paths.BUILD
@@ -70,10 +70,12 @@ def declared_parameters(nb: dict) -> list[str]:
 
 
 def results_fingerprint(results: Path) -> str:
-    """sha256 over experiment.json and every run's trainings/*.json (path relative to the folder + content)."""
+    """sha256 over experiment.json and every run's trainings/*.json (path relative to the folder + content);
+    for a published set, over every file of its ``data/`` (``store.published.fingerprint_files``)."""
     results = Path(results)
     h = hashlib.sha256()
-    files = [results / "experiment.json"] + sorted(results.glob("run_*/trainings/*.json"))
+    files = [results / "experiment.json"] + sorted(results.glob("run_*/trainings/*.json")) \
+        + published.fingerprint_files(results)
     for path in files:
         h.update(str(path.relative_to(results)).encode() + b"\0")
         try:
@@ -102,8 +104,8 @@ def inputs_hash(nb: dict, parameters: dict, results_fp: str, code_fp: str) -> st
 # ----------------------------------------------------------------------------- executing
 
 def output_folder(results) -> Path:
-    """``build/<results folder name>/notebooks``."""
-    return BUILD_DIR / Path(results).resolve().name / "notebooks"
+    """``build/<results folder name>/notebooks`` (``paths.build_folder``)."""
+    return BUILD_DIR / paths.build_folder(results).name / "notebooks"
 
 
 def _one_line(text: str) -> str:

@@ -1,18 +1,21 @@
 """Publishing a results set to ``docs/`` (served as-is by GitHub Pages): readers open it without running anything.
 
-``python -m pruning publish RESULTS`` (or ``make publish CONFIG=configs/NAME.yaml``) executes the
-notebooks on the run store (unchanged ones are skipped), renders the paper and the poster, and writes
-``docs/<name>/``:
+``python -m pruning publish RESULTS`` (or ``make publish CONFIG=configs/NAME.yaml``) adds the finished seeds
+of the run store ``RESULTS`` that ``docs/<name>/`` does not hold yet to its published data, then renders the set
+from that data alone (``python -m pruning publish docs/<name>`` re-renders it; no run store is needed):
 
+    data/                     the published store (``store.published``, written by ``export``): one folder per
+                              seed, immutable once written, and the data card ``data/README.md``
     paper.html, poster.html   the rendered report (self-contained); a LeNet report shows the AlexNet and
                               VGG11 conv2 figures of the companion sets found beside it (``companions``)
     figures.html              instead of paper and poster, for a companion set (AlexNet, VGG11): its
                               figures, numbers and every training (``figures_page``)
-    results.csv               the tidy results table, one row per training (store.load_results)
-    experiment.json           the config, run hashes, code version, hardware, dates, wall time
+    results.csv               the tidy results table of every published seed, one row per training
+    experiment.json           the config, run hashes, code version, hardware, dates, wall time, published seeds
 
-then rewrites ``docs/index.html``, which links every published set. Published files are written to a
-temporary folder first and swapped in whole, so a failed render never leaves a half-updated set.
+then rewrites ``docs/index.html``, which links every published set. A seed's folder is written under a
+temporary name and renamed, and each page is written beside its old version and moved over it, so a failed
+publish leaves no half-written file; a failed render leaves the old pages beside the new data (publish again).
 ``python -m pruning publish RESULTS --replicate NAME`` keeps only the table and ``experiment.json``, in
 ``docs/replicates/NAME/``: a second training of a published config, which its paper compares against.
 """
@@ -22,45 +25,63 @@ import html
 import shutil
 from pathlib import Path
 
-from . import companions, figures_page, notebooks, report
+from . import companions, export, figures_page, notebooks, report
 from ..core import paths
+from ..core.atomic import replacing
 from .. import store
+from ..store import published
 from ..core.errors import ReportError
 
 FILES = ("paper.html", "poster.html", "figures.html", "results.csv", "experiment.json")
 
 
 def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bool = False) -> Path:
-    """Render ``results`` and publish it to ``docs/<experiment name>/``; returns that folder."""
+    """Publish ``results`` to ``docs/<experiment name>/``; returns that folder.
+
+    From a run store: its finished seeds that the set does not hold yet are added to the set's data
+    (:mod:`.export`; published seeds are never rewritten), then the whole-set files are rewritten and the
+    notebooks and the report run on the published set itself, so that every number the pages quote is
+    what anyone recomputes from the committed data. From a published set (``docs/<name>``): only that.
+    """
     results = Path(results)
     docs = Path(docs) if docs is not None else paths.DOCS
     exp = store.read_experiment(results)
-    target = docs / exp["name"]
-    tmp = docs / f".{exp['name']}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    network = exp["config"]["arch"]
+    if published.is_published(results):
+        target, source = results, None
+    else:
+        target, source = docs / exp["name"], results
+        target.mkdir(parents=True, exist_ok=True)
+        have = published.seeds(target)
+        added = export.add_seeds(results, target)
+        if not published.seeds(target):
+            raise ReportError(f"{results} has no seed whose runs are all finished; finish one (`python -m pruning run "
+                              f"{exp.get('config_file', 'configs/<name>.yaml')} --seeds N`) and publish again")
+        if not quiet:
+            print(f"seeds added to {target}: {added or 'none'}; already there (kept as they are): {have or 'none'}")
+    export.write_derived(source, target)
+    pages = _render(target, renderer, quiet)
+    for name, path in pages.items():
+        with replacing(target / name) as tmp:
+            shutil.copyfile(path, tmp)
+    write_index(docs if source is not None else target.parent)
+    if not quiet:
+        print(f"published: {target}  (index: {(docs if source is not None else target.parent) / 'index.html'})")
+    return target
+
+
+def _render(target: Path, renderer: str, quiet: bool) -> dict[str, Path]:
+    """The pages of a published set, rendered from it: {file name in the set: rendered file}."""
+    network = store.read_experiment(target)["config"]["arch"]
     if network in companions.COMPANIONS:
         layer = companions.COMPANIONS[network][1]
-        executed = notebooks.execute_all(results, quiet=quiet, notebooks=[companions.SOURCE_NOTEBOOK],
+        executed = notebooks.execute_all(target, quiet=quiet, notebooks=[companions.SOURCE_NOTEBOOK],
                                          parameters={"layer": layer})
-        figures_page.write(results, executed[0], tmp / "figures.html")
-    else:
-        notebooks.execute_all(results, quiet=quiet)
-        out = report.render(results, renderer=renderer, quiet=quiet)
-        shutil.copyfile(out["paper"], tmp / "paper.html")
-        shutil.copyfile(out["poster"], tmp / "poster.html")
-    _write_table(results, tmp)
-    old = docs / f".{exp['name']}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    write_index(docs)
-    if not quiet:
-        print(f"published: {target}  (index: {docs / 'index.html'})")
-    return target
+        page = paths.build_folder(target) / "figures.html"
+        figures_page.write(target, executed[0], page)
+        return {"figures.html": page}
+    notebooks.execute_all(target, quiet=quiet)
+    out = report.render(target, renderer=renderer, quiet=quiet)
+    return {"paper.html": out["paper"], "poster.html": out["poster"]}
 
 
 def _write_table(results: Path, folder: Path) -> None:

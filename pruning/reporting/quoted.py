@@ -63,7 +63,7 @@ def variables(results) -> dict[str, str]:
     it = report_iteration(table)
     techs = technique_order(sel)
     seeds = sorted(int(s) for s in set(table["seed"]))
-    runs_done = sum(1 for r in exp.get("runs", []) if (folder / f"run_{r['hash']}" / "done.json").exists())
+    runs_done = store.runs_finished(folder)[0]
     arch, dataset = str(table["arch"].iloc[0]), str(table["dataset"].iloc[0])
     iterations = int(cfg.get("iterations", int(table["iteration"].max())))
     v: dict[str, str] = {

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..nets.config import ExperimentConfig
-from . import layout, provenance
+from . import layout, provenance, published
 from .files import StoreError, read_json, save_json
 from .provenance import hardware, now as _now
 
@@ -57,3 +57,14 @@ def peek(folder: Path) -> dict | None:
         return read_json(Path(folder) / layout.EXPERIMENT, "")
     except (StoreError, OSError):
         return None
+
+
+def runs_finished(folder: Path) -> tuple[int, int]:
+    """(finished, planned) runs of a results folder: a run store's runs with ``done.json``, or a published
+    set's runs of its published seeds."""
+    folder = Path(folder)
+    runs = read_experiment(folder).get("runs", [])
+    if published.is_published(folder):
+        seeds = set(published.seeds(folder))
+        return sum(1 for r in runs if int(r["seed"]) in seeds), len(runs)
+    return sum(1 for r in runs if (folder / f"{layout.RUN_PREFIX}{r['hash']}" / layout.DONE).exists()), len(runs)

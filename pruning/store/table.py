@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import layout, records
+from . import layout, published, records
 from .experiment import read_experiment
 from .files import read_json, read_tensors
 
@@ -33,6 +33,8 @@ def load_results(folder: str | Path, all_runs: bool = False) -> pd.DataFrame:
     """
     folder = Path(folder)
     exp = read_experiment(folder)
+    if published.is_published(folder):
+        return _ordered(published.load_table(folder))
     wanted = None if all_runs else {r["hash"] for r in exp["runs"]}
     rows = []
     for run_dir in sorted(folder.glob(f"{layout.RUN_PREFIX}*")):
@@ -58,6 +60,12 @@ def load_results(folder: str | Path, all_runs: bool = False) -> pd.DataFrame:
         return pd.DataFrame(columns=TABLE_COLUMNS)
     table = pd.DataFrame(rows)
     table["collapsed"] = (table["train_loss"].astype(float) - math.log(NUM_CLASSES)).abs() <= COLLAPSE_TOLERANCE
+    return _ordered(table)
+
+
+def _ordered(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
     extra = [c for c in table.columns if c not in TABLE_COLUMNS]
     return table[TABLE_COLUMNS + extra].sort_values(["technique", "reinit", "seed", "iteration"]).reset_index(drop=True)
 
@@ -67,8 +75,12 @@ def load_training(row_or_path) -> dict:
     ``logits`` (N, classes) float32, ``predictions`` (N,) int64, ``targets`` (N,) int64.
 
     Accepts a row of :func:`load_results` (or its ``file``), so ``load_training(table.iloc[0])`` works.
-    The file's checksum is verified against its ``.json``.
+    The file's checksum is verified against its ``.json``. A published training (``file`` ending in
+    ``#<row>``, :mod:`.published`) has no logits, only the weights the set keeps, and ``stability``.
     """
+    key = row_or_path["file"] if not isinstance(row_or_path, (str, Path)) else row_or_path
+    if published.split_key(key) is not None:
+        return published.load_training(key)
     path = Path(row_or_path["file"] if not isinstance(row_or_path, (str, Path)) else row_or_path)
     meta = read_json(path.with_suffix(".json"), f"delete {path.parent.parent} and run the same command again")
     record = records.unpack(read_tensors(path, f"delete {path.parent.parent} and run the same command again",
