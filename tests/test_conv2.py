@@ -5,6 +5,7 @@ import io
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,10 +152,13 @@ def test_a_companion_set_publishes_a_page_of_figures_and_the_index_links_it(sets
 
     _, alex = sets
     target = publish.publish(alex, docs=tmp_path / "docs", quiet=True)
-    assert sorted(p.name for p in target.iterdir()) == ["experiment.json", "figures.html", "results.csv"]
+    assert sorted(p.name for p in target.iterdir()) == ["data", "experiment.json", "figures.html", "results.csv"]
     page = (target / "figures.html").read_text()
     assert page.count('src="data:image/png;base64,') == 2
     assert "AlexNet features.3 (12,288 kernels) after 2 pruning steps" in page
-    assert "MB per training record" in page
+    assert "KB a training" in page and 'href="data/README.md"' in page
+    with np.load(target / "data" / "seed_0" / "l1_us.rewind.npz") as z:  # what its figures read: conv2 in float16
+        assert z["weight.features.3"].dtype == np.float16 and "weight.features.0" not in z.files
+        assert {"mask.features.0", "mask.features.3"} <= set(z.files)
     index = (tmp_path / "docs" / "index.html").read_text()
     assert 'href="alexnet_mnist_cpu/figures.html"' in index and "alexnet_mnist_cpu/paper.html" not in index

@@ -192,7 +192,8 @@ def test_seeds_subset_trains_those_seeds_as_a_whole_run_would(tmp_path):
     path = write_config(tmp_path / "seeds.yaml", techniques=["l1_us", "random_s"], reinit=["rewind"], seeds=[0, 1],
                         iterations=1, data={"train_subset": 320, "val_subset": 200, "test_subset": 500})
     grown, whole = tmp_path / "grown", tmp_path / "whole"
-    run_ok("run", path, "--results", grown, "--seeds", "1", "--quiet")
+    said = run_ok("run", path, "--results", grown, "--seeds", "1")
+    assert "4 runs, 2 of seeds 1, 0 already finished, 2 to train" in said, said  # not "2 already finished"
     table = store.load_results(grown)
     assert sorted(table["seed"].unique()) == [1] and len(table) == 2 * 2  # 2 runs x 2 trainings
     run_ok("run", path, "--results", grown, "--seeds", "0-1", "--quiet")

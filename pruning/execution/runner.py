@@ -140,7 +140,10 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     total = sum(rc.iterations + 1 - len(store.RunStore(results, rc).completed()) for rc in pending)
     ex = executors.make(executor, run_unit, n_workers, device, threads, address, say=say) if work else None
     where = ex.describe() if ex else "nothing to do"
-    say(f"{cfg.name}: {len(runs)} runs, {len(runs) - len(pending)} already finished, {len(pending)} to train on "
+    chosen = [rc for rc in runs if seeds is None or rc.seed in seeds]
+    scope = f"{len(runs)} runs" if seeds is None else \
+        f"{len(runs)} runs, {len(chosen)} of seeds {','.join(map(str, sorted(set(seeds))))}"
+    say(f"{cfg.name}: {scope}, {len(chosen) - len(pending)} already finished, {len(pending)} to train on "
         f"{device} ({trainer} trainer, {len(work)} units, {where}) -> {results}")
     with tqdm(total=total, unit="training", disable=quiet or total == 0 or (executor == "local" and n_workers > 1),
               file=sys.stderr, dynamic_ncols=True, leave=False) as bar:

@@ -55,6 +55,17 @@ def store_size(results: Path) -> dict:
             "total": total}
 
 
+def _store_sentence(results: Path, size: dict) -> str:
+    if store.published.is_published(results):
+        total, n = store.published.sizes(results)["total"], len(store.load_results(results))
+        return (f"Published data: {total / 1e6:.1f} MB for {n:,} trainings ({total / max(n, 1) / 1e3:.0f} KB a "
+                f"training: bit-packed masks, conv2 weights in float16, test predictions), every file described in "
+                f'<a href="data/README.md">data/README.md</a>; no figure here needs training again.')
+    return (f"Store: {size['record'] / 1e6:.2f} MB per training record (bit-packed masks of the conv layers, conv1/conv2 "
+            f"weights, test logits), {size['checkpoint'] / 1e6:.0f} MB per run checkpoint (the latest full state, for "
+            f"resuming), {size['total'] / 1e9:.2f} GB in all.")
+
+
 def _table(results: Path, network: str) -> str:
     from .. import analysis
 
@@ -107,9 +118,7 @@ random mask of the same sparsity empties. "collapsed": the final training loss i
 <h2>Provenance</h2>
 <p>Config hash <code>{e(exp.get('config_hash', ''))}</code>, code version <code>{e(exp.get('code_version', ''))}</code>,
 hardware: {e(exp.get('hardware', ''))}; wall time of the last run: {f'{seconds / 60:.1f} min' if isinstance(seconds, (int, float)) else 'n/a'}.
-Store: {size['record'] / 1e6:.2f} MB per training record (bit-packed masks of the conv layers, conv1/conv2 weights,
-test logits), {size['checkpoint'] / 1e6:.0f} MB per run checkpoint (the latest full state, for resuming),
-{size['total'] / 1e9:.2f} GB in all. The tidy table is <a href="results.csv">results.csv</a>; the config, run hashes and
+{_store_sentence(results, size)} The tidy table is <a href="results.csv">results.csv</a>; the config, run hashes and
 dates are in <a href="experiment.json">experiment.json</a>.</p>
 </body></html>
 """
