@@ -162,3 +162,13 @@ def test_a_companion_set_publishes_a_page_of_figures_and_the_index_links_it(sets
         assert {"mask.features.0", "mask.features.3"} <= set(z.files)
     index = (tmp_path / "docs" / "index.html").read_text()
     assert 'href="alexnet_mnist_cpu/figures.html"' in index and "alexnet_mnist_cpu/paper.html" not in index
+
+
+def test_the_companion_numbers_say_when_the_dense_net_is_below_its_pruned_descendants(sets):
+    _, alex = sets
+    table = store.load_results(alex)
+    text = companions.numbers(alex, "alexnet")
+    below = float(table[table.iteration > 0].test_acc.max()) > float(table[table.iteration == 0].test_acc.mean())
+    epochs = json.loads((alex / "experiment.json").read_text())["config"]["training"]["epochs"]
+    assert ("is below its pruned descendants" in text) == below
+    assert (f"every training here lasts {epochs} epoch" in text) == below

@@ -25,7 +25,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results" / "smoke"
 EXECUTED = REPO / "build" / "smoke" / "notebooks"
-NOTEBOOKS = ("accuracy", "agreement", "ensembles", "filters", "findings", "mask_similarity", "weight_stability")
+NOTEBOOKS = ("accuracy", "agreement", "ensembles", "filters", "findings", "mask_similarity", "sensitivity",
+             "weight_stability")
 
 # The display names of the techniques, as the paper writes them (a fact, not read from the package).
 LABELS = {"l1_us": "L1 US", "random_us": "random US", "l1_s": "L1 S", "l2_s": "L2 S", "linf_s": "L∞ S",
@@ -34,6 +35,9 @@ BY_LABEL = {v: k for k, v in LABELS.items()}
 # The poster's ensemble table (PROTOCOL.md): seven single techniques, "all" of them, and its best trio.
 POSTER_SEVEN = ["l2_s", "l1_s", "l1_us", "hybrid", "random_s", "lneginf_s", "fc_only_l1_us"]
 POSTER_TRIO = ["hybrid", "fc_only_l1_us", "l1_us"]
+# The poster's accuracies (%) at iteration 18 under rewinding (PROTOCOL.md's table).
+POSTER = {"l2_s": 36.7, "l1_s": 37.8, "l1_us": 32.4, "hybrid": 81.8, "random_s": 11.3, "lneginf_s": 14.5,
+          "fc_only_l1_us": 87.4}
 T_975 = {1: 12.7062047, 2: 4.30265273, 3: 3.18244631, 4: 2.77644511, 5: 2.57058184, 6: 2.44691185,
          7: 2.36462425, 8: 2.30600414, 9: 2.26215716}  # t(0.975, df), from tables
 
@@ -321,3 +325,25 @@ def test_findings_random_structured_vs_unstructured_follows_the_rule(executed):
     want = ("not supported" if "not supported" in each else
             "supported" if all(v == "supported" for v in each) else "inconclusive")
     assert verdicts["random"] == want
+
+
+def test_sensitivity_distance_to_the_poster_and_the_nearest_set(executed):
+    """The smoke set has no published variant (docs/sensitivity/ holds variants of the paper CPU config), so its
+    row is the only one: its RMS to the poster over the seven techniques, and per technique its mean."""
+    store, printed = executed
+    m = header(printed["sensitivity"], r"iteration (\d+), rewind; variants published for this config: (\d+), "
+                                       r"with this iteration: (\d+)")
+    it = int(m.group(1))
+    assert it == last_common_iteration(store, "rewind") and m.group(3) == "0"
+    means = {t: mean(store.metric(t, "rewind", s, it) for s in store.seeds(t, "rewind", it)) for t in POSTER}
+    rms = math.sqrt(sum((means[t] - POSTER[t]) ** 2 for t in POSTER) / len(POSTER))
+    near(header(printed["sensitivity"], r"this set: RMS to poster ([\d.]+)").group(1), rms, "rms")
+    checked = 0
+    for t, poster in POSTER.items():
+        line = header(printed["sensitivity"], rf"{re.escape(LABELS[t])}: poster ([\d.]+), nearest this set ([\d.]+), "
+                                              rf"within 5: (.*)")
+        near(line.group(1), poster, t)
+        near(line.group(2), means[t], t)
+        assert line.group(3) == ("this set" if abs(means[t] - poster) <= 5 else "none")
+        checked += 1
+    assert checked == 7

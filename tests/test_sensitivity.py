@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from pruning.analysis import sensitivity as S
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def table(rows):
@@ -51,3 +55,44 @@ def test_counting_reads_the_posters_iteration_as_18_and_as_19_steps():
     c = S.counting(BASE).set_index("technique")
     assert c.loc["l1_us", "mean_18"] == 92.0 and c.loc["l1_us", "mean_19"] == 32.0 and c.loc["l1_us", "nearer"] == 19
     assert c.loc["l1_s", "collapsed_19"] == 2 and c.loc["l1_s", "nearer"] == 18  # |53.2 - 37.8| < |11.35 - 37.8|
+
+
+def _publish(folder, name, config, table_):
+    import json
+
+    (folder / name).mkdir(parents=True)
+    (folder / name / "experiment.json").write_text(json.dumps({"name": name, "config": config}))
+    table_.to_csv(folder / name / "results.csv", index=False)
+
+
+def test_a_variant_is_a_published_set_that_changes_one_or_two_protocol_fields_of_the_base(tmp_path):
+    from pruning.nets.config import load_experiment
+
+    base = load_experiment(REPO / "configs" / "paper_lenet_mnist_cpu.yaml").to_dict()
+    exempt = {**base, "name": "other", "seeds": [0, 1, 2], "techniques": ["l1_us", "l1_s"], "output_layer": "exempt"}
+    longer = {**base, "training": {**base["training"], "epochs": 30}, "reinit": ["rewind"]}
+    far = {**base, "training": {**base["training"], "epochs": 1, "lr": 0.05, "momentum": 0.9}}
+    same = {**base, "seeds": [7]}  # only what was run differs: not a variant
+    for name, cfg in (("exempt", exempt), ("longer", longer), ("far", far), ("same", same)):
+        _publish(tmp_path, name, cfg, VARIANT)
+    found = S.variants(base, tmp_path)
+    assert [v["name"] for v in found] == ["exempt", "longer"]
+    assert found[0]["changes"] == {"output_layer": ("prune", "exempt")}
+    assert found[1]["changes"] == {"training.epochs": (10, 30)}
+    assert found[0]["table"]["test_acc"].tolist() == VARIANT["test_acc"].tolist()
+
+
+def test_the_papers_sentence_says_what_each_variant_brings_within_reach_and_what_none_does(tmp_path):
+    from pruning.nets.config import load_experiment
+    from pruning.reporting import quoted
+
+    base = load_experiment(REPO / "configs" / "paper_lenet_mnist_cpu.yaml").to_dict()
+    _publish(tmp_path, "exempt", {**base, "output_layer": "exempt"}, VARIANT)
+    text = quoted.sensitivity_summary(BASE, base, 18, folder=tmp_path)
+    # base: l1_us 92 (poster 32.4), l1_s 53.175 (37.8); variant: 34 and 38, both within 5 of the poster
+    assert "1 variant of this set's config is published: exempt (output_layer exempt)" in text
+    assert f"this set's row is {math.sqrt((59.6 ** 2 + 15.375 ** 2) / 2):.1f} points from the poster's" in text
+    assert f"the nearest variant row is exempt's, at {math.sqrt((1.6 ** 2 + 0.2 ** 2) / 2):.1f}" in text
+    assert "already in this set: no technique; brought there by a variant: L1 S (exempt) and L1 US (exempt); " \
+           "by neither: none." in text
+    assert "nothing here explains" in quoted.sensitivity_summary(BASE, base, 19, folder=tmp_path)  # variant lacks 19

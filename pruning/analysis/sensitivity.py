@@ -8,7 +8,9 @@ techniques both have), and, per technique, which sets come within ``WITHIN`` poi
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +18,55 @@ import pandas as pd
 from .predictions import POSTER_SINGLES, poster_reference
 from .stats import summarize
 from ..nets import techniques as _techniques
+from ..nets.config import ConfigError, from_dict
 
 WITHIN = 5.0  # points of accuracy: a set "comes within reach" of the poster's number
+# Config fields that say what was run, not how: a variant may differ from its base in these freely.
+SCOPE_FIELDS = ("name", "description", "techniques", "reinit", "reinit_techniques", "seeds", "iterations", "workers",
+                "device", "trainer", "store", "share_dense")
+MAX_CHANGES = 2  # a set is a variant of the base when it differs in at most this many protocol fields
+
+
+def _flat(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _resolved(cfg: dict) -> dict:
+    try:
+        return from_dict(cfg, "experiment.json").to_dict()
+    except ConfigError:
+        return cfg
+
+
+def changes(base: dict, other: dict) -> dict:
+    """{field: (base value, other value)} of the protocol fields (not :data:`SCOPE_FIELDS`) where two resolved
+    configs differ; dotted names for nested fields (``training.epochs``)."""
+    a = {k: v for k, v in _flat(_resolved(base)).items() if k.split(".")[0] not in SCOPE_FIELDS}
+    b = {k: v for k, v in _flat(_resolved(other)).items() if k.split(".")[0] not in SCOPE_FIELDS}
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def variants(base_config: dict, folder) -> list[dict]:
+    """The published variants of ``base_config`` in ``folder`` (``docs/sensitivity/<name>/``, each with
+    ``experiment.json`` and ``results.csv``): those differing from it in 1 to :data:`MAX_CHANGES` protocol
+    fields, sorted by name. Each: name, folder, changes (:func:`changes`), table (its ``results.csv``)."""
+    found = []
+    for exp_path in sorted(Path(folder).glob("*/experiment.json")):
+        try:
+            other = json.loads(exp_path.read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue
+        diff = changes(base_config, other)
+        if 1 <= len(diff) <= MAX_CHANGES and (exp_path.parent / "results.csv").exists():
+            found.append({"name": exp_path.parent.name, "folder": exp_path.parent, "changes": diff,
+                          "table": pd.read_csv(exp_path.parent / "results.csv")})
+    return found
 
 
 def at_iteration(table: pd.DataFrame, iteration: int, reinit: str = "rewind", techniques=POSTER_SINGLES) -> pd.DataFrame:
@@ -37,9 +86,10 @@ def at_iteration(table: pd.DataFrame, iteration: int, reinit: str = "rewind", te
     return pd.DataFrame(rows, columns=["technique", "seeds", "per_seed", "mean", "low", "high", "collapsed", "poster"])
 
 
-def study(tables: dict[str, pd.DataFrame], iteration: int, reinit: str = "rewind") -> pd.DataFrame:
+def study(tables: dict[str, pd.DataFrame], iteration: int, reinit: str = "rewind",
+          techniques=POSTER_SINGLES) -> pd.DataFrame:
     """:func:`at_iteration` for every named table, stacked with a ``set`` column (in the order given)."""
-    parts = [at_iteration(t, iteration, reinit).assign(set=name) for name, t in tables.items()]
+    parts = [at_iteration(t, iteration, reinit, techniques).assign(set=name) for name, t in tables.items()]
     out = pd.concat(parts, ignore_index=True)
     return out[["set"] + [c for c in out.columns if c != "set"]]
 

@@ -104,10 +104,19 @@ def numbers(folder: Path, network: str) -> str:
     seeds = int(table["seed"].nunique())
     n = int(at["kernels"].iloc[0]) if len(at) else 0
     left = 100 * (1 - float(at["sparsity"].mean())) if len(at) else math.nan
+    pruned = table[table["iteration"] > 0]["test_acc"]
+    epochs = (store.peek(folder) or {}).get("config", {}).get("training", {}).get("epochs")
+    below = ""
+    if len(pruned) and len(dense) and float(pruned.max()) > float(dense.mean()):
+        span = f"{epochs} epoch{'s' if epochs != 1 else ''}" if epochs else "its training"
+        below = (f" The dense net is below its pruned descendants (best {float(pruned.max()):.1f}%): every training "
+                 f"here lasts {span}, so these accuracies say how far a net gets in that time, not what it can "
+                 f"reach; pruned, rewound nets learning faster is what Frankle & Carbin (2019) report, which this "
+                 f"agrees with but does not test.")
     return (f"{ARCH_NAMES[network]} {layer} ({n:,} kernels) after {it} pruning steps "
             f"({left:.1f}% of its weights left on average): kernels emptied by " + "; ".join(parts)
             + ". Dense test accuracy "
-            f"{float(dense.mean()):.1f}%. {seeds} seed{'s' if seeds != 1 else ''}: "
+            f"{float(dense.mean()):.1f}%.{below} {seeds} seed{'s' if seeds != 1 else ''}: "
             + ("no spread can be given, so these are an illustration, not a verdict." if seeds < 2 else
                "means over seeds."))
 

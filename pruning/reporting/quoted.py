@@ -14,7 +14,8 @@ from pathlib import Path
 from .. import store
 from ..core.names import ARCH_NAMES, DATASET_NAMES
 from ..nets import techniques as _techniques
-from ..analysis import accuracy, findings as _findings, masks, predictions
+from ..analysis import accuracy, findings as _findings, masks, predictions, sensitivity
+from ..core import paths
 from . import deviations, plots
 from ..analysis.table import ParameterError, _ranges, load, report_iteration, record, technique_order
 
@@ -114,7 +115,33 @@ def variables(results) -> dict[str, str]:
     v.update(_agreement_variables(sel, it, main))
     v.update(_ensemble_variables(sel, it, main))
     v.update(_finding_variables(table, it, main))
+    v["sensitivity_summary"] = sensitivity_summary(table, exp.get("config", {}), it)
     return v
+
+
+def sensitivity_summary(table, config: dict, it: int, folder: Path | None = None, reinit: str = "rewind") -> str:
+    """What the published variants of this set's config (``docs/sensitivity/``) say about the gap to the poster
+    at iteration ``it``: how far each row is, which techniques a variant brings within reach, which none does."""
+    found = [v for v in sensitivity.variants(config, folder or paths.DOCS / "sensitivity")
+             if ((v["table"]["reinit"] == reinit) & (v["table"]["iteration"] == it)).any()]
+    if not found:
+        return (f"No variant of this set's config with iteration {it} is published in docs/sensitivity/, so "
+                f"nothing here explains the gap to the poster.")
+    frame = sensitivity.study({"this set": table, **{v["name"]: v["table"] for v in found}}, it, reinit)
+    rms = sensitivity.distance_to_poster(frame)
+    near = sensitivity.closest(frame)
+    names = _and(f"{v['name']} ({', '.join(f'{k} {b}' for k, (_, b) in v['changes'].items())})" for v in found)
+    best = min((n for n in rms.index if n != "this set"), key=lambda n: rms[n])
+    rows = list(zip(near["technique"], near["within"]))
+    already = [_label(t) for t, within in rows if "this set" in within]
+    brought = [f"{_label(t)} ({', '.join(within)})" for t, within in rows if within and "this set" not in within]
+    missed = [_label(t) for t, within in rows if not within]
+    return (f"{len(found)} variant{'s' if len(found) != 1 else ''} of this set's config {'are' if len(found) != 1 else 'is'} "
+            f"published: {names}. At iteration {it}, this set's row is {_fmt(rms['this set'])} points from the "
+            f"poster's (RMS over the {frame[frame['set'] == 'this set'].shape[0]} techniques); the nearest variant row "
+            f"is {best}'s, at {_fmt(rms[best])}. Within {_fmt(sensitivity.WITHIN, 0)} points of the poster already in "
+            f"this set: {_and(already) if already else 'no technique'}; brought there by a variant: "
+            f"{_and(brought) if brought else 'no technique'}; by neither: {_and(missed) if missed else 'none'}.")
 
 
 def _deviation_variables(folder: Path) -> dict[str, str]:
