@@ -145,6 +145,9 @@ def test_a_set_grows_seed_by_seed_and_never_rewrites_a_published_seed(tmp_path, 
     export.write_derived(RESULTS, target)
     assert sorted(store.load_results(target)["seed"].unique()) == [0]
     assert json.loads((target / "experiment.json").read_text())["published_seeds"] == [0]
+    from pruning.reporting import quoted
+    assert quoted.variables(target)["seeds_scope"] == "seeds 0 of the config's 0-1; more are added as they are trained"
+    assert store.runs_finished(target) == (len(store.load_results(RESULTS)) // 7 // 2, len(store.load_results(RESULTS)) // 7)
     seed0 = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (target / "data" / "seed_0").iterdir()}
     monkeypatch.setattr(export, "finished_seeds", real)
     assert export.add_seeds(RESULTS, target) == [1]
@@ -213,3 +216,27 @@ def test_a_set_published_and_rendered_from_its_data_quotes_what_the_run_store_re
     shutil.rmtree(tmp_path / "build")
     assert publish.publish(target, quiet=True) == target  # re-rendered from the published set alone
     assert _text(target / "paper.html") == before
+
+
+def _words(path: Path) -> list[str]:
+    """A page's words with dates masked (the render date is part of the page)."""
+    return [re.sub(r"\d{4}-\d{2}-\d{2}", "DATE", w) for w in _text(path)]
+
+
+COMMITTED = sorted(p.parent for p in (REPO / "docs").glob("*/data") if (p.parent / "paper.html").exists())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_a_committed_paper_and_poster_are_what_the_committed_data_renders(folder, tmp_path, monkeypatch):
+    """The published report cannot go stale: rendered again here from the committed data alone (no run store),
+    the paper and the poster say word for word what the committed pages say."""
+    from pruning.core import paths
+    from pruning.reporting import notebooks, publish
+
+    monkeypatch.setattr(notebooks, "BUILD_DIR", tmp_path / "build")
+    monkeypatch.setattr(paths, "BUILD", tmp_path / "build")
+    pages = publish._render(folder, "auto", quiet=True)
+    assert sorted(pages) == ["paper.html", "poster.html"]
+    for name, rendered in pages.items():
+        assert _words(rendered) == _words(folder / name), name

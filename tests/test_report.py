@@ -360,6 +360,7 @@ def test_variables_of_the_synthetic_results_are_the_hand_derived_numbers(synthet
     assert (v["iteration"], v["main_reinit"], v["test_images"], v["remaining_pct"]) == ("2", "rewind", "10", "50.0")
     assert (v["epochs"], v["lr"], v["prune_pct"], v["seeds"], v["seeds_n"]) == ("3", "0.05", "20", "0-1", "2")
     assert (v["seeds_text"], v["iterations_text"], v["epochs_text"]) == ("2 seeds", "2 pruning iterations", "3 epochs")
+    assert v["seeds_scope"] == "seeds 0-1"  # all the config's seeds are there
     assert (v["best_technique"], v["best_acc"], v["worst_technique"], v["worst_acc"]) == ("L1 US", "90.0",
                                                                                         "random US", "30.0")
     assert (v["dense_acc"], v["near_dense_n"], v["near_dense_list"]) == ("80.0", "2", "L1 US and L2 S")

@@ -88,6 +88,9 @@ def variables(results) -> dict[str, str]:
         "seeds_n": str(len(seeds)),
         "seeds_text": _plural(len(seeds), "seed"),
         "seeds": _ranges(seeds),
+        "seeds_scope": (f"seeds {_ranges(seeds)}" if sorted(cfg.get("seeds") or seeds) == seeds else
+                        f"seeds {_ranges(seeds)} of the config's {_ranges(cfg.get('seeds'))}; more are added as they "
+                        f"are trained"),
         "iterations": str(iterations),
         "iterations_text": _plural(iterations, "pruning iteration"),
         "trainings_per_run": str(iterations + 1),
