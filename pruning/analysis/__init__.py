@@ -11,6 +11,7 @@ Imports ``core``, ``nets`` and ``store``.
 - :mod:`.connectivity`: conv kernels, emptied kernels, effective sparsity (question 5);
 - :mod:`.findings`: the poster's findings, each with numbers, uncertainty, baseline and verdict;
 - :mod:`.sensitivity`: config variants at the poster's iteration beside the poster (why our row differs).
+- :mod:`.noise`: masks of replicates (float rounding only) against masks of other seeds and random masks.
 
 Conventions used everywhere: techniques are their registry keys in data (``l1_us``, ``hybrid``);
 :func:`pruning.nets.techniques.label` is for display only. Seeds are paired: technique A with seed s is
@@ -34,4 +35,4 @@ from .stats import Summary, pearson, summarize, t_quantile
 from .table import RECORD_CACHE_BYTES, RECORD_CACHE_SIZE, ParameterError, _ranges, check, clear_cache, last_iteration, \
     layer_names, load, record, report_iteration, technique_order
 from .weights import mean_abs_delta, stability_vs_accuracy, weight_drift, weight_stability, weight_traces
-from . import findings, sensitivity  # noqa: E402  (modules: analysis.findings.findings(...), ...)
+from . import findings, noise, sensitivity  # noqa: E402  (modules: analysis.findings.findings(...), ...)
