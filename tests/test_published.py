@@ -209,7 +209,10 @@ def test_a_set_published_and_rendered_from_its_data_quotes_what_the_run_store_re
     target = publish.publish(RESULTS, docs=docs, quiet=True)
     assert sorted(p.name for p in target.iterdir()) == ["data", "experiment.json", "paper.html", "poster.html",
                                                          "results.csv"]
-    assert 'href="smoke/paper.html"' in (docs / "index.html").read_text()
+    index = (docs / "index.html").read_text()
+    assert 'href="smoke/paper.html"' in index and 'href="smoke/data/README.md"' in index
+    n = len(store.load_results(RESULTS)) // 7  # runs: 7 trainings each
+    assert f"{n} of {n} runs, {7 * n} trainings, seeds [0, 1] of [0, 1]" in index
     for page in ("paper", "poster"):
         assert _text(target / f"{page}.html") == _text(REPO / "build" / "smoke" / "report" / f"{page}.html"), page
     before = _text(target / "paper.html")

@@ -101,8 +101,9 @@ def test_without_a_replicate_the_paper_says_the_drift_is_not_measured(tmp_path):
 
 @pytest.mark.slow
 def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_path):
-    """``python -m pruning publish RESULTS --replicate NAME``: the table and experiment.json only, where the
-    paper of the same config finds them; a name that is not a plain folder name is refused in one line."""
+    """``python -m pruning publish RESULTS --replicate NAME``: the table, experiment.json and the data of its
+    finished seeds, where the paper of the same config finds them; a name that is not a plain folder name is
+    refused in one line."""
     from conftest import run_main, write_config
     from pruning.nets import config
     from pruning.reporting import publish
@@ -117,9 +118,11 @@ def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_p
     docs = tmp_path / "docs"
     kept = publish.replicate(folder, "rep_again", docs=docs)
     assert kept == docs / "replicates" / "rep_again"
-    assert sorted(p.name for p in kept.iterdir()) == ["experiment.json", "results.csv"]
+    assert sorted(p.name for p in kept.iterdir()) == ["data", "experiment.json", "results.csv"]
     csv = pd.read_csv(kept / "results.csv")
     assert len(csv) == len(store.load_results(folder)) == 2 and "run_dir" not in csv.columns
+    masks = store.load_training(store.load_results(kept).iloc[1])["masks"]  # what analysis.noise compares
+    assert all(m.equal(store.load_training(store.load_results(folder).iloc[1])["masks"][n]) for n, m in masks.items())
     assert replicates.find(folder, docs) == [kept]
     code, err = run_main("publish", folder, "--replicate", "../elsewhere")
     assert code == 2 and err.strip().count("\n") == 0 and "plain folder name" in err

@@ -32,7 +32,7 @@ from .. import store
 from ..store import published
 from ..core.errors import ReportError
 
-FILES = ("paper.html", "poster.html", "figures.html", "results.csv", "experiment.json")
+FILES = ("paper.html", "poster.html", "figures.html", "results.csv", "experiment.json", "data/README.md")
 
 
 def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bool = False) -> Path:
@@ -92,14 +92,19 @@ def _write_table(results: Path, folder: Path) -> None:
 
 
 def replicate(results, name: str, docs: Path | None = None) -> Path:
-    """Keep ``results`` as a replicate: only its table and ``experiment.json``, in ``docs/replicates/<name>/``,
-    where ``replicates.section`` finds it by its config hash (a second training of a published config)."""
+    """Keep ``results`` as a replicate in ``docs/replicates/<name>/``, where ``replicates.section`` finds it by its
+    config hash (a second training of a published config): its table, ``experiment.json`` and, as for a published
+    set, the data of its finished seeds (``data/``: masks, predictions, what ``analysis.noise`` compares)."""
     if not name or Path(name).name != name or name.startswith("."):
         raise ReportError(f"replicate name '{name}' must be a plain folder name, e.g. paper_lenet_mnist_cpu_v2")
     store.read_experiment(results)  # a missing results folder stops here with one line
     target = Path(docs if docs is not None else paths.DOCS) / "replicates" / name
     target.mkdir(parents=True, exist_ok=True)
-    _write_table(Path(results), target)
+    export.add_seeds(Path(results), target)
+    if published.seeds(target):
+        export.write_derived(Path(results), target)
+    else:
+        _write_table(Path(results), target)
     return target
 
 
@@ -109,12 +114,16 @@ def _row(folder: Path) -> str:
     cfg = exp.get("config", {})
     seconds = exp.get("last_run_seconds")
     wall = f"{seconds / 60:.0f} min" if isinstance(seconds, (int, float)) else "n/a"
-    links = " · ".join(f'<a href="{folder.name}/{f}">{f.split(".")[0] if f.endswith("html") else f}</a>'
+    names = {"data/README.md": "data (what the notebooks read; its card)"}
+    links = " · ".join(f'<a href="{folder.name}/{f}">{names.get(f, f.split(".")[0] if f.endswith("html") else f)}</a>'
                        for f in FILES if (folder / f).exists())
     e = html.escape
+    seeds = f"seeds {e(str(exp['published_seeds']))} of {e(str(cfg.get('seeds')))}" if "published_seeds" in exp \
+        else f"seeds {e(str(cfg.get('seeds')))}"
+    done, planned = store.runs_finished(folder)
     return (f"<tr><td><b>{e(exp['name'])}</b><br><small>{e(exp.get('description', ''))}</small></td>"
             f"<td>{e(cfg.get('arch', ''))} / {e(cfg.get('dataset', ''))}</td>"
-            f"<td>{len(exp.get('runs', []))} runs, {n_rows} trainings, seeds {e(str(cfg.get('seeds')))}, "
+            f"<td>{done} of {planned} runs, {n_rows} trainings, {seeds}, "
             f"{cfg.get('iterations')} iterations, {cfg.get('training', {}).get('epochs')} epochs</td>"
             f"<td>{e(exp.get('hardware', ''))}<br>{wall} wall ({e(str(exp.get('trainer', '')))} trainer"
             + (f", conv blocks: {e(exp['population_convs'])}" if exp.get("population_convs") else "") + ")</td>"
