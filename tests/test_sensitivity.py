@@ -96,3 +96,24 @@ def test_the_papers_sentence_says_what_each_variant_brings_within_reach_and_what
     assert "already in this set: no technique; brought there by a variant: L1 S (exempt) and L1 US (exempt); " \
            "by neither: none." in text
     assert "nothing here explains" in quoted.sensitivity_summary(BASE, base, 19, folder=tmp_path)  # variant lacks 19
+
+
+def test_a_variant_trained_in_parts_is_one_row_and_finding_3_is_measured_under_it(tmp_path):
+    from pruning.nets.config import load_experiment
+    from pruning.reporting import quoted
+
+    base = load_experiment(REPO / "configs" / "paper_lenet_mnist_cpu.yaml").to_dict()
+    exempt = {**base, "output_layer": "exempt"}
+    rs = table([("random_s", s, i, 60.0 + s + i, False) for s in (0, 1, 2) for i in (0, 1, 2)])
+    ru = table([("random_us", s, i, 50.0 + 2 * s + i, False) for s in (0, 1, 2) for i in (0, 1, 2)])
+    _publish(tmp_path, "output_exempt", exempt, pd.concat([VARIANT, rs]))
+    _publish(tmp_path, "output_exempt_random_us", exempt, ru)
+    [v] = S.variants(base, tmp_path)
+    assert v["name"] == "output_exempt + output_exempt_random_us" and len(v["table"]) == len(VARIANT) + 18
+    f = S.finding_random(v, 2)
+    # per seed s, random S - random US averaged over iterations 1-2: (60 + s + i) - (50 + 2s + i) = 10 - s
+    assert [round(x, 9) for x in f.measures[0].values.values()] == [10.0, 9.0, 8.0] and f.verdict == "supported"
+    text = quoted.random_exempt(base, 2, folder=tmp_path)
+    assert text.startswith("Under the output-exempt variant (output_exempt + output_exempt_random_us: every output "
+                           "unit kept") and text.endswith(": supported.") and "9.0" in text
+    assert S.finding_random(v, 5) is None and quoted.random_exempt(base, 5, folder=tmp_path) == ""

@@ -209,6 +209,15 @@ def finding_tickets(table, iteration: int, reinit: str) -> Finding:
     return Finding("tickets", claim, "multiple different winning tickets", rule, [m], verdict=v, note=note)
 
 
+def _output_units_note(table, iteration: int, reinit: str) -> str:
+    u = accuracy.output_units(table, reinit, techniques=["random_s"]).query("iteration == @iteration")
+    return (f"Random S keeps {fmt(float(u['units'].iloc[0]), 1)} of {int(u['classes'].iloc[0])} output units at "
+            f"iteration {iteration} (mean over seeds): part of what this measures is lost output classes, not structure; "
+            f"the output-exempt variant (configs/sensitivity/output_exempt.yaml) keeps all classes."
+            if len(u) and u["units"].iloc[0] < u["classes"].iloc[0] else
+            "Random S keeps every output unit here, so lost output classes do not drive this comparison.")
+
+
 def finding_random(table, iteration: int, reinits) -> Finding:
     ms = []
     for r in reinits:
@@ -226,13 +235,7 @@ def finding_random(table, iteration: int, reinits) -> Finding:
         ms.append(Measure(f"{_reinit_name(r)}, iterations 1–{iteration}", "random S minus random US accuracy, mean over "
                           "iterations (points)", values, 0.0, digits=1,
                           baseline=f"at iteration {iteration} alone: {fmt(np.mean(list(at.values())) if at else math.nan, 1)}"))
-    units = accuracy.output_units(table, reinits[0], techniques=["random_s"])
-    u = units[units["iteration"] == iteration]
-    note = (f"Random S keeps {fmt(float(u['units'].iloc[0]), 1)} of {int(u['classes'].iloc[0])} output units at iteration "
-            f"{iteration} (mean over seeds): part of what this measures is lost output classes, not structure; the "
-            f"output-exempt variant (configs/sensitivity/output_exempt.yaml) measures it with all classes kept."
-            if len(u) and u["units"].iloc[0] < u["classes"].iloc[0] else
-            "Random S keeps every output unit here, so lost output classes do not drive this comparison.")
+    note = _output_units_note(table, iteration, reinits[0]) if "file" in table.columns else ""  # "": no masks read
     return Finding("random", "Random structured pruning > random unstructured pruning: networks are more resistant to the "
                    "removal of random units/channels than of random individual connections.",
                    "random structured pruning beats random unstructured pruning",
@@ -383,18 +386,8 @@ VERDICT_ITERATIONS = (10, 15, 18)  # where the verdicts are read: a verdict that
 
 
 def verdicts_by_iteration(table: pd.DataFrame, iterations=VERDICT_ITERATIONS, main_reinit: str = "rewind") -> pd.DataFrame:
-    """Each finding's verdict at each of ``iterations`` the results reach (the last one if they reach none), with
-    n = the seeds present: rows are the findings in the poster's order, columns "iteration N"."""
+    """Each finding's verdict at the ``iterations`` reached (else the last), n = the seeds present; columns "iteration N"."""
     last = last_iteration(table[table["reinit"] == main_reinit])
     its = [int(i) for i in iterations if int(i) <= last] or [last]
     columns = {f"iteration {it}": {f.key: f.verdict for f in findings(table, it, main_reinit)} for it in its}
     return pd.DataFrame(columns).rename_axis("finding")
-
-
-def findings_table(found: list[Finding]) -> pd.DataFrame:
-    """One row per finding: the poster's claim, our numbers (with condition and uncertainty), the verdict."""
-    return pd.DataFrame({"finding": [f"{i + 1}" for i in range(len(found))],
-                         "the poster's claim": [f.claim for f in found],
-                         "our numbers (condition: value, mean ± std over seeds, 95% CI, n)":
-                             [f.numbers or f.note for f in found],
-                         "verdict": [f.verdict for f in found]})

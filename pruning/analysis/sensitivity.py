@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .findings import finding_random as _finding_random
 from .predictions import POSTER_SINGLES, poster_reference
 from .stats import summarize
 from ..nets import techniques as _techniques
@@ -55,7 +56,8 @@ def changes(base: dict, other: dict) -> dict:
 def variants(base_config: dict, folder) -> list[dict]:
     """The published variants of ``base_config`` in ``folder`` (``docs/sensitivity/<name>/``, each with
     ``experiment.json`` and ``results.csv``): those differing from it in 1 to :data:`MAX_CHANGES` protocol
-    fields, sorted by name. Each: name, folder, changes (:func:`changes`), table (its ``results.csv``)."""
+    fields, sorted by name. Each: name, folders, changes (:func:`changes`), table (its ``results.csv``). Sets
+    with the same changes are one variant trained in parts: their tables are joined under one name."""
     found = []
     for exp_path in sorted(Path(folder).glob("*/experiment.json")):
         try:
@@ -63,10 +65,27 @@ def variants(base_config: dict, folder) -> list[dict]:
         except (OSError, ValueError, KeyError):
             continue
         diff = changes(base_config, other)
-        if 1 <= len(diff) <= MAX_CHANGES and (exp_path.parent / "results.csv").exists():
-            found.append({"name": exp_path.parent.name, "folder": exp_path.parent, "changes": diff,
-                          "table": pd.read_csv(exp_path.parent / "results.csv")})
+        if not (1 <= len(diff) <= MAX_CHANGES and (exp_path.parent / "results.csv").exists()):
+            continue
+        table = pd.read_csv(exp_path.parent / "results.csv")
+        same = next((v for v in found if v["changes"] == diff), None)
+        if same is None:
+            found.append({"name": exp_path.parent.name, "folders": [exp_path.parent], "changes": diff, "table": table})
+        else:  # the same variant trained in parts (e.g. output_exempt and output_exempt_random_us): one row
+            same["name"] += f" + {exp_path.parent.name}"
+            same["folders"].append(exp_path.parent)
+            same["table"] = pd.concat([same["table"], table], ignore_index=True)
     return found
+
+
+def finding_random(variant: dict, iteration: int, reinit: str = "rewind"):
+    """Finding 3 (random structured vs random unstructured pruning) measured on a variant's table, or None where
+    it lacks random S or random US at ``iteration``."""
+    t = variant["table"]
+    at = t[(t["reinit"] == reinit) & (t["iteration"] == iteration)]
+    if not {"random_s", "random_us"} <= set(at["technique"]):
+        return None
+    return _finding_random(t, iteration, [reinit])
 
 
 def at_iteration(table: pd.DataFrame, iteration: int, reinit: str = "rewind", techniques=POSTER_SINGLES) -> pd.DataFrame:

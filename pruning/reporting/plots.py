@@ -18,6 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import matplotlib as mpl
 import numpy as np
+import pandas as pd
 from matplotlib import patches, ticker
 
 from ..nets import techniques as _techniques
@@ -294,3 +295,12 @@ def html_table(df, wrap_over: int = 24):
     rows = "".join("<tr>" + "".join(f'<td class="{"wrap" if w else "nowrap"}">{escape(str(v))}</td>'
                                     for v, w in zip(row, wrap)) + "</tr>" for row in df.itertuples(index=False))
     return HTML(f'<table class="dataframe report-table"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>')
+
+
+def findings_table(found: list) -> pd.DataFrame:
+    """One row per finding: the poster's claim, our numbers (with condition and uncertainty), the verdict."""
+    return pd.DataFrame({"finding": [f"{i + 1}" for i in range(len(found))],
+                         "the poster's claim": [f.claim for f in found],
+                         "our numbers (condition: value, mean ± std over seeds, 95% CI, n)":
+                             [f.numbers or f.note for f in found],
+                         "verdict": [f.verdict for f in found]})

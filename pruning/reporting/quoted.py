@@ -119,7 +119,20 @@ def variables(results) -> dict[str, str]:
     v.update(_ensemble_variables(sel, it, main))
     v.update(_finding_variables(table, it, main))
     v["sensitivity_summary"] = sensitivity_summary(table, exp.get("config", {}), it)
+    v["random_note"] = " ".join(x for x in (v.get("random_note", ""), random_exempt(exp.get("config", {}), it)) if x)
     return v
+
+
+def random_exempt(config: dict, it: int, folder: Path | None = None) -> str:
+    """Finding 3 under a published output-exempt variant of this config (no output class can be lost), or ""."""
+    for v in sensitivity.variants(config, folder or paths.DOCS / "sensitivity"):
+        if v["changes"].get("output_layer", (None, None))[1] != "exempt":
+            continue
+        f = sensitivity.finding_random(v, it)
+        if f is not None:
+            return (f"Under the output-exempt variant ({v['name']}: every output unit kept, so no class can be lost), "
+                    f"{f.numbers}: {f.verdict}.")
+    return ""
 
 
 def sensitivity_summary(table, config: dict, it: int, folder: Path | None = None, reinit: str = "rewind") -> str:
