@@ -108,7 +108,7 @@ def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_p
     from pruning.nets import config
     from pruning.reporting import publish
     from pruning.execution import runner
-    from pruning import store
+    from pruning import analysis, store
 
     cfg = config.load_experiment(write_config(tmp_path / "rep.yaml", techniques=["l1_us"], reinit=["rewind"],
                                               iterations=1, data={"train_subset": 200, "val_subset": 100,
@@ -124,6 +124,12 @@ def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_p
     masks = store.load_training(store.load_results(kept).iloc[1])["masks"]  # what analysis.noise compares
     assert all(m.equal(store.load_training(store.load_results(folder).iloc[1])["masks"][n]) for n, m in masks.items())
     assert replicates.find(folder, docs) == [kept]
+    text = replicates.section(folder, docs=docs)  # the same bits: no verdict moves
+    assert "Verdicts at iteration 1, this set against each replicate that keeps its data" in text
+    n = len(analysis.findings.findings(store.load_results(folder), 1))
+    assert f"(0 of {n} moved in at least one)" in text and "| finding | this set | rep_again (seeds 0) |" in text
+    assert text.count("| inconclusive |") + text.count("| supported |") + text.count("| not supported |") >= n
+    assert "(moved)" not in text
     code, err = run_main("publish", folder, "--replicate", "../elsewhere")
     assert code == 2 and err.strip().count("\n") == 0 and "plain folder name" in err
     assert not (tmp_path / "elsewhere").exists()

@@ -64,7 +64,36 @@ def section(results, table: pd.DataFrame | None = None, docs: Path | None = None
     times = "once more" if len(found) == 1 else f"{len(found)} more times"
     return (f"**Replicates.** The same configuration was also trained {times}, with arithmetic that agrees with "
             f"this one's up to float rounding. " + " ".join(parts)
-            + " Verdicts near their thresholds can change between such replicates: read them as provisional.")
+            + " Verdicts near their thresholds can change between such replicates: read them as provisional."
+            + verdict_table(table, [rep for rep in found if store.published.is_published(rep)], it))
+
+
+def verdict_table(table: pd.DataFrame, reps: list[Path], it: int) -> str:
+    """Each finding's verdict at iteration ``it`` in this set and in each replicate that keeps its data, on the
+    seeds both have, side by side (a Markdown table, "" when no replicate keeps data), and which moved."""
+    if not reps:
+        return ""
+    from ..analysis import findings
+
+    columns, moved_any = {}, set()
+    own = None
+    for rep in reps:
+        other = store.load_results(rep)
+        seeds = sorted(set(table["seed"]) & set(other["seed"]))
+        mine = {f.key: f.verdict for f in findings.findings(table[table["seed"].isin(seeds)], it)}
+        theirs = {f.key: f.verdict for f in findings.findings(other[other["seed"].isin(seeds)], it)}
+        own = own or mine
+        moved = {k for k in mine if theirs.get(k) != mine[k]}
+        moved_any |= moved
+        columns[f"{rep.name} (seeds {','.join(map(str, seeds))})"] = {
+            k: theirs.get(k, "n/a") + (" (moved)" if k in moved else "") for k in mine}
+    keys = list(own)
+    head = "| finding | this set | " + " | ".join(columns) + " |"
+    rule = "|---" * (2 + len(columns)) + "|"
+    rows = [f"| {i + 1} ({k}) | {own[k]} | " + " | ".join(c[k] for c in columns.values()) + " |"
+            for i, k in enumerate(keys)]
+    return ("\n\nVerdicts at iteration " f"{it}, this set against each replicate that keeps its data, on the seeds both "
+            f"have ({len(moved_any)} of {len(keys)} moved in at least one):\n\n" + "\n".join([head, rule, *rows]))
 
 
 def sections(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> dict[str, str]:
