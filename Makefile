@@ -11,7 +11,8 @@ setup:
 	bash scripts/setup.sh
 test:
 	bash scripts/test.sh
-# Re-render a results set from its run store and publish it to docs/ (paper, poster, results.csv, experiment.json).
+# Add a run store's finished seeds to docs/<name>/data and render the set from its published data (paper, poster,
+# results.csv, experiment.json); `python -m pruning publish docs/<name>` re-renders a published set alone.
 publish:
 	bash scripts/setup.sh
 	.venv/bin/python -m pruning publish $(CONFIG)

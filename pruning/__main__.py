@@ -6,8 +6,9 @@
     table RESULTS        print the tidy results table (one row per training)
     notebooks RESULTS    execute every figure notebook with papermill for RESULTS
     report RESULTS       render the paper and the poster for RESULTS
-    publish RESULTS      render RESULTS and publish it to docs/ (paper, poster, table, experiment.json);
-                         --replicate NAME: keep only its table and experiment.json in docs/replicates/NAME/
+    publish RESULTS      add RESULTS' finished seeds to docs/<name>/data (seeds there are kept) and render the set
+                         from that data (paper, poster, table, experiment.json); `publish docs/<name>` re-renders it;
+                         --replicate NAME: keep its table, experiment.json and data in docs/replicates/NAME/
     all [CONFIG]         run, notebooks, report (the README's main job)
 
 Every error that a user can fix is printed as one line that says what to do; the exit code is 2.
@@ -180,10 +181,12 @@ def parser() -> argparse.ArgumentParser:
     common(rep, True)
     rep.set_defaults(func=_cmd_report)
 
-    pub = sub.add_parser("publish", help="render a results set and publish it to docs/ (with its table and experiment.json)")
-    pub.add_argument("target", help="a results folder (results/NAME) or the config that wrote it (configs/NAME.yaml)")
+    pub = sub.add_parser("publish", help="add a run store's finished seeds to docs/<name>/ and render the set from its "
+                                         "published data (its table, experiment.json and data/)")
+    pub.add_argument("target", help="a results folder (results/NAME), the config that wrote it (configs/NAME.yaml), or "
+                                    "a published set (docs/NAME) to render again from its data")
     pub.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
-    pub.add_argument("--replicate", metavar="NAME", help="keep only the table and experiment.json, in "
+    pub.add_argument("--replicate", metavar="NAME", help="keep the table, experiment.json and data in "
                      "docs/replicates/NAME/ (a second training of a published config)")
     common(pub)
     pub.set_defaults(func=_cmd_publish)
