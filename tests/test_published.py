@@ -215,10 +215,7 @@ def test_a_set_published_and_rendered_from_its_data_quotes_what_the_run_store_re
     assert f"{n} of {n} runs, {7 * n} trainings, seeds [0, 1] of [0, 1]" in index
     for page in ("paper", "poster"):
         assert _text(target / f"{page}.html") == _text(REPO / "build" / "smoke" / "report" / f"{page}.html"), page
-    before = _text(target / "paper.html")
-    shutil.rmtree(tmp_path / "build")
-    assert publish.publish(target, quiet=True) == target  # re-rendered from the published set alone
-    assert _text(target / "paper.html") == before
+    # rendered from the published set alone: test_a_committed_paper_and_poster_are_what_the_committed_data_renders
 
 
 def _words(path: Path) -> list[str]:
