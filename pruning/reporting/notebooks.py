@@ -31,6 +31,7 @@ NOTEBOOKS_DIR = paths.NOTEBOOKS
 BUILD_DIR = paths.BUILD
 PACKAGE_DIR = paths.PACKAGE
 KERNEL = "python3"
+SENSITIVITY_DIR = paths.DOCS / "sensitivity"  # the published variants the sensitivity notebook reads
 
 
 # ----------------------------------------------------------------------------- inputs and their hash
@@ -71,13 +72,15 @@ def declared_parameters(nb: dict) -> list[str]:
 
 def results_fingerprint(results: Path) -> str:
     """sha256 over experiment.json and every run's trainings/*.json (path relative to the folder + content);
-    for a published set, over every file of its ``data/`` (``store.published.fingerprint_files``)."""
+    for a published set, over every file of its ``data/`` (``store.published.fingerprint_files``); and over the
+    published sensitivity variants (``docs/sensitivity/``), which the sensitivity notebook reads beside them."""
     results = Path(results)
     h = hashlib.sha256()
     files = [results / "experiment.json"] + sorted(results.glob("run_*/trainings/*.json")) \
-        + published.fingerprint_files(results)
+        + published.fingerprint_files(results) + sorted(SENSITIVITY_DIR.glob("*/*.*"))  # the variants it compares
     for path in files:
-        h.update(str(path.relative_to(results)).encode() + b"\0")
+        name = path.relative_to(results) if path.is_relative_to(results) else path.relative_to(paths.DOCS)
+        h.update(str(name).encode() + b"\0")
         try:
             h.update(path.read_bytes())
         except FileNotFoundError:
