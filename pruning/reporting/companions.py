@@ -159,6 +159,8 @@ def section(found: dict[str, Path], poster: bool = False) -> str:
     if missing:
         names = " and ".join(ARCH_NAMES[n] for n in missing)
         configs = " ".join(f"configs/{COMPANIONS[n][0]}.yaml" for n in missing)
-        out.append(f"*{names} conv2: not in this build.* Run `make conv2` (or `python -m pruning run` on {configs}; "
-                   f"about an hour together on 2 CPU cores) and render again, or read the published report in `docs/`.")
+        out.append(f"*{names} conv2: not in this build.* Neither a run store nor a published set with data was found "
+                   f"beside these results. Run `make conv2` (or `python -m pruning run` on {configs}; about an hour "
+                   f"together on 2 CPU cores), publish each (`python -m pruning publish results/<name>`) and render "
+                   f"again.")
     return "\n\n".join(out)
