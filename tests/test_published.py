@@ -240,3 +240,12 @@ def test_a_committed_paper_and_poster_are_what_the_committed_data_renders(folder
     assert sorted(pages) == ["paper.html", "poster.html"]
     for name, rendered in pages.items():
         assert _words(rendered) == _words(folder / name), name
+
+
+def test_the_paper_scale_set_is_published_with_its_data():
+    """The parametrised test above has at least the paper-scale set to render (it is never skipped for lack of one)."""
+    assert "paper_lenet_mnist_cpu" in [p.name for p in COMMITTED]
+    exp = json.loads((REPO / "docs" / "paper_lenet_mnist_cpu" / "experiment.json").read_text())
+    assert exp["published_seeds"] == store.published.seeds(REPO / "docs" / "paper_lenet_mnist_cpu")
+    sizes = store.published.sizes(REPO / "docs" / "paper_lenet_mnist_cpu")
+    assert sizes["total"] <= 10e6 * len(exp["published_seeds"])  # the 100 MB budget for 10 seeds, seed by seed
