@@ -184,7 +184,8 @@ def test_a_field_added_after_a_results_set_was_stored_is_no_deviation():
     """experiment.json of a set stored before `data.normalize` existed lacks it; it computed the default."""
     import json
 
-    stored = json.loads((REPO / "docs" / "paper_lenet_mnist_cpu" / "experiment.json").read_text())["config"]
+    stored = json.loads((REPO / "docs" / "replicates" / "paper_lenet_mnist_cpu_torch_step" / "experiment.json")
+                        .read_text())["config"]  # the first paper-scale profile, stored on 2026-11-25
     assert "normalize" not in stored["data"]
     fields = set(deviations.deviations(stored)["field"])
     assert "data.normalize" not in fields and {"seeds", "training.epochs"} <= fields
