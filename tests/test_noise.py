@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import io
-import itertools
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

@@ -23,7 +23,6 @@ float32 weights when the seed was published (what ``analysis.weight_stability`` 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import zipfile
@@ -255,10 +254,3 @@ def sizes(folder) -> dict[str, int]:
                 out[part] = out.get(part, 0) + info.compress_size + len(info.filename) * 2 + 76  # + zip headers
     out["total"] = sum(p.stat().st_size for p in fingerprint_files(folder))
     return out
-
-
-def read_json_file(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{path} cannot be read ({exc.__class__.__name__}); restore it from git") from None
