@@ -123,6 +123,16 @@ def test_what_a_published_set_does_not_keep_is_a_one_line_error_that_says_what_t
     msg = str(err.value)
     assert "\n" not in msg and "method='vote'" in msg and "python -m pruning run" in msg
     assert analysis.ensemble_accuracy(pub, 3, ["random_us", "l1_s"], method="vote").notna().all()
+    shutil.copytree(smoke_set, smoke_set.parent / "fewer")  # a set whose ensembles stop at iteration 3
+    for seed in (0, 1):
+        path = smoke_set.parent / "fewer" / "data" / f"seed_{seed}" / "test.npz"
+        with np.load(path) as z:
+            kept = {k: z[k] for k in z.files if not k.startswith("ensemble.") or int(k.split(".")[2]) <= 3}
+        np.savez_compressed(path, **kept)
+    fewer = analysis.load(smoke_set.parent / "fewer")
+    with pytest.raises(analysis.ParameterError) as err:
+        analysis.ensemble_accuracy(fewer, 5, ["l1_us", "hybrid", "fc_only_l1_us"], method="mean_prob")
+    assert "\n" not in str(err.value) and "only at iterations 0-3" in str(err.value)
 
 
 def test_the_data_card_lists_every_array_with_its_dtype_and_shape_and_the_size_of_each_part(smoke_set):

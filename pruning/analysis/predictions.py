@@ -13,7 +13,7 @@ from .. import store
 from ..core import paths
 from ..nets import techniques as _techniques
 from .table import POSTER_ITERATION, ParameterError, _as_list, _files, _folder, _mean_std, _np, _pairwise_over_seeds, _techniques_for, \
-    check, record
+    _ranges, check, record
 
 REFERENCE_DIR = paths.REFERENCE
 ENSEMBLE_METHODS = ("mean_prob", "vote")
