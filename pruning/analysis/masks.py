@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .table import _files, _mean_std, _np, _pairwise_over_seeds, _techniques_for, check, record, technique_order
+from .table import _files, _mean_std, _np, _pairwise_over_seeds, _techniques_for, _values, check, record, \
+    technique_order
 
 def _jaccard_counts(a: dict, b: dict) -> dict[str, tuple[int, int]]:
     if set(a) != set(b):
@@ -73,9 +74,7 @@ def mask_distance_curve(table: pd.DataFrame, reinit: str = "rewind", pairs=None,
     pairs = [tuple(p) for p in pairs]
     check(table, reinit=reinit, techniques=sorted({t for p in pairs for t in p}))
     files = _files(table, reinit)
-    sel = table[table["reinit"] == reinit]
-    sparsity = {(t, int(s), int(i)): float(x) for t, s, i, x in
-                zip(sel["technique"], sel["seed"], sel["iteration"], sel["sparsity"])}
+    sparsity = _values(table, reinit, "sparsity")
     rows = []
     for ta, tb in pairs:
         keys = sorted((s, i) for (t, s, i) in files if t == ta and (tb, s, i) in files)

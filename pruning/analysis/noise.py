@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .masks import jaccard_distance, random_distance_of
-from .table import ParameterError, _files, _folder, check, record, technique_order
+from .table import ParameterError, _files, _folder, _values, check, record, technique_order
 
 COLUMNS = ["iteration", "sparsity", "replicate", "replicate_std", "seeds", "seeds_std", "random", "acc_replicate",
            "acc_seeds", "n_replicate", "n_seeds"]
@@ -53,13 +53,8 @@ def mask_noise(table: pd.DataFrame, replicate: pd.DataFrame, reinit: str = "rewi
     if not common:
         raise ParameterError(f"{_folder(table)} and {_folder(replicate)} have no (technique, seed, iteration) in "
                              f"common under {reinit}; train the same seeds of the same config in both")
-    acc_a = {(t, int(s), int(i)): float(x) for t, r, s, i, x in
-             zip(table["technique"], table["reinit"], table["seed"], table["iteration"], table["test_acc"]) if r == reinit}
-    acc_b = {(t, int(s), int(i)): float(x) for t, r, s, i, x in
-             zip(replicate["technique"], replicate["reinit"], replicate["seed"], replicate["iteration"],
-                 replicate["test_acc"]) if r == reinit}
-    sparsity = {(t, int(s), int(i)): float(x) for t, r, s, i, x in
-                zip(table["technique"], table["reinit"], table["seed"], table["iteration"], table["sparsity"]) if r == reinit}
+    acc_a, acc_b = _values(table, reinit, "test_acc"), _values(replicate, reinit, "test_acc")
+    sparsity = _values(table, reinit, "sparsity")
     rows = []
     for it in sorted({k[2] for k in common}):
         rep, rnd, acc_rep, sp = [], [], [], []

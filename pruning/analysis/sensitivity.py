@@ -19,7 +19,7 @@ from .findings import finding_random as _finding_random
 from .predictions import POSTER_SINGLES, poster_reference
 from .stats import summarize
 from ..nets import techniques as _techniques
-from ..nets.config import ConfigError, from_dict
+from ..nets.config import flat, resolved
 
 WITHIN = 5.0  # points of accuracy: a set "comes within reach" of the poster's number
 # Config fields that say what was run, not how: a variant may differ from its base in these freely.
@@ -28,28 +28,11 @@ SCOPE_FIELDS = ("name", "description", "techniques", "reinit", "reinit_technique
 MAX_CHANGES = 2  # a set is a variant of the base when it differs in at most this many protocol fields
 
 
-def _flat(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _resolved(cfg: dict) -> dict:
-    try:
-        return from_dict(cfg, "experiment.json").to_dict()
-    except ConfigError:
-        return cfg
-
-
 def changes(base: dict, other: dict) -> dict:
     """{field: (base value, other value)} of the protocol fields (not :data:`SCOPE_FIELDS`) where two resolved
     configs differ; dotted names for nested fields (``training.epochs``)."""
-    a = {k: v for k, v in _flat(_resolved(base)).items() if k.split(".")[0] not in SCOPE_FIELDS}
-    b = {k: v for k, v in _flat(_resolved(other)).items() if k.split(".")[0] not in SCOPE_FIELDS}
+    a = {k: v for k, v in flat(resolved(base)).items() if k.split(".")[0] not in SCOPE_FIELDS}
+    b = {k: v for k, v in flat(resolved(other)).items() if k.split(".")[0] not in SCOPE_FIELDS}
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 

@@ -200,6 +200,13 @@ def _files(table: pd.DataFrame, reinit: str, iteration: int | None = None) -> di
     return {(t, int(s), int(i)): f for t, s, i, f in zip(sel["technique"], sel["seed"], sel["iteration"], sel["file"])}
 
 
+def _values(table: pd.DataFrame, reinit: str, column: str) -> dict[tuple, float]:
+    """{(technique, seed, iteration): the float in ``column``} of one reinit mode's trainings."""
+    sel = table[table["reinit"] == reinit]
+    return {(t, int(s), int(i)): float(x) for t, s, i, x in
+            zip(sel["technique"], sel["seed"], sel["iteration"], sel[column])}
+
+
 def _mean_std(values) -> tuple[float, float, int]:
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not values:

@@ -9,8 +9,8 @@ import torch
 
 from .. import store
 from .stats import pearson
-from .table import ParameterError, _as_list, _files, _folder, _np, _ranges, check, last_iteration, record, \
-    technique_order
+from .table import ParameterError, _as_list, _files, _folder, _np, _ranges, _values, check, last_iteration, \
+    record, technique_order
 
 def _run_files(table: pd.DataFrame, technique: str, reinit: str, seed: int) -> dict[int, tuple[str, float]]:
     """{iteration: (file, sparsity)} of one run."""
@@ -103,8 +103,7 @@ def weight_stability(table: pd.DataFrame, reinit: str = "rewind", layer: str | N
     check(table, reinit=reinit, layer=None if layer in (None, "all") else layer)
     files = _files(table, reinit)
     sel = table[table["reinit"] == reinit]
-    sparsity = {(t, int(s), int(i)): float(x) for t, s, i, x in
-                zip(sel["technique"], sel["seed"], sel["iteration"], sel["sparsity"])}
+    sparsity = _values(table, reinit, "sparsity")
     rows = []
     for tech in technique_order(sel):
         for seed in sorted({s for (t, s, _) in files if t == tech}):
@@ -174,8 +173,7 @@ def weight_drift(table: pd.DataFrame, reinit: str = "rewind", layer: str = "conv
         check(table, techniques=techniques)
         sel = sel[sel["technique"].isin(_as_list(techniques))]
     files = _files(sel, reinit)
-    sparsity = {(t, int(s), int(i)): float(x) for t, s, i, x in
-                zip(sel["technique"], sel["seed"], sel["iteration"], sel["sparsity"])}
+    sparsity = _values(table, reinit, "sparsity")
     where = _folder(table)
     rows = []
     for (tech, seed, it), f in sorted(files.items(), key=lambda kv: (technique_order(sel).index(kv[0][0]),) + kv[0][1:]):

@@ -228,6 +228,27 @@ def from_dict(data: dict, source: str = "config") -> ExperimentConfig:
     return _build(ExperimentConfig, data, "", source)
 
 
+def resolved(stored: dict) -> dict:
+    """A stored config (``experiment.json``'s ``config``) with every field added since it was written at its
+    default (a no-op: it computed that), so that a field new to the code is no difference from an old results
+    set; as stored if it no longer parses."""
+    try:
+        return from_dict(stored, "experiment.json").to_dict()
+    except ConfigError:
+        return stored
+
+
+def flat(cfg: dict, prefix: str = "") -> dict:
+    """A nested config dict as {dotted field name: value}, e.g. ``training.epochs``."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def load_experiment(path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
     """Read and validate an experiment YAML file; ``overrides`` are applied on top (same schema)."""
     path = Path(path)

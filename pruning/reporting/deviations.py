@@ -8,6 +8,7 @@ import pandas as pd
 
 from .. import store
 from ..core import paths
+from ..nets.config import flat, resolved
 
 # Fields that change how a run is computed or stored, not what it computes.
 IGNORED = {"name", "description", "device", "trainer", "workers", "share_dense", "store.logits", "store.weights",
@@ -16,33 +17,11 @@ IGNORED = {"name", "description", "device", "trainer", "workers", "share_dense",
 PROTOCOL_ARCHS = ["lenet", "alexnet", "vgg11"]
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def protocol_config() -> dict:
     """The protocol's resolved config (every field, defaults filled in) as a dict."""
     from ..nets.config import load_experiment
 
     return load_experiment(paths.PROTOCOL_CONFIG).to_dict()
-
-
-def _resolved(stored: dict) -> dict:
-    """A stored config with every field added since it was written at its default (a no-op: it computed that),
-    so that a field new to the code is no deviation of an old results set; as stored if it no longer parses."""
-    from ..nets.config import ConfigError, from_dict
-
-    try:
-        return from_dict(stored, "experiment.json").to_dict()
-    except ConfigError:
-        return stored
 
 
 def _show(value) -> str:
@@ -63,7 +42,7 @@ def deviations(run_config: dict, protocol: dict | None = None, runs_done: int | 
     whose conv2 figures come from companion results sets (``pruning.reporting.companions``), named in that row.
     """
     protocol = protocol_config() if protocol is None else protocol
-    a, b = _flat(protocol), _flat(_resolved(run_config))
+    a, b = flat(protocol), flat(resolved(run_config))
     rows = []
     for key in list(a) + [k for k in b if k not in a]:
         if key in IGNORED:

@@ -38,8 +38,7 @@ def finished_seeds(results: Path, exp: dict) -> list[int]:
     """The seeds of ``results`` all of whose runs are finished (``done.json``)."""
     by_seed: dict[int, list[bool]] = {}
     for r in exp.get("runs", []):
-        done = (Path(results) / f"run_{r['hash']}" / "done.json").exists()
-        by_seed.setdefault(int(r["seed"]), []).append(done)
+        by_seed.setdefault(int(r["seed"]), []).append(store.run_done(results, r["hash"]))
     return sorted(s for s, flags in by_seed.items() if all(flags))
 
 

@@ -63,9 +63,9 @@ def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bo
     for name, path in pages.items():
         with replacing(target / name) as tmp:
             shutil.copyfile(path, tmp)
-    write_index(docs if source is not None else target.parent)
+    index = write_index(docs if source is not None else target.parent)
     if not quiet:
-        print(f"published: {target}  (index: {(docs if source is not None else target.parent) / 'index.html'})")
+        print(f"published: {target}  (index: {index})")
     return target
 
 

@@ -67,4 +67,9 @@ def runs_finished(folder: Path) -> tuple[int, int]:
     if published.is_published(folder):
         seeds = set(published.seeds(folder))
         return sum(1 for r in runs if int(r["seed"]) in seeds), len(runs)
-    return sum(1 for r in runs if (folder / f"{layout.RUN_PREFIX}{r['hash']}" / layout.DONE).exists()), len(runs)
+    return sum(1 for r in runs if run_done(folder, r["hash"])), len(runs)
+
+
+def run_done(folder: Path, run_hash: str) -> bool:
+    """Whether the run ``run_hash`` of the run store ``folder`` is finished (its ``done.json``)."""
+    return (Path(folder) / f"{layout.RUN_PREFIX}{run_hash}" / layout.DONE).exists()
