@@ -1,10 +1,12 @@
-"""The population step's sparse path (``kernels.SparseRows``: linear layers computed over surviving weights only).
+"""The population step's sparse path: linear layers (``kernels.SparseRows``) and conv2 (``kernels.Conv2Taps``)
+computed over surviving weights only.
 
 Reference: the dense step (``Population(..., sparse=False)``: every weight computed, gradients masked). The
-sparse kernel sums in its own fixed order, so values are compared within float32 rounding: a tolerance of a
-few ulps of the largest term's magnitude times the number of terms (``_tol``), never a recorded number.
-Which path a member takes is a function of its own mask (``population.LINEAR_SPARSE_DENSITY``); the tests force
-the sparse path with that threshold.
+sparse kernels sum in their own fixed order, so values are compared within float32 rounding: a tolerance of a
+few ulps of the largest term's magnitude times the number of terms (``_tol``), never a recorded number; conv2's
+forward pass and bias gradients on the tap kernels do the dense kernel's operations in its order, so they are
+compared bit for bit. Which path a member takes is a function of its own mask
+(``population.SPARSE_DENSITY``); the tests force the sparse path with that threshold.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from pruning.population import kernels, batched as population
 from test_population import bitwise_equal, tiny_experiment, trainings
 
 EPS = torch.finfo(torch.float32).eps
-ALL = {"fc1": 1.0, "fc2": 1.0, "fc3": 1.0}  # every member of every linear layer on the sparse path
+ALL = {"fc1": 1.0, "fc2": 1.0, "fc3": 1.0, "conv2": 1.0}  # every member of every layer that has one on the sparse path
 
 
 def _tol(terms: int, scale: float) -> float:
@@ -96,13 +98,14 @@ def members(m: int = 5, seed: int = 0):
 
 def test_sparse_step_equals_the_dense_step_within_rounding(monkeypatch):
     """One step from the same state, then 15 more: weights within a float32 tolerance, pruned weights 0."""
-    monkeypatch.setattr(population, "LINEAR_SPARSE_DENSITY", ALL)
+    monkeypatch.setattr(population, "SPARSE_DENSITY", ALL)
     states, masks = members()
     data = datasets.load("mnist", "cpu")
     cfg = TrainingConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9, weight_decay=1e-3)
     dense = population.Population(states, masks, "cpu", sparse=False)
     sparse = population.Population(states, masks, "cpu")
     assert not dense.sparse and sorted(sparse.sparse) == ["fc1", "fc2", "fc3"]
+    assert dense.convs.taps is None and sparse.convs.taps.members == list(range(5))
     assert sparse.sparse["fc1"][0].members.tolist() == list(range(5))
     for step in range(16):
         x, y = data.train_x[32 * step:32 * step + 32], data.train_y[32 * step:32 * step + 32]
@@ -123,7 +126,7 @@ def test_sparse_step_equals_the_dense_step_within_rounding(monkeypatch):
 def test_the_path_is_a_function_of_the_mask_and_a_member_does_not_see_the_others(monkeypatch):
     """Members 0-1 keep their masks and values; the others change values and paths (threshold-crossing
     masks, a ghost): members 0-1 end with the same bits. And the bits do not depend on the thread count."""
-    monkeypatch.setattr(population, "LINEAR_SPARSE_DENSITY", {"fc1": 0.5, "fc2": 0.5, "fc3": 0.5})
+    monkeypatch.setattr(population, "SPARSE_DENSITY", {"fc1": 0.5, "fc2": 0.5, "fc3": 0.5, "conv2": 0.5})
     states, masks = members()
     data = datasets.load("mnist", "cpu")
     sp = datasets.split(len(data.train_y), 12000, 0, train_subset=160)
@@ -145,6 +148,7 @@ def test_the_path_is_a_function_of_the_mask_and_a_member_does_not_see_the_others
         assert all(torch.equal(a[i][k], b[i][k]) for k in a[i]), i
     pop = population.Population([states[i] for i in (1, 0, 3, 0, 2)], [masks[i] for i in (1, 0, 3, 0, 2)], "cpu")
     assert pop.sparse["fc1"][0].members.tolist() == [0, 2, 4] and pop.sparse["fc1"][1] == [(1, 2), (3, 4)]
+    assert pop.convs.taps.members == [0, 2, 4]  # conv2 keeps 30%, 2% and 0.1% of its weights there
 
 
 def test_sparse_kernels_give_the_same_bits_whatever_the_thread_count():
@@ -174,7 +178,7 @@ def test_a_short_run_on_the_sparse_path_has_the_dense_paths_masks_and_resumes_bi
     cfg = tiny_experiment(tmp_path, techniques=["l1_us", "l1_s"], reinit=["rewind"], seeds=[0], iterations=2,
                           data={"train_subset": 320, "val_subset": 200, "test_subset": 500})
     runner.run_experiment(cfg, tmp_path / "dense", quiet=True, trainer="population", device="cpu", workers=1)
-    monkeypatch.setattr(population, "LINEAR_SPARSE_DENSITY", ALL)
+    monkeypatch.setattr(population, "SPARSE_DENSITY", ALL)
     runner.run_experiment(cfg, tmp_path / "sparse", quiet=True, trainer="population", device="cpu", workers=1)
     got, want = trainings(tmp_path / "sparse"), trainings(tmp_path / "dense")
     assert set(got) == set(want) and len(got) == 2 * 3
@@ -199,3 +203,92 @@ def test_a_short_run_on_the_sparse_path_has_the_dense_paths_masks_and_resumes_bi
     assert not all(store.RunStore(folder, rc).is_done() for rc in cfg.runs())
     assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] > 0
     assert bitwise_equal(folder, tmp_path / "sparse") == 6
+
+
+def conv2_case(n: int, seed: int = 0):
+    """Conv2 inputs and filters of 6 members: dense, random 30%, whole filters pruned, one surviving weight,
+    everything pruned, random 5%. Images 1 and 2 have all-zero inputs, so every window position of a pooling
+    window ties (bias only): the first position must win, as in max_pool2d."""
+    m, ci, hw = 6, 6, 13
+    g = torch.Generator().manual_seed(seed)
+    mk = torch.rand(m, 16, ci, 3, 3, generator=g) < 0.3
+    mk[0] = True
+    mk[2] = torch.rand(16, ci, 3, 3, generator=g) < 0.7
+    mk[2, ::2] = False
+    mk[3] = False
+    mk[3, 5, 2, 1, 0] = True
+    mk[4] = False
+    mk[5] = torch.rand(16, ci, 3, 3, generator=g) < 0.05
+    w2 = torch.randn(m, 16, ci, 3, 3, generator=g) * mk
+    wt = w2.permute(0, 3, 4, 2, 1).contiguous().view(m, 9 * ci, 16)
+    bias = torch.randn(m, 16, generator=g)
+    cs = -(-m * ci // 16) * 16
+    a1 = torch.rand(n, hw, hw, cs, generator=g).sub_(0.3).clamp_(min=0)  # pooled ReLU outputs: many zeros
+    a1[1:3] = 0
+    return mk, w2, wt, bias, a1
+
+
+def conv2_run(mk, w2, wt, bias, a1, taps, ga2=None):
+    n, m = a1.shape[0], w2.shape[0]
+    a2, idx = torch.full((m, n, 400), 7.0), torch.full((n, 5, 5, m, 16), 9, dtype=torch.uint8)
+    cache = torch.empty(taps.cache_shape(n, 169)) if taps is not None else None
+    kernels.conv2_pool_forward(a1, wt, bias, a2, idx, taps, cache)
+    if ga2 is None:
+        return a2, idx
+    gwt, gb, da1 = torch.full(wt.shape, 5.0), torch.full((m, 16), 5.0), torch.full(a1.shape, 5.0)
+    kernels.conv2_pool_backward(a1, kernels.placed_filters(w2), idx, ga2, gwt, gb, da1, None, wt, taps, cache)
+    return a2, idx, gwt, gb, da1
+
+
+@pytest.mark.parametrize("n", [32, 45, 7])
+def test_conv2_tap_kernels_give_the_dense_kernels_forward_bits_and_gradients_within_rounding(n):
+    mk, w2, wt, bias, a1 = conv2_case(n)
+    g = torch.Generator().manual_seed(5)
+    ga2 = torch.randn(6, n, 400, generator=g)
+    slots = [1, 2, 3, 4, 5]
+    a2, idx, gwt, gb, da1 = conv2_run(mk, w2, wt, bias, a1, None, ga2)
+    t = conv2_run(mk, w2, wt, bias, a1, kernels.Conv2Taps(mk, slots), ga2)
+    assert torch.equal(t[0], a2) and torch.equal(t[1], idx)  # pooled values and winners: the same bits
+    assert (idx[1:3] % 4 == 0).all()  # ties (zero inputs): the first window position, or 4 (ReLU inactive)
+    assert torch.equal(t[3], gb)  # bias gradients: the same bits
+    want = torch.nn.functional.conv2d(a1[..., :36].permute(0, 3, 1, 2), w2.reshape(96, 6, 3, 3), bias.reshape(-1),
+                                      groups=6)[:, :, :10, :10]
+    want = torch.nn.functional.max_pool2d(want, 2).relu().reshape(n, 6, 400).transpose(0, 1)
+    assert torch.allclose(a2, want, rtol=0, atol=_tol(54, a1.abs().max().item() * w2.abs().max().item()))
+    gwt_t = t[2].view(6, 3, 3, 6, 16).permute(0, 4, 3, 1, 2)
+    assert torch.all(gwt_t[slots][~mk[slots]] == 0)  # pruned weights: gradient 0
+    gwt_d = gwt.view(6, 3, 3, 6, 16).permute(0, 4, 3, 1, 2) * mk
+    scale = ga2.abs().max().item() * a1.abs().max().item()
+    assert torch.allclose(gwt_t * mk, gwt_d, rtol=0, atol=_tol(n * 25, scale))
+    assert torch.allclose(t[4], da1, rtol=0, atol=_tol(64, ga2.abs().max().item() * w2.abs().max().item()))
+    assert torch.equal(t[4][..., 24:30], torch.zeros(n, 13, 13, 6))  # member 4: everything pruned
+    assert torch.equal(t[4][..., 36:], torch.zeros(n, 13, 13, a1.shape[-1] - 36))  # padding channels
+
+
+def test_conv2_tap_kernels_give_the_same_bits_whatever_the_thread_count_and_the_other_members():
+    mk, w2, wt, bias, a1 = conv2_case(32, seed=2)
+    ga2 = torch.randn(6, 32, 400, generator=torch.Generator().manual_seed(1))
+    runs, before = [], torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3, 5):
+            torch.set_num_threads(threads)
+            runs.append(conv2_run(mk, w2, wt, bias, a1, kernels.Conv2Taps(mk, [1, 2, 3, 4, 5]), ga2))
+    finally:
+        torch.set_num_threads(before)
+    for run in runs[1:]:
+        assert all(torch.equal(p, q) for p, q in zip(runs[0], run))
+    # member 1 alone on the taps, the others on the dense kernels: its outputs and gradients keep their bits
+    alone = conv2_run(mk, w2, wt, bias, a1, kernels.Conv2Taps(mk, [1]), ga2)
+    assert torch.equal(alone[0][1], runs[0][0][1]) and torch.equal(alone[2][1], runs[0][2][1])
+    assert torch.equal(alone[4][..., 6:12], runs[0][4][..., 6:12])
+
+
+def test_conv2_taps_list_the_surviving_weights_in_the_kernels_order():
+    mk = torch.zeros(3, 16, 2, 3, 3, dtype=torch.bool)
+    mk[1, 0, 1, 0, 2] = mk[1, 0, 0, 2, 1] = mk[1, 15, 0, 0, 0] = True  # member 1: taps k = (ky*3 + kx)*Ci + ci
+    taps = kernels.Conv2Taps(mk, [1, 2])
+    assert taps.op[0].tolist() == [-1] * 17  # not on the path
+    assert taps.op[1].tolist() == [0, 2] + [2] * 14 + [3]
+    assert taps.taps[:3].tolist() == [(0 * 3 + 2) * 2 + 1, (2 * 3 + 1) * 2 + 0, 0]
+    assert taps.op[2].tolist() == [3] * 17  # everything pruned: empty ranges
+    assert taps.cache_shape(45, 169) == (3, 3, 169 * 2 * 16)

@@ -12,9 +12,10 @@ together on one shared batch:
 - forward and backward are written out by hand (no autograd): nothing is computed that the step does
   not need, and the largest buffers are allocated once and reused.
 
-- a member's linear layer whose mask keeps few enough weights (``LINEAR_SPARSE_DENSITY``, a function of its
-  own mask) is computed over its surviving weights only (``kernels.SparseRows``), the others in batched
-  products over contiguous ranges of dense members; ``Population(..., sparse=False)`` keeps every layer dense.
+- a member's layer whose mask keeps few enough weights (``SPARSE_DENSITY``, a function of its own mask) is
+  computed over its surviving weights only: a linear layer in ``kernels.SparseRows`` (the others in batched
+  products over contiguous ranges of dense members), conv2 in the tap kernels (``kernels.Conv2Taps``);
+  ``Population(..., sparse=False)`` keeps every layer dense.
 
 ``benchmarks/population.py`` measures the gain over the one-net loop; ``benchmarks/step_variants.py``
 times the layout choices; ``benchmarks/sparse_step.py`` the sparse path against the dense one at real masks.
@@ -55,15 +56,21 @@ from ..nets.datasets import Tensors
 # LeNet's prunable layers in forward order: (name, kind).
 LENET_LAYERS = (("conv1", "conv"), ("conv2", "conv"), ("fc1", "linear"), ("fc2", "linear"), ("fc3", "linear"))
 
-# A member's linear layer takes the sparse path (``kernels.SparseRows``: only its surviving weights, forward and
-# backward) when the fraction of its weights that survive is at most this; above it the batched dense product
-# is faster. A function of the member's own mask only, fixed while it trains, so resumes and ghost slots stay
-# exact. Measured side by side (1 thread, M=10, batch 32, forward + backward of one layer, 2 shared cores,
-# 2026-12-01): the dense batched product is faster than the kernel down to ~5% density for fc1 (0.1: 0.5-0.9x,
-# 0.05: 0.9-1.2x, 0.01: ~1.0x), and at every density for fc2 (0.5-0.6x at 0.01-0.1) and fc3 (0.1-0.3x): the
-# kernel's fixed cost, transposing each member's activations and gradients to put the batch in SIMD lanes,
-# is as large as MKL's whole product at these sizes. So only fc1 takes it, below 5%; -1: never.
-LINEAR_SPARSE_DENSITY = {"fc1": 0.05, "fc2": -1.0, "fc3": -1.0}
+# A member's layer takes the sparse path when the fraction of its weights that survive is at most this; above it
+# the dense kernels are faster. A function of the member's own mask only, fixed while it trains, so resumes and
+# ghost slots stay exact. -1: never.
+# - Linear layers (``kernels.SparseRows``: only the surviving weights, forward and backward). Measured side by side
+#   (1 thread, M=10, batch 32, forward + backward of one layer, 2 shared cores, 2026-12-01): the dense batched
+#   product is faster than the kernel down to ~5% density for fc1 (0.1: 0.5-0.9x, 0.05: 0.9-1.2x, 0.01: ~1.0x),
+#   and at every density for fc2 (0.5-0.6x at 0.01-0.1) and fc3 (0.1-0.3x): the kernel's fixed cost, transposing
+#   each member's activations and gradients to put the batch in SIMD lanes, is as large as MKL's whole product at
+#   these sizes. So only fc1 takes it, below 5%.
+# - conv2 (``kernels.Conv2Taps``: the tap kernels, work proportional to the surviving weights). Measured side by
+#   side (1 thread, M=10, batch 32, forward + backward, training paused, 2026-12-01, Intel Xeon): tap/dense time
+#   1.70 at density 1, 1.05-1.60 at 0.5-0.7, 0.92-0.95 at 0.4, 0.81-0.86 at 0.3, 0.61-0.74 at 0.2, 0.63-0.73 at
+#   0.1, 0.55-0.56 at 0.02, for random and for whole-filter masks alike; below 0.02 the fixed cost (each member's
+#   inputs and input gradient moved between layouts) is what is left. So conv2 takes it at <= 35%.
+SPARSE_DENSITY = {"fc1": 0.05, "fc2": -1.0, "fc3": -1.0, "conv2": 0.35}
 
 
 def _runs(slots: list[int]) -> list[tuple[int, int]]:
@@ -113,16 +120,19 @@ class Population:
         self.buffers: list[torch.Tensor] | None = None  # momentum buffers, created at the first step
         self._grads: dict[str, torch.Tensor] | None = None  # gradient buffers, created at the first step
         self.convs = lenet_convs.make(device, self.params["conv2.weight"].shape[1])  # conv blocks: fused or torch
-        # The linear layers' sparse members (fused path only): layer -> (SparseRows, the dense slots as ranges)
+        # The sparse members (fused path only): linear layer -> (SparseRows, the dense slots as ranges); conv2's in
+        # self.convs.taps
         self.sparse: dict[str, tuple[kernels.SparseRows, list[tuple[int, int]]]] = {}
         if sparse and isinstance(self.convs, lenet_convs.Fused):
             for layer, kind in LENET_LAYERS:
                 mk = self.masks[layer]
                 density = (mk != 0).flatten(1).sum(1) / mk[0].numel()
-                slots = [i for i in range(self.m) if density[i] <= LINEAR_SPARSE_DENSITY.get(layer, -1.0)]
+                slots = [i for i in range(self.m) if density[i] <= SPARSE_DENSITY.get(layer, -1.0)]
                 if kind == "linear" and slots:
                     dense = _runs([i for i in range(self.m) if i not in slots])
                     self.sparse[layer] = (kernels.SparseRows(mk, slots), dense)
+                elif layer == "conv2" and slots:
+                    self.convs.taps = kernels.Conv2Taps(mk, slots)
 
     def _forward(self, x: torch.Tensor, train: bool = False):
         """Logits (M, n, classes) and what the backward pass needs."""

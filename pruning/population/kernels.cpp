@@ -17,6 +17,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <thread>
 #include <vector>
 
@@ -29,6 +32,20 @@ static inline i16 splat(int32_t v) {
   i16 r;
   for (int64_t e = 0; e < L; e++) r[e] = v;
   return r;
+}
+
+static inline float hsum(v16 v) {  // a fixed tree: the same bits for the same lanes
+  typedef float v8 __attribute__((vector_size(32)));
+  typedef float v4 __attribute__((vector_size(16)));
+  v8 lo, hi;
+  std::memcpy(&lo, &v, sizeof lo);
+  std::memcpy(&hi, (const char *)&v + sizeof lo, sizeof hi);
+  lo += hi;
+  v4 a, c;
+  std::memcpy(&a, &lo, sizeof a);
+  std::memcpy(&c, (const char *)&lo + sizeof a, sizeof c);
+  a += c;
+  return (a[0] + a[2]) + (a[1] + a[3]);
 }
 
 // f(begin, end) over [0, n), cut into `threads` contiguous ranges run on their own threads. Every kernel below
@@ -157,6 +174,298 @@ extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const fl
     conv1_backward<0>(x, idx, a, ga, g, n, C, H, W, Cp, threads);
 }
 
+static inline void transpose_chunk(const float *x, int64_t IN, int64_t b0, int64_t nb, int64_t NP, float *xT) {
+  // xT[j * NP + b] = x[(b0 + b) * IN + j], zero for nb <= b < NP; in 16 x 16 tiles that stay in the L1 cache
+  float tile[16][16];
+  for (int64_t j0 = 0; j0 < IN; j0 += 16) {
+    const int64_t nj = std::min<int64_t>(16, IN - j0);
+    for (int64_t c0 = 0; c0 < NP; c0 += 16) {
+      for (int64_t b = 0; b < 16; b++) {
+        if (c0 + b < nb && nj == 16)  // a fixed size: not a library call per row
+          std::memcpy(tile[b], x + (b0 + c0 + b) * IN + j0, 16 * sizeof(float));
+        else if (c0 + b < nb)
+          for (int64_t j = 0; j < nj; j++) tile[b][j] = x[(b0 + c0 + b) * IN + j0 + j];
+        else
+          for (int64_t j = 0; j < nj; j++) tile[b][j] = 0.0f;
+      }
+      for (int64_t j = 0; j < nj; j++)
+        for (int64_t b = 0; b < 16; b++) xT[(j0 + j) * NP + c0 + b] = tile[b][j];
+    }
+  }
+}
+
+static inline void untranspose_chunk(const float *xT, int64_t NP, int64_t IN, int64_t b0, int64_t nb, float *x) {
+  // x[(b0 + b) * IN + j] = xT[j * NP + b] for b < nb: the inverse of transpose_chunk
+  float tile[16][16];
+  for (int64_t j0 = 0; j0 < IN; j0 += 16) {
+    const int64_t nj = std::min<int64_t>(16, IN - j0);
+    for (int64_t c0 = 0; c0 < nb; c0 += 16) {
+      const int64_t ncb = std::min<int64_t>(16, nb - c0);
+      for (int64_t j = 0; j < nj; j++)
+        for (int64_t b = 0; b < 16; b++) tile[b][j] = xT[(j0 + j) * NP + c0 + b];
+      for (int64_t b = 0; b < ncb; b++)
+        for (int64_t j = 0; j < nj; j++) x[(b0 + c0 + b) * IN + j0 + j] = tile[b][j];
+    }
+  }
+}
+
+// conv2 over surviving weights only ("tap lists"), for the members whose conv2 mask is sparse enough (the
+// Python side picks them from their masks: kernels.Conv2Taps). op (M, 17): for such a member, op[m][o] ..
+// op[m][o + 1] is the range of taps (int32) that output channel o keeps, each tap k = (ky*3 + kx)*Ci + ci in
+// increasing order (the row of wt it reads); op[m][0] = -1 for a member on the dense kernels below.
+//
+// Layout: the images in the SIMD lanes. A member's input channels are copied, 16 images at a time, into
+// A (H, W, Ci, 16); for each pooled row and output channel, the two conv rows pooling reads (10 columns x 16
+// images each, 20 registers) are computed by adding f * (a shifted input row) for each surviving tap f. So the
+// work is proportional to the surviving weights, a whole pruned filter costs only its bias, and the 4 input
+// rows a pooled row reads (20 KB) stay in the L1 cache while every output channel uses them.
+//
+// Forward: the same operations in the same order as conv2_forward (start from the bias, add the taps in k
+// order with one multiply-add each; skipping a pruned tap skips adding an exact 0), so the pooled values and
+// winners are bit for bit those of the dense kernel wherever the inputs are finite. Backward: the bias
+// gradients are summed as the dense kernel sums them (the same bits); the filters' and the input's gradients
+// sum the same terms in another fixed order (float rounding apart, the same values).
+static const int64_t NB = L;      // images per chunk: one SIMD vector
+static const int64_t TAP_PW = 5;  // pooled width the tap kernels are compiled for (LeNet on 28x28 inputs: 13 -> 5)
+static const int64_t CW = 2 * TAP_PW;  // conv columns pooling reads
+
+static inline bool on_taps(const int64_t *op, int64_t m) { return op && op[m * (L + 1)] >= 0; }
+
+struct TapScratch {  // one thread's buffers, kept between calls (no allocation per step)
+  std::vector<float> A, dA, P, G, gacc;
+  std::vector<uint8_t> C;
+};
+
+static TapScratch &tap_scratch() {
+  static thread_local TapScratch sc;
+  return sc;
+}
+
+// A (H*W, Ci, NB): member m's input channels for images b0 .. b0 + nb - 1 in the lanes, zeros past nb (with
+// AVX-512, one gather per position and channel).
+static void member_chunk(const float *a1, int64_t b0, int64_t nb, int64_t HW, int64_t CS, int64_t m, int64_t Ci,
+                         float *A) {
+#ifdef __AVX512F__
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int32_t)(HW * CS)));
+  const __mmask16 live = (__mmask16)((1u << nb) - 1u);
+  for (int64_t s = 0; s < HW; s++) {
+    const float *src = a1 + (b0 * HW + s) * CS + m * Ci;
+    for (int64_t ci = 0; ci < Ci; ci++)
+      _mm512_storeu_ps(A + (s * Ci + ci) * NB,
+                       _mm512_mask_i32gather_ps(_mm512_setzero_ps(), live, lanes, src + ci, 4));
+  }
+#else
+  if (nb < NB) std::fill(A, A + HW * Ci * NB, 0.0f);
+  for (int64_t s = 0; s < HW; s++) {
+    float *dst = A + s * Ci * NB;
+    const float *src = a1 + (b0 * HW + s) * CS + m * Ci;
+    for (int64_t lane = 0; lane < nb; lane++, src += HW * CS)
+      for (int64_t ci = 0; ci < Ci; ci++) dst[ci * NB + lane] = src[ci];
+  }
+#endif
+}
+
+// The inverse for a gradient: dA (H*W, Ci, NB) into member m's channels of da1 (n, H, W, CS), images b0 .. b0+nb-1,
+// 16 positions at a time (their 6 KB of dA stay in the L1 cache), image by image within them (a stride the
+// hardware prefetches; a scatter across the 16 images, or whole images at a time, were 2-3x slower).
+static void member_unchunk(const float *dA, int64_t b0, int64_t nb, int64_t HW, int64_t CS, int64_t m, int64_t Ci,
+                           float *da1) {
+  for (int64_t s0 = 0; s0 < HW; s0 += 16) {
+    const int64_t s1 = std::min<int64_t>(HW, s0 + 16);
+    for (int64_t lane = 0; lane < nb; lane++) {
+      float *dst = da1 + ((b0 + lane) * HW + s0) * CS + m * Ci;
+      const float *src = dA + s0 * Ci * NB + lane;
+      for (int64_t s = s0; s < s1; s++, dst += CS, src += Ci * NB)
+        for (int64_t ci = 0; ci < Ci; ci++) dst[ci] = src[ci * NB];
+    }
+  }
+}
+
+// C (16*S, NB): the winners idx[b][pos][m][o] of member m at [o*S + pos][lane]
+static void member_codes(const uint8_t *idx, int64_t b0, int64_t nb, int64_t S, int64_t M, int64_t m, uint8_t *C) {
+  if (nb < NB) std::fill(C, C + L * S * NB, (uint8_t)4);
+  for (int64_t lane = 0; lane < nb; lane++)
+    for (int64_t pos = 0; pos < S; pos++) {
+      const uint8_t *src = idx + (((b0 + lane) * S + pos) * M + m) * L;
+      for (int64_t o = 0; o < L; o++) C[(o * S + pos) * NB + lane] = src[o];
+    }
+}
+
+static void conv2_taps_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx,
+                               const int64_t *op, const int32_t *taps, float *acache, int64_t n, int64_t H, int64_t W,
+                               int64_t CS, int64_t M, int64_t Ci, int64_t threads) {
+  std::vector<int64_t> members;
+  for (int64_t m = 0; m < M; m++)
+    if (on_taps(op, m)) members.push_back(m);
+  const int64_t *mem = members.data();
+  parallel((int64_t)members.size(), threads, [=](int64_t s0, int64_t s1) {  // by member
+    const int64_t K = 9 * Ci, PH = (H - 2) / 2, S = PH * TAP_PW, HW = H * W, RS = W * Ci * NB;  // RS: a row of A
+    const v16 zero = {0};
+    const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
+    TapScratch &sc = tap_scratch();
+    sc.A.resize(HW * Ci * NB);
+    sc.P.resize(L * S * NB);
+    sc.C.resize(L * S * NB);
+    float *A = sc.A.data(), *P = sc.P.data();
+    uint8_t *C = sc.C.data();
+    for (int64_t s = s0; s < s1; s++) {
+      const int64_t m = mem[s];
+      const int64_t *om = op + m * (L + 1);
+      const float *wm = wt + m * K * L;
+      for (int64_t b0 = 0; b0 < n; b0 += NB) {
+        const int64_t nb = std::min(NB, n - b0);
+        if (acache) A = acache + (m * ((n + NB - 1) / NB) + b0 / NB) * HW * Ci * NB;  // kept for the backward pass
+        member_chunk(a1, b0, nb, HW, CS, m, Ci, A);
+        for (int64_t py = 0; py < PH; py++)
+          for (int64_t o = 0; o < L; o++) {
+            v16 top[CW], bot[CW];
+            const v16 start = bias[m * L + o] + zero;
+            for (int64_t x = 0; x < CW; x++) top[x] = bot[x] = start;
+            for (int64_t t = om[o]; t < om[o + 1]; t++) {
+              const int64_t k = taps[t], kk = k / Ci, ci = k - kk * Ci, ky = kk / 3, kx = kk - ky * 3;
+              const float f = wm[k * L + o];
+              const float *src = A + ((2 * py + ky) * W + kx) * Ci * NB + ci * NB;
+              for (int64_t x = 0; x < CW; x++) {
+                v16 p0, p1;
+                std::memcpy(&p0, src + x * Ci * NB, sizeof p0);
+                std::memcpy(&p1, src + RS + x * Ci * NB, sizeof p1);
+                top[x] += p0 * f;
+                bot[x] += p1 * f;
+              }
+            }
+            for (int64_t px = 0; px < TAP_PW; px++) {
+              const v16 r0 = top[2 * px], r1 = top[2 * px + 1], r2 = bot[2 * px], r3 = bot[2 * px + 1];
+              v16 best = r0;
+              i16 won = splat(0), t;
+              t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
+              t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
+              t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
+              t = best <= zero;
+              best = t ? zero : best;
+              won = t ? four : won;
+              const int64_t row = o * S + py * TAP_PW + px;
+              const u16 won8 = __builtin_convertvector(won, u16);
+              std::memcpy(P + row * NB, &best, sizeof best);
+              std::memcpy(C + row * NB, &won8, sizeof won8);
+            }
+          }
+        untranspose_chunk(P, NB, L * S, b0, nb, a2 + m * n * L * S);
+        for (int64_t lane = 0; lane < nb; lane++)
+          for (int64_t pos = 0; pos < S; pos++) {
+            uint8_t *dst = idx + (((b0 + lane) * S + pos) * M + m) * L;
+            for (int64_t o = 0; o < L; o++) dst[o] = C[(o * S + pos) * NB + lane];
+          }
+      }
+    }
+  });
+}
+
+// One member's gradients on its taps: gwt's surviving entries and gb (the caller zeroed both), and its channels
+// of da1. acache: the forward pass's chunks of A, or null (then they are copied again).
+static void conv2_taps_backward_member(const float *a1, const float *wt, const uint8_t *idx, const float *ga2,
+                                       float *gwt, float *gb, float *da1, const int64_t *om, const int32_t *taps,
+                                       const float *acache, int64_t m, int64_t n, int64_t H, int64_t W, int64_t CS,
+                                       int64_t M, int64_t Ci) {
+  const int64_t K = 9 * Ci, PH = (H - 2) / 2, S = PH * TAP_PW, HW = H * W, RS = W * Ci * NB;
+  const v16 zero = {0};
+  const i16 one = splat(1), two = splat(2), three = splat(3);
+  const int64_t T = om[L] - om[0];
+  TapScratch &sc = tap_scratch();
+  sc.A.resize(HW * Ci * NB);
+  sc.dA.resize(HW * Ci * NB);
+  sc.G.resize(L * S * NB);
+  sc.C.resize(L * S * NB);
+  sc.gacc.resize(std::max<int64_t>(T, 1) * L);
+  float *A = sc.A.data(), *dA = sc.dA.data(), *G = sc.G.data(), *gacc = sc.gacc.data();
+  uint8_t *C = sc.C.data();
+  const float *wm = wt + m * K * L;
+  // the bias gradients exactly as conv2_backward sums them: images, pooled positions, 16 channels in the lanes
+  v16 bsum = zero;
+#ifdef __AVX512F__
+  const __m512i strided = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32((int32_t)S));
+#endif
+  for (int64_t b = 0; b < n; b++)
+    for (int64_t pos = 0; pos < S; pos++) {
+      const float *gsrc = ga2 + (m * n + b) * L * S + pos;
+      u16 c8;
+      std::memcpy(&c8, idx + ((b * S + pos) * M + m) * L, sizeof c8);
+      const i16 wv = __builtin_convertvector(c8, i16);
+      v16 gv;
+#ifdef __AVX512F__
+      const __m512 g = _mm512_i32gather_ps(strided, gsrc, 4);
+      std::memcpy(&gv, &g, sizeof gv);
+#else
+      for (int64_t o = 0; o < L; o++) gv[o] = gsrc[o * S];
+#endif
+      bsum += wv < 4 ? gv : zero;
+    }
+  std::memcpy(gb + m * L, &bsum, sizeof bsum);
+  std::fill(gacc, gacc + T * L, 0.0f);
+  for (int64_t b0 = 0; b0 < n; b0 += NB) {
+    const int64_t nb = std::min(NB, n - b0);
+    const float *Ab = A;
+    if (acache)
+      Ab = acache + (m * ((n + NB - 1) / NB) + b0 / NB) * HW * Ci * NB;
+    else
+      member_chunk(a1, b0, nb, HW, CS, m, Ci, A);
+    member_codes(idx, b0, nb, S, M, m, C);
+    transpose_chunk(ga2 + m * n * L * S, L * S, b0, nb, NB, G);
+    std::fill(dA, dA + HW * Ci * NB, 0.0f);
+    for (int64_t py = 0; py < PH; py++)
+      for (int64_t o = 0; o < L; o++) {
+        const int64_t t0 = om[o], t1 = om[o + 1];
+        if (t0 == t1) continue;
+        // the gradients of the two conv rows under pooled row py, routed to the window position that won
+        v16 dtop[CW], dbot[CW];
+        for (int64_t px = 0; px < TAP_PW; px++) {
+          const int64_t row = o * S + py * TAP_PW + px;
+          v16 g;
+          u16 c8;
+          std::memcpy(&g, G + row * NB, sizeof g);
+          std::memcpy(&c8, C + row * NB, sizeof c8);
+          const i16 c = __builtin_convertvector(c8, i16);
+          dtop[2 * px] = c == 0 ? g : zero;
+          dtop[2 * px + 1] = c == one ? g : zero;
+          dbot[2 * px] = c == two ? g : zero;
+          dbot[2 * px + 1] = c == three ? g : zero;
+        }
+        for (int64_t t = t0; t < t1; t++) {
+          const int64_t k = taps[t], kk = k / Ci, ci = k - kk * Ci, ky = kk / 3, kx = kk - ky * 3;
+          const int64_t off = ((2 * py + ky) * W + kx) * Ci * NB + ci * NB;
+          const float *src = Ab + off;
+          float *dst = dA + off;
+          const float f = wm[k * L + o];
+          v16 acc;
+          std::memcpy(&acc, gacc + (t - om[0]) * L, sizeof acc);
+          for (int64_t x = 0; x < CW; x++) {
+            v16 p0, p1, q0, q1;
+            std::memcpy(&p0, src + x * Ci * NB, sizeof p0);
+            std::memcpy(&p1, src + RS + x * Ci * NB, sizeof p1);
+            acc += dtop[x] * p0;
+            acc += dbot[x] * p1;
+            std::memcpy(&q0, dst + x * Ci * NB, sizeof q0);
+            std::memcpy(&q1, dst + RS + x * Ci * NB, sizeof q1);
+            q0 += f * dtop[x];
+            q1 += f * dbot[x];
+            std::memcpy(dst + x * Ci * NB, &q0, sizeof q0);
+            std::memcpy(dst + RS + x * Ci * NB, &q1, sizeof q1);
+          }
+          std::memcpy(gacc + (t - om[0]) * L, &acc, sizeof acc);
+        }
+      }
+    member_unchunk(dA, b0, nb, HW, CS, m, Ci, da1);
+  }
+  float *gw = gwt + m * K * L;
+  for (int64_t o = 0; o < L; o++)
+    for (int64_t t = om[o]; t < om[o + 1]; t++) {
+      v16 acc;
+      std::memcpy(&acc, gacc + (t - om[0]) * L, sizeof acc);
+      gw[taps[t] * L + o] = hsum(acc);
+    }
+}
+
 // conv2 (3x3, stride 1, no padding, 16 output channels per member, grouped by member) + bias + 2x2 max pooling
 // + ReLU, for M members that each see their own input channels. Only the conv2 outputs that pooling reads are
 // computed (pooling drops the last row and column of an odd-sized output).
@@ -166,8 +475,9 @@ extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const fl
 // (channel, y, x), which is what fc1 reads; idx (n, PH, PW, M, 16): the winning window position, or 4 where
 // ReLU is inactive (the pooled value is <= 0, so no gradient flows back).
 template <int CI>  // as in conv2_backward
-static void conv2_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx, int64_t n,
-                          int64_t H, int64_t W, int64_t CS, int64_t M, int64_t ci_any, int64_t threads) {
+static void conv2_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx,
+                          const int64_t *op, int64_t n, int64_t H, int64_t W, int64_t CS, int64_t M, int64_t ci_any,
+                          int64_t threads) {
   parallel(n, threads, [=](int64_t b0, int64_t b1) {  // by image
     const int64_t Ci = CI ? CI : ci_any;
     const int64_t K = 9 * Ci, MC = CS, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
@@ -177,6 +487,7 @@ static void conv2_forward(const float *a1, const float *wt, const float *bias, f
       for (int64_t i = 0; i < PH; i++)
         for (int64_t j = 0; j < PW; j++)
           for (int64_t m = 0; m < M; m++) {
+            if (on_taps(op, m)) continue;  // computed by conv2_taps_forward
             v16 r0, r1, r2, r3;
             std::memcpy(&r0, bias + m * L, sizeof r0);
             r1 = r0; r2 = r0; r3 = r0;
@@ -212,12 +523,13 @@ static void conv2_forward(const float *a1, const float *wt, const float *bias, f
 }
 
 extern "C" void conv2_pool_forward(const float *a1, const float *wt, const float *bias, float *a2, uint8_t *idx,
-                                   int64_t n, int64_t H, int64_t W, int64_t CS, int64_t M, int64_t Ci,
-                                   int64_t threads) {
+                                   const int64_t *op, const int32_t *taps, float *acache, int64_t n, int64_t H,
+                                   int64_t W, int64_t CS, int64_t M, int64_t Ci, int64_t threads) {
   if (Ci == 6)
-    conv2_forward<6>(a1, wt, bias, a2, idx, n, H, W, CS, M, Ci, threads);
+    conv2_forward<6>(a1, wt, bias, a2, idx, op, n, H, W, CS, M, Ci, threads);
   else
-    conv2_forward<0>(a1, wt, bias, a2, idx, n, H, W, CS, M, Ci, threads);
+    conv2_forward<0>(a1, wt, bias, a2, idx, op, n, H, W, CS, M, Ci, threads);
+  if (op) conv2_taps_forward(a1, wt, bias, a2, idx, op, taps, acache, n, H, W, CS, M, Ci, threads);
 }
 
 // The backward of conv2_pool_forward. ga2 (M, n, 16*PH*PW): the gradient of a2. wx (M, 5, 16, 16*Ci): for each
@@ -227,17 +539,22 @@ extern "C" void conv2_pool_forward(const float *a1, const float *wt, const float
 // a1; dam (M, n, H, W, Ci) is a scratch in which each member's input gradient is summed before da1 is
 // written. Sums run in a fixed order (images, pooled positions, members, output channels). Ci <= 16.
 template <int CI>  // CI > 0: the number of input channels per member, known when compiling (LeNet: 6); 0: any
-static void conv2_backward(const float *a1, const float *wx, const uint8_t *idx, const float *ga2, float *gwt,
-                           float *gb, float *da1, float *dam, int64_t n, int64_t H, int64_t W, int64_t CS,
-                           int64_t M, int64_t ci_any, int64_t threads) {
+static void conv2_backward(const float *a1, const float *wx, const float *wt, const uint8_t *idx, const float *ga2,
+                           float *gwt, float *gb, float *da1, float *dam, const int64_t *op, const int32_t *taps,
+                           const float *acache, int64_t n, int64_t H, int64_t W, int64_t CS, int64_t M, int64_t ci_any, int64_t threads) {
   const int64_t Ci = CI ? CI : ci_any;
   parallel(M, threads, [=](int64_t m0, int64_t m1) {  // by member
     const int64_t K = 9 * Ci, MC = CS, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW, B = 16 * Ci;
     const v16 zero = {0};
     std::memset(gwt + m0 * K * L, 0, (m1 - m0) * K * L * sizeof(float));
     std::memset(gb + m0 * L, 0, (m1 - m0) * L * sizeof(float));
-    std::memset(dam + m0 * n * H * W * Ci, 0, (m1 - m0) * n * H * W * Ci * sizeof(float));
+    for (int64_t m = m0; m < m1; m++)
+      if (!on_taps(op, m)) std::memset(dam + m * n * H * W * Ci, 0, n * H * W * Ci * sizeof(float));
     for (int64_t m = m0; m < m1; m++)  // member by member: its filters and gradients stay in the L1 cache
+      if (on_taps(op, m))
+        conv2_taps_backward_member(a1, wt, idx, ga2, gwt, gb, da1, op + m * (L + 1), taps, acache, m, n, H, W, CS,
+                                   M, Ci);
+      else
       for (int64_t b = 0; b < n; b++)
         for (int64_t i = 0; i < PH; i++)
           for (int64_t j = 0; j < PW; j++) {
@@ -299,19 +616,21 @@ static void conv2_backward(const float *a1, const float *wx, const uint8_t *idx,
         for (int64_t x = 0; x < W; x++) {
           float *dst = da1 + ((b * H + y) * W + x) * CS;
           for (int64_t m = 0; m < M; m++)
-            std::memcpy(dst + m * Ci, dam + (((m * n + b) * H + y) * W + x) * Ci, Ci * sizeof(float));
+            if (!on_taps(op, m))  // a member on the tap kernels wrote its channels itself
+              std::memcpy(dst + m * Ci, dam + (((m * n + b) * H + y) * W + x) * Ci, Ci * sizeof(float));
           for (int64_t c = M * Ci; c < CS; c++) dst[c] = 0.0f;  // the padding channels
         }
   });
 }
 
-extern "C" void conv2_pool_backward(const float *a1, const float *wx, const uint8_t *idx, const float *ga2,
-                                    float *gwt, float *gb, float *da1, float *dam, int64_t n, int64_t H,
-                                    int64_t W, int64_t CS, int64_t M, int64_t Ci, int64_t threads) {
+extern "C" void conv2_pool_backward(const float *a1, const float *wx, const float *wt, const uint8_t *idx,
+                                    const float *ga2, float *gwt, float *gb, float *da1, float *dam,
+                                    const int64_t *op, const int32_t *taps, const float *acache, int64_t n,
+                                    int64_t H, int64_t W, int64_t CS, int64_t M, int64_t Ci, int64_t threads) {
   if (Ci == 6)
-    conv2_backward<6>(a1, wx, idx, ga2, gwt, gb, da1, dam, n, H, W, CS, M, Ci, threads);
+    conv2_backward<6>(a1, wx, wt, idx, ga2, gwt, gb, da1, dam, op, taps, acache, n, H, W, CS, M, Ci, threads);
   else
-    conv2_backward<0>(a1, wx, idx, ga2, gwt, gb, da1, dam, n, H, W, CS, M, Ci, threads);
+    conv2_backward<0>(a1, wx, wt, idx, ga2, gwt, gb, da1, dam, op, taps, acache, n, H, W, CS, M, Ci, threads);
 }
 
 // Sparse linear layers: y = x W^T + b for the members whose mask is sparse enough, reading only the surviving
@@ -324,52 +643,7 @@ extern "C" void conv2_pool_backward(const float *a1, const float *wx, const uint
 // values only (not on the other members, the path they take, or the thread count). x (M, n, IN), y (M, n, OUT),
 // b (M, OUT). The batch is a SIMD vector: the activations are transposed to (IN, 32) per chunk of 32 images, and
 // each output sum starts at 0, adds the surviving terms in column order, then the bias.
-static inline void transpose_chunk(const float *x, int64_t IN, int64_t b0, int64_t nb, int64_t NP, float *xT) {
-  // xT[j * NP + b] = x[(b0 + b) * IN + j], zero for nb <= b < NP; in 16 x 16 tiles that stay in the L1 cache
-  float tile[16][16];
-  for (int64_t j0 = 0; j0 < IN; j0 += 16) {
-    const int64_t nj = std::min<int64_t>(16, IN - j0);
-    for (int64_t c0 = 0; c0 < NP; c0 += 16) {
-      for (int64_t b = 0; b < 16; b++) {
-        if (c0 + b < nb)
-          for (int64_t j = 0; j < nj; j++) tile[b][j] = x[(b0 + c0 + b) * IN + j0 + j];
-        else
-          for (int64_t j = 0; j < nj; j++) tile[b][j] = 0.0f;
-      }
-      for (int64_t j = 0; j < nj; j++)
-        for (int64_t b = 0; b < 16; b++) xT[(j0 + j) * NP + c0 + b] = tile[b][j];
-    }
-  }
-}
 
-static inline void untranspose_chunk(const float *xT, int64_t NP, int64_t IN, int64_t b0, int64_t nb, float *x) {
-  // x[(b0 + b) * IN + j] = xT[j * NP + b] for b < nb: the inverse of transpose_chunk
-  float tile[16][16];
-  for (int64_t j0 = 0; j0 < IN; j0 += 16) {
-    const int64_t nj = std::min<int64_t>(16, IN - j0);
-    for (int64_t c0 = 0; c0 < nb; c0 += 16) {
-      const int64_t ncb = std::min<int64_t>(16, nb - c0);
-      for (int64_t j = 0; j < nj; j++)
-        for (int64_t b = 0; b < 16; b++) tile[b][j] = xT[(j0 + j) * NP + c0 + b];
-      for (int64_t b = 0; b < ncb; b++)
-        for (int64_t j = 0; j < nj; j++) x[(b0 + c0 + b) * IN + j0 + j] = tile[b][j];
-    }
-  }
-}
-
-static inline float hsum(v16 v) {  // a fixed tree: the same bits for the same lanes
-  typedef float v8 __attribute__((vector_size(32)));
-  typedef float v4 __attribute__((vector_size(16)));
-  v8 lo, hi;
-  std::memcpy(&lo, &v, sizeof lo);
-  std::memcpy(&hi, (const char *)&v + sizeof lo, sizeof hi);
-  lo += hi;
-  v4 a, c;
-  std::memcpy(&a, &lo, sizeof a);
-  std::memcpy(&c, (const char *)&lo + sizeof a, sizeof c);
-  a += c;
-  return (a[0] + a[2]) + (a[1] + a[3]);
-}
 
 extern "C" void linear_sparse_forward(const float *x, const float *w, const float *bias, float *y,
                                       const int64_t *members, const int64_t *rowptr, const int32_t *cols, int64_t nm,

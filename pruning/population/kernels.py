@@ -17,12 +17,24 @@ that layer computed over its surviving weights only (a CSR index over the dense 
 the mask; the batch of 32 in two SIMD vectors; forward, the surviving weights' gradients and the input's
 gradient). Why this format: one index serves unstructured masks and structured ones (a pruned unit is an empty
 row, a pruned input a missing column), and the weights stay where SGD and the stored states read them. Why so
-rarely used (``population.LINEAR_SPARSE_DENSITY``: fc1 at <= 5% density, fc2 and fc3 never): measured side by
+rarely used (``population.SPARSE_DENSITY``: fc1 at <= 5% density, fc2 and fc3 never): measured side by
 side at LeNet's sizes (batch 32, 1 thread, M=10), MKL's batched product of a whole layer costs about as much as
 this kernel's fixed work (transposing each member's activations and output gradients so that the batch lies in
 the vector lanes), so the kernel only breaks even on fc1 below ~5% and loses on fc2 and fc3 at every density.
+
+**conv2 over its surviving weights** (:class:`Conv2Taps`, issue 19): per member and output channel, the list of
+taps (input channel, ky, kx) its mask keeps. The dense kernel puts the 16 output channels in the SIMD lanes, so a
+pruned weight saves nothing there; the tap kernels put 16 images in the lanes instead, and each surviving tap
+adds one shifted input row to a conv row kept in registers, so the work follows the surviving weights and a
+pruned filter costs only its bias, for unstructured and structured masks alike. Why this format: it keeps the
+dense kernel's order of operations in the forward pass (bias first, then the taps in (ky, kx, ci) order, one
+multiply-add each), so a member gets the same pooled values and winners bit for bit on either path wherever its
+inputs are finite (skipping a pruned tap skips adding an exact 0). Used at <= 35% density, measured
+(``population.SPARSE_DENSITY``); the fixed cost is moving each member's inputs and input gradient between the two
+layouts (with AVX-512 the inputs by gathers), and the inputs moved in the forward pass are kept for the backward.
+
 Each member is computed by one thread in a fixed order: its bits depend on its own mask and values only, not on
-the thread count, the other members, or the path they take. The conv kernels do not skip pruned weights yet.
+the thread count, the other members, or the path they take. conv1 does not skip pruned weights yet.
 """
 from __future__ import annotations
 
@@ -92,8 +104,8 @@ def library():
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.conv1_pool_forward.argtypes = [ptr] * 4 + [i64] * 6
         lib.conv1_pool_backward.argtypes = [ptr] * 5 + [i64] * 6
-        lib.conv2_pool_forward.argtypes = [ptr] * 5 + [i64] * 7
-        lib.conv2_pool_backward.argtypes = [ptr] * 8 + [i64] * 7
+        lib.conv2_pool_forward.argtypes = [ptr] * 8 + [i64] * 7
+        lib.conv2_pool_backward.argtypes = [ptr] * 12 + [i64] * 7
         lib.linear_sparse_forward.argtypes = [ptr] * 7 + [i64] * 5
         lib.linear_sparse_backward.argtypes = [ptr] * 8 + [i64] * 5
     _loaded["lib"] = lib
@@ -149,35 +161,93 @@ def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga:
 
 
 def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a2: torch.Tensor,
-                       idx: torch.Tensor) -> None:
+                       idx: torch.Tensor, taps: "Conv2Taps | None" = None, cache: torch.Tensor | None = None) -> None:
     """Per member, relu(max_pool2d(conv2(a1) + bias)) into ``a2`` (M, n, 16*PH*PW) and the winners (or 4 where ReLU
     is inactive) into ``idx`` (n, PH, PW, M, 16). ``a1`` (n, H, W, CS): member m's Ci input channels are
-    m*Ci .. m*Ci + Ci - 1 (CS >= M*Ci); ``wt`` (M, 9*Ci, 16); ``bias`` (M, 16)."""
+    m*Ci .. m*Ci + Ci - 1 (CS >= M*Ci); ``wt`` (M, 9*Ci, 16); ``bias`` (M, 16). ``taps``: the members computed
+    over their surviving weights only (the same bits as the dense kernel for finite inputs); ``cache``: a buffer
+    from :meth:`Conv2Taps.cache` that keeps their inputs, in the kernels' layout, for the backward pass."""
     n, h, w, cs = a1.shape
     m, k, co = wt.shape
     ph, pw = (h - 2) // 2, (w - 2) // 2
     if co != LANES or k % 9 or k // 9 * m > cs or bias.shape != (m, co) or a2.shape != (m, n, co * ph * pw) \
             or idx.shape != (n, ph, pw, m, co):
         raise ValueError("conv2_pool_forward: shapes do not match")
-    library().conv2_pool_forward(*_ptrs(a1, wt, bias, a2, idx), n, h, w, cs, m, k // 9, threads())
+    tp = _taps_ptrs(taps, m, k // 9, pw)
+    library().conv2_pool_forward(*_ptrs(a1, wt, bias, a2, idx), *tp, _cache_ptr(cache, tp, taps, a1), n, h, w, cs, m,
+                                 k // 9, threads())
 
 
 def conv2_pool_backward(a1: torch.Tensor, wx: torch.Tensor, idx: torch.Tensor, ga2: torch.Tensor,
                         gwt: torch.Tensor, gb: torch.Tensor, da1: torch.Tensor,
-                        scratch: torch.Tensor | None = None) -> None:
+                        scratch: torch.Tensor | None = None, wt: torch.Tensor | None = None,
+                        taps: "Conv2Taps | None" = None, cache: torch.Tensor | None = None) -> None:
     """The gradients of :func:`conv2_pool_forward`'s ``wt`` (into ``gwt``), ``bias`` (``gb``) and ``a1`` (``da1``,
     padding channels 0) from ``ga2``, the gradient of ``a2``. ``wx`` from :func:`placed_filters`. ``scratch``
-    (M, n, H, W, Ci): a buffer to reuse (allocated here if None)."""
+    (M, n, H, W, Ci): a buffer to reuse (allocated here if None). ``taps`` as in the forward pass, which also
+    needs ``wt``, the forward's (M, 9*Ci, 16) filters; ``cache`` the buffer the forward pass filled, or None."""
     n, h, w, cs = a1.shape
     m, co, ci = wx.shape[0], wx.shape[2], wx.shape[3] // 16
     if co != LANES or ci > LANES or ci * m > cs or wx.shape != (m, 5, co, 16 * ci) or gwt.shape != (m, 9 * ci, co) \
-            or gb.shape != (m, co) or da1.shape != a1.shape or ga2.shape[:2] != (m, n) or idx.shape[3:] != (m, co):
+            or gb.shape != (m, co) or da1.shape != a1.shape or ga2.shape[:2] != (m, n) or idx.shape[3:] != (m, co) \
+            or (taps is not None and (wt is None or wt.shape != gwt.shape)):
         raise ValueError("conv2_pool_backward: shapes do not match")
     if scratch is None:
         scratch = torch.empty(m, n, h, w, ci)
     elif scratch.shape != (m, n, h, w, ci):
         raise ValueError("conv2_pool_backward: shapes do not match")
-    library().conv2_pool_backward(*_ptrs(a1, wx, idx, ga2, gwt, gb, da1, scratch), n, h, w, cs, m, ci, threads())
+    wt_ptr = _ptrs(wt)[0] if taps is not None else None
+    tp = _taps_ptrs(taps, m, ci, (w - 2) // 2)
+    library().conv2_pool_backward(*_ptrs(a1, wx), wt_ptr, *_ptrs(idx, ga2, gwt, gb, da1, scratch), *tp,
+                                  _cache_ptr(cache, tp, taps, a1), n, h, w, cs, m, ci, threads())
+
+
+class Conv2Taps:
+    """The surviving conv2 weights of the members that take the tap kernels (``kernels.cpp``: work proportional
+    to the surviving weights; forward bit for bit the dense kernel's, backward within float rounding).
+
+    ``mask`` (M, 16, Ci, 3, 3), nonzero where a weight survives; ``members``: the slots on the tap path. Built once
+    per population (a member's mask does not change while it trains): ``op`` (M, 17) int64, for a member on the
+    path the range ``op[m, o] .. op[m, o + 1]`` of ``taps`` (int32) that output channel ``o`` keeps, each tap
+    ``k = (ky*3 + kx)*Ci + ci`` (the row of the forward's (M, 9*Ci, 16) filters) in increasing order;
+    ``op[m, 0] = -1`` for the others. The kernels are compiled for LeNet's 5x5 pooled conv2 output (28x28
+    inputs); at any other size every member takes the dense kernels."""
+
+    PW = 5
+
+    def __init__(self, mask: torch.Tensor, members: list[int]):
+        m, co, ci = mask.shape[:3]
+        self.members, self.ci = list(members), ci
+        self.op = torch.full((m, co + 1), -1, dtype=torch.int64)
+        taps, offset = [], 0
+        for i in self.members:
+            live = (mask[i] != 0).permute(0, 2, 3, 1).reshape(co, 9 * ci)  # (o, (ky, kx, ci))
+            counts = live.sum(1)
+            self.op[i] = offset + torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            offset += int(counts.sum())
+            taps.append(live.nonzero()[:, 1].to(torch.int32))  # row-major: increasing k within an output channel
+        self.taps = torch.cat(taps) if taps and offset else torch.zeros(1, dtype=torch.int32)
+
+    def cache_shape(self, n: int, hw: int) -> tuple[int, ...]:
+        """The shape of the buffer that keeps a training step's inputs of these members for its backward pass:
+        (M, chunks of 16 images, H*W*Ci*16)."""
+        return (self.op.shape[0], -(-n // LANES), hw * self.ci * LANES)
+
+
+def _cache_ptr(cache: torch.Tensor | None, tp: list, taps: Conv2Taps | None, a1: torch.Tensor):
+    if cache is None or tp[0] is None:
+        return None
+    if cache.shape != taps.cache_shape(a1.shape[0], a1.shape[1] * a1.shape[2]):
+        raise ValueError("conv2 taps: the cache's shape does not match")
+    return _ptrs(cache)[0]
+
+
+def _taps_ptrs(taps: Conv2Taps | None, m: int, ci: int, pw: int) -> list:
+    if taps is None or not taps.members or pw != Conv2Taps.PW:
+        return [None, None]
+    if taps.op.shape[0] != m or taps.ci != ci:
+        raise ValueError("conv2 taps: shapes do not match")
+    return _ptrs(taps.op, taps.taps)
 
 
 def placed_filters(w2: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

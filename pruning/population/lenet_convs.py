@@ -54,9 +54,10 @@ class Fused:
 
     name = "fused C++ kernels (pruning/kernels.cpp)"
 
-    def __init__(self):
+    def __init__(self, taps: kernels.Conv2Taps | None = None):
         self._work: dict[int, dict[str, torch.Tensor]] = {}
         self._filters: dict[str, torch.Tensor] = {}
+        self.taps = taps  # conv2's members on the tap kernels (their surviving weights only), or None
 
     def _buffers(self, x: torch.Tensor, p: dict, m: int) -> dict[str, torch.Tensor]:
         n, _, hh, ww = x.shape
@@ -97,7 +98,13 @@ class Fused:
         kernels.conv1_pool_forward(x, self._filters["ft"], a1, i1)
         w2, wt = p["conv2.weight"], self._filters["wt"]  # (M, 16, Ci, 3, 3) -> (M, 9*Ci, 16), rows in (ky, kx, ci)
         wt.copy_(w2.permute(0, 3, 4, 2, 1))
-        kernels.conv2_pool_forward(a1, wt.view(m, -1, w2.shape[1]), p["conv2.bias"], a2, i2)
+        cache = None
+        if train and self.taps is not None:  # the tap members' inputs in the kernels' layout, for the backward pass
+            shape = self.taps.cache_shape(n, a1.shape[1] * a1.shape[2])
+            if "taps" not in work or work["taps"].shape != shape:
+                work["taps"] = torch.empty(shape)
+            cache = work["taps"]
+        kernels.conv2_pool_forward(a1, wt.view(m, -1, w2.shape[1]), p["conv2.bias"], a2, i2, self.taps, cache)
         return a2, (x, a1, i1, i2)
 
     def backward(self, p: dict, m: int, dh: torch.Tensor, saved) -> dict:
@@ -109,7 +116,8 @@ class Fused:
         co, ci = w2.shape[1], w2.shape[2]
         gwt, gb2, da1, g1 = work["gwt"], work["gb2"], work["da1"], work["g1"]
         kernels.conv2_pool_backward(a1, kernels.placed_filters(w2, out=work["wx"]), i2, dh.contiguous(), gwt, gb2,
-                                    da1, work["dam"])
+                                    da1, work["dam"], self._filters["wt"].view(m, -1, co), self.taps,
+                                    work.get("taps"))
         kernels.conv1_pool_backward(x, i1, a1, da1, g1)
         grads = _conv1_grads(p, m, g1[:, :m * p["conv1.weight"].shape[1]])
         grads["conv2.weight"] = gwt.view(m, 3, 3, ci, co).permute(0, 4, 3, 1, 2)
