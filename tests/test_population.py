@@ -258,6 +258,32 @@ def test_groups_are_one_per_seed_and_training_setup_in_config_order(tmp_path):
     assert {rc.seed for rc in groups[0]} == {0} and {rc.seed for rc in groups[1]} == {1}
 
 
+def test_split_cuts_groups_into_contiguous_parts_so_that_every_worker_trains(tmp_path):
+    cfg = tiny_experiment(tmp_path, techniques=["l1_us", "hybrid", "random_s"], reinit=["rewind", "finetune"],
+                          seeds=[0, 1, 2])
+    groups = populations.groups(cfg.runs())  # 3 seeds x 6 runs
+    assert populations.split(groups[:1], 2) == [groups[0][:3], groups[0][3:]]  # one seed, 2 workers: halves
+    assert [len(p) for p in populations.split(groups, 2)] == [3] * 6  # 3 seeds on 2 workers: 3 parts each
+    assert populations.split(groups[:2], 2) == groups[:2]  # as many seeds as workers: no cut
+    assert populations.split(groups[:1], 1) == groups[:1]
+    assert [len(p) for p in populations.split([groups[0][:3]], 4)] == [1, 1, 1]  # at most one part per run
+    assert [rc for p in populations.split(groups, 2) for rc in p] == [rc for g in groups for rc in g]  # order kept
+
+
+@pytest.mark.slow
+def test_a_seed_split_over_two_processes_gives_the_bits_of_one_population_in_one_process(tmp_path):
+    """One seed, by default on as many one-thread workers as cores: each process trains a part of the seed's runs
+    (``populations.split``). One worker with every core's threads training them all must give the same bits: a
+    member sees neither the other members nor the thread count (the shared dense training, the one-net loop,
+    keeps one worker's threads either way)."""
+    cfg = tiny_experiment(tmp_path, techniques=["l1_us", "random_s", "hybrid"], reinit=["rewind", "finetune"],
+                          seeds=[0])
+    two = runner.run_experiment(cfg, tmp_path / "two", quiet=True, device="cpu")
+    one = runner.run_experiment(cfg, tmp_path / "one", quiet=True, device="cpu", workers=1)
+    assert (one["workers"], two["workers"]) == (1, min(6, os.cpu_count()))
+    assert bitwise_equal(tmp_path / "two", tmp_path / "one") == 6 * 3
+
+
 def test_augmentation_runs_on_the_population_and_equals_the_one_net_loop_with_augmentation():
     """The crop and flip drawn for (seed, iteration, epoch, step) are the same for every member: the population
     augments its shared batch once. 3 steps with momentum from one state, each member within rounding of

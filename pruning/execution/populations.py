@@ -3,11 +3,13 @@ group's run (or resume) from training to training (``lifecycle``), each step bat
 
 A group is fixed by the config: every run of one seed and one training setup, in config order, always in
 the same slots; a run that has already stored the training being done keeps its slot as a *ghost* (zero
-weights, result discarded), so the others train in exactly the shapes of an uninterrupted run.
+weights, result discarded), so the others train in exactly the shapes of an uninterrupted run. On the CPU, when
+there are fewer groups than cores, groups are cut into contiguous parts (:func:`split`), one worker each.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import torch
@@ -29,6 +31,22 @@ def groups(runs: list[RunConfig]) -> list[list[RunConfig]]:
     for rc in runs:
         out.setdefault(group_key(rc), []).append(rc)
     return list(out.values())
+
+
+def split(groups_: list[list[RunConfig]], workers: int) -> list[list[RunConfig]]:
+    """Cut each group into contiguous parts (config order kept) so that ``workers`` one-thread processes share the
+    work evenly: every group into ``workers / gcd(len(groups), workers)`` parts of near-equal size (at most one
+    per run). One seed on 2 cores: 2 halves; 3 seeds on 2 cores: 6 parts, 3 per worker; 2 or 10 seeds: no cut.
+
+    Two one-thread processes beat one two-thread process (``benchmarks/population.py``), and a member's bits do
+    not depend on which other members share its population or on the thread count (every kernel computes each
+    member on its own: ``tests/test_population.py``), so a cut changes speed only, never results."""
+    parts = workers // math.gcd(len(groups_), workers) if groups_ and workers > 1 else 1
+    out = []
+    for group in groups_:
+        k = min(parts, len(group))
+        out += [group[len(group) * i // k:len(group) * (i + 1) // k] for i in range(k)]
+    return out
 
 
 def _ghost(state: dict) -> dict:

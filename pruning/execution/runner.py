@@ -1,13 +1,15 @@
 """The experiment runner: which trainer, which units of work, and where they run.
 
 A config's runs are cut into *units* (``units.Unit``): one run for the one-net trainer (``single``), one
-population (every run of a seed, ``populations.groups``) for the population trainer. Each unit drives the run
+population (every run of a seed, ``populations.groups``; on the CPU cut into parts when there are fewer seeds
+than cores, ``populations.split``) for the population trainer. Each unit drives the run
 lifecycle (``lifecycle``) through the run store, so a unit killed at any moment resumes exactly.
 Units run in this process, or in worker processes with one thread each on the CPU (two small
 processes use two cores better than one process with two threads: ``benchmarks/population.py``).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -127,8 +129,17 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     # Threads per unit follow from the config and the machine, never from what is left to do or from the
     # executor: a unit's float rounding depends on its thread count, and a resumed unit (or one trained
     # by Ray) must round as an uninterrupted one of the default executor.
-    n_workers = workers or cfg.workers or default_workers(device, len(every_unit))
-    threads = max(1, (os.cpu_count() or 1) // n_workers) if device == "cpu" else None
+    # The shared dense trainings (the one-net loop, whose bits depend on its thread count) keep the threads of one
+    # worker per population; populations, whose bits depend on neither their thread count nor the other members
+    # (``populations.split``), are cut when there are fewer of them than cores, so that every core trains.
+    cores = os.cpu_count() or 1
+    dense_workers = workers or cfg.workers or default_workers(device, len(every_unit))
+    dense_threads = max(1, cores // dense_workers) if device == "cpu" else None
+    splittable = trainer == "population" and device == "cpu"
+    n_workers = workers or cfg.workers or default_workers(device, cores if splittable else len(every_unit))
+    if splittable:
+        every_unit = populations.split(every_unit, n_workers)
+    threads = max(1, cores // n_workers) if device == "cpu" else None
     share = cfg.share_dense
     work = [Unit(trainer, tuple(u), results, device, threads, share, quiet)
             for u in every_unit if any(rc in pending for rc in u)]
@@ -136,7 +147,7 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
     start = time.perf_counter()
     # Shared dense trainings first, each its own unit under its own lock; then the runs (``executors``).
-    phases = [dense_units(work), work]
+    phases = [[dataclasses.replace(u, threads=dense_threads) for u in dense_units(work)], work]
     total = sum(rc.iterations + 1 - len(store.RunStore(results, rc).completed()) for rc in pending)
     ex = executors.make(executor, run_unit, n_workers, device, threads, address, say=say) if work else None
     where = ex.describe() if ex else "nothing to do"
