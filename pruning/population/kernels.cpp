@@ -34,6 +34,22 @@ static inline i16 splat(int32_t v) {
   return r;
 }
 
+// conv2's pooling: max_pool2d over a window's 4 positions r0..r3 (the first maximum in window order wins, and NaN
+// wins, as in max_pool2d), then ReLU; won: the winning position, or 4 where ReLU is inactive (the pooled value is
+// <= 0, so no gradient flows back). A selection only: no rounding.
+static inline void pool_relu(v16 r0, v16 r1, v16 r2, v16 r3, v16 &best, i16 &won) {
+  const v16 zero = {0};
+  i16 t;
+  best = r0;
+  won = splat(0);
+  t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? splat(1) : won;
+  t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? splat(2) : won;
+  t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? splat(3) : won;
+  t = best <= zero;
+  best = t ? zero : best;
+  won = t ? splat(4) : won;
+}
+
 static inline float hsum(v16 v) {  // a fixed tree: the same bits for the same lanes
   typedef float v8 __attribute__((vector_size(32)));
   typedef float v4 __attribute__((vector_size(16)));
@@ -302,7 +318,6 @@ static void conv2_taps_forward(const float *a1, const float *wt, const float *bi
   parallel((int64_t)members.size(), threads, [=](int64_t s0, int64_t s1) {  // by member
     const int64_t K = 9 * Ci, PH = (H - 2) / 2, S = PH * TAP_PW, HW = H * W, RS = W * Ci * NB;  // RS: a row of A
     const v16 zero = {0};
-    const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
     TapScratch &sc = tap_scratch();
     sc.A.resize(HW * Ci * NB);
     sc.P.resize(L * S * NB);
@@ -335,15 +350,9 @@ static void conv2_taps_forward(const float *a1, const float *wt, const float *bi
               }
             }
             for (int64_t px = 0; px < TAP_PW; px++) {
-              const v16 r0 = top[2 * px], r1 = top[2 * px + 1], r2 = bot[2 * px], r3 = bot[2 * px + 1];
-              v16 best = r0;
-              i16 won = splat(0), t;
-              t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
-              t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
-              t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
-              t = best <= zero;
-              best = t ? zero : best;
-              won = t ? four : won;
+              v16 best;
+              i16 won;
+              pool_relu(top[2 * px], top[2 * px + 1], bot[2 * px], bot[2 * px + 1], best, won);
               const int64_t row = o * S + py * TAP_PW + px;
               const u16 won8 = __builtin_convertvector(won, u16);
               std::memcpy(P + row * NB, &best, sizeof best);
@@ -481,8 +490,6 @@ static void conv2_forward(const float *a1, const float *wt, const float *bias, f
   parallel(n, threads, [=](int64_t b0, int64_t b1) {  // by image
     const int64_t Ci = CI ? CI : ci_any;
     const int64_t K = 9 * Ci, MC = CS, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW;
-    const v16 zero = {0};
-    const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
     for (int64_t b = b0; b < b1; b++)
       for (int64_t i = 0; i < PH; i++)
         for (int64_t j = 0; j < PW; j++)
@@ -504,14 +511,9 @@ static void conv2_forward(const float *a1, const float *wt, const float *bias, f
                   r3 += p[W * MC + MC + ci] * f;
                 }
               }
-            v16 best = r0;
-            i16 won = splat(0), t;
-            t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
-            t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
-            t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
-            t = best <= zero;
-            best = t ? zero : best;
-            won = t ? four : won;
+            v16 best;
+            i16 won;
+            pool_relu(r0, r1, r2, r3, best, won);
             float *out = a2 + (m * n + b) * L * S + i * PW + j;
             uint8_t *code = idx + (((b * PH + i) * PW + j) * M + m) * L;
             for (int64_t o = 0; o < L; o++) {
