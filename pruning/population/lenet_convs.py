@@ -115,7 +115,10 @@ class Fused:
         w2 = p["conv2.weight"]
         co, ci = w2.shape[1], w2.shape[2]
         gwt, gb2, da1, g1 = work["gwt"], work["gb2"], work["da1"], work["g1"]
-        kernels.conv2_pool_backward(a1, kernels.placed_filters(w2, out=work["wx"]), i2, dh.contiguous(), gwt, gb2,
+        # the placed filters serve the dense kernel only: not refilled when every member is on the tap kernels
+        on_taps = self.taps is not None and len(self.taps.members) == m
+        wx = work["wx"] if on_taps else kernels.placed_filters(w2, out=work["wx"])
+        kernels.conv2_pool_backward(a1, wx, i2, dh.contiguous(), gwt, gb2,
                                     da1, work["dam"], self._filters["wt"].view(m, -1, co), self.taps,
                                     work.get("taps"))
         kernels.conv1_pool_backward(x, i1, a1, da1, g1)
