@@ -132,11 +132,10 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     # The shared dense trainings (the one-net loop, whose bits depend on its thread count) keep the threads of one
     # worker per population; populations, whose bits depend on neither their thread count nor the other members
     # (``populations.split``), are cut when there are fewer of them than cores, so that every core trains.
-    cores = os.cpu_count() or 1
-    dense_workers = workers or cfg.workers or default_workers(device, len(every_unit))
-    dense_threads = max(1, cores // dense_workers) if device == "cpu" else None
+    cores, asked = os.cpu_count() or 1, workers or cfg.workers
+    dense_threads = max(1, cores // (asked or default_workers(device, len(every_unit)))) if device == "cpu" else None
     splittable = trainer == "population" and device == "cpu"
-    n_workers = workers or cfg.workers or default_workers(device, cores if splittable else len(every_unit))
+    n_workers = asked or default_workers(device, cores if splittable else len(every_unit))
     if splittable:
         every_unit = populations.split(every_unit, n_workers)
     threads = max(1, cores // n_workers) if device == "cpu" else None

@@ -166,7 +166,7 @@ def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a
     is inactive) into ``idx`` (n, PH, PW, M, 16). ``a1`` (n, H, W, CS): member m's Ci input channels are
     m*Ci .. m*Ci + Ci - 1 (CS >= M*Ci); ``wt`` (M, 9*Ci, 16); ``bias`` (M, 16). ``taps``: the members computed
     over their surviving weights only (the same bits as the dense kernel for finite inputs); ``cache``: a buffer
-    from :meth:`Conv2Taps.cache` that keeps their inputs, in the kernels' layout, for the backward pass."""
+    of :meth:`Conv2Taps.cache_shape` that keeps their inputs, in the kernels' layout, for the backward pass."""
     n, h, w, cs = a1.shape
     m, k, co = wt.shape
     ph, pw = (h - 2) // 2, (w - 2) // 2

@@ -54,10 +54,10 @@ class Fused:
 
     name = "fused C++ kernels (pruning/kernels.cpp)"
 
-    def __init__(self, taps: kernels.Conv2Taps | None = None):
+    def __init__(self):
         self._work: dict[int, dict[str, torch.Tensor]] = {}
         self._filters: dict[str, torch.Tensor] = {}
-        self.taps = taps  # conv2's members on the tap kernels (their surviving weights only), or None
+        self.taps: kernels.Conv2Taps | None = None  # conv2's members on the tap kernels (set by the population)
 
     def _buffers(self, x: torch.Tensor, p: dict, m: int) -> dict[str, torch.Tensor]:
         n, _, hh, ww = x.shape
