@@ -292,3 +292,64 @@ def test_conv2_taps_list_the_surviving_weights_in_the_kernels_order():
     assert taps.taps[:3].tolist() == [(0 * 3 + 2) * 2 + 1, (2 * 3 + 1) * 2 + 0, 0]
     assert taps.op[2].tolist() == [3] * 17  # everything pruned: empty ranges
     assert taps.cache_shape(45, 169) == (3, 3, 169 * 2 * 16)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same bits, except that 0 and -0 are one value (+ 0.0 turns -0 into 0 and changes nothing else): a pruned
+    weight's zero gets its sign from its gradient's in torch's update, and keeps it where the update is skipped."""
+    a, b = (t.contiguous() + 0.0 for t in (a, b))
+    return a.shape == b.shape and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@pytest.mark.parametrize("momentum,weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.0, 1e-3), (0.9, 1e-3)])
+def test_masked_sgd_gives_torchs_update_of_masked_gradients_bit_for_bit(momentum, weight_decay):
+    """Three steps of kernels.masked_sgd against the torch update the dense step does (gradients times the float
+    mask, then torch's foreach ops): the same bits, pruned weights exactly 0 although their gradients are NaN,
+    whole empty blocks and a tail shorter than a vector included, at 1, 2 and 3 threads."""
+    g = torch.Generator().manual_seed(3)
+    n = 4 * 64 * 10 + 37
+    keep = torch.rand(n, generator=g) < 0.3
+    keep[:300] = False  # empty blocks
+    keep[-5:] = True    # the tail
+    start = torch.randn(n, generator=g) * keep
+    grads = [torch.randn(n, generator=g) for _ in range(3)]
+    ref, buf = start.clone(), None
+    for grad in grads:
+        gm = grad * keep.float()
+        if weight_decay:
+            gm = torch._foreach_add([gm], [ref], alpha=weight_decay)[0]
+        if momentum:
+            buf = gm.clone() if buf is None else buf.mul_(momentum).add_(gm)
+            gm = buf
+        torch._foreach_add_([ref], [gm], alpha=-0.01)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            p, mbuf = start.clone(), (torch.zeros(n) if momentum else None)
+            for step, grad in enumerate(grads):
+                grad = grad.masked_fill(~keep, float("nan"))  # a pruned entry's gradient is never read
+                kernels.masked_sgd(p, grad, mbuf, keep.to(torch.uint8), 0.01, momentum, weight_decay, step == 0)
+            assert _same_bits(p, ref), threads
+            assert torch.all(p[~keep] == 0) and not torch.equal(p[keep], start[keep])
+            if momentum:
+                assert _same_bits(mbuf[keep], buf[keep]) and torch.all(mbuf[~keep] == 0)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_sparse_update_gives_the_dense_steps_bits(monkeypatch):
+    """With every layer dense, the step that updates through kernels.masked_sgd equals the dense reference (masked
+    gradients, torch's update) bit for bit over 5 steps with momentum and weight decay."""
+    monkeypatch.setattr(population, "SPARSE_DENSITY", {})
+    states, masks = members()
+    data = datasets.load("mnist", "cpu")
+    cfg = TrainingConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    dense = population.Population(states, masks, "cpu", sparse=False)
+    fused = population.Population(states, masks, "cpu")
+    assert dense.mask_bytes is None and fused.mask_bytes is not None and not fused.sparse
+    for step in range(5):
+        x, y = data.train_x[32 * step:32 * step + 32], data.train_y[32 * step:32 * step + 32]
+        assert _same_bits(dense.train_step(x, y, cfg), fused.train_step(x, y, cfg))
+    for name in dense.names:
+        assert _same_bits(dense.params[name], fused.params[name]), name

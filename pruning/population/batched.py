@@ -15,7 +15,9 @@ together on one shared batch:
 - a member's layer whose mask keeps few enough weights (``SPARSE_DENSITY``, a function of its own mask) is
   computed over its surviving weights only: a linear layer in ``kernels.SparseRows`` (the others in batched
   products over contiguous ranges of dense members), conv2 in the tap kernels (``kernels.Conv2Taps``);
-  ``Population(..., sparse=False)`` keeps every layer dense.
+  the SGD update reads and writes only the blocks of weights that hold a surviving one (``kernels.masked_sgd``,
+  the same bits as multiplying the gradients by the masks and updating with torch);
+  ``Population(..., sparse=False)`` keeps every layer dense and the update in torch.
 
 ``benchmarks/population.py`` measures the gain over the one-net loop; ``benchmarks/step_variants.py``
 times the layout choices; ``benchmarks/sparse_step.py`` the sparse path against the dense one at real masks.
@@ -133,6 +135,11 @@ class Population:
                     self.sparse[layer] = (kernels.SparseRows(mk, slots), dense)
                 elif layer == "conv2" and slots:
                     self.convs.taps = kernels.Conv2Taps(mk, slots)
+        # The SGD step in one pass over the surviving weights' blocks (kernels.masked_sgd: the same bits as torch's
+        # update of masked gradients), the masks as bytes; on the torch path and the dense reference
+        # (sparse=False) the gradients are multiplied by the float masks and torch's foreach ops update.
+        self.mask_bytes = ({layer: (mk != 0).to(torch.uint8) for layer, mk in self.masks.items()}
+                           if sparse and isinstance(self.convs, lenet_convs.Fused) else None)
 
     def _forward(self, x: torch.Tensor, train: bool = False):
         """Logits (M, n, classes) and what the backward pass needs."""
@@ -159,8 +166,10 @@ class Population:
         """``x`` (b, C, H, W): the batch every member sees. Returns logits (M, b, classes)."""
         return self._forward(x)[0]
 
-    def _backward(self, dz: torch.Tensor, saved) -> list[torch.Tensor]:
-        """Every parameter's gradient (in ``names`` order, masked) from the logits' gradient ``dz``."""
+    def _backward(self, dz: torch.Tensor, saved, masked: bool = True) -> list[torch.Tensor]:
+        """Every parameter's gradient (in ``names`` order) from the logits' gradient ``dz``; multiplied by the masks
+        if ``masked`` (else a pruned entry's gradient may hold anything: :meth:`step` with ``masked=False`` reads
+        the masks itself)."""
         p = self.params
         convs, acts = saved
         if self._grads is None:  # the linear layers' gradients: allocated once, overwritten every step (the
@@ -184,8 +193,9 @@ class Population:
             if layer != "fc1":
                 dz = torch.ops.aten.threshold_backward(dz, a, 0)
         grads.update(self.convs.backward(p, self.m, dz, convs))
-        for layer, _ in LENET_LAYERS:
-            grads[f"{layer}.weight"].mul_(self.masks[layer])
+        if masked:
+            for layer, _ in LENET_LAYERS:
+                grads[f"{layer}.weight"].mul_(self.masks[layer])
         return [grads[name] for name in self.names]
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, cfg: TrainingConfig) -> torch.Tensor:
@@ -197,13 +207,28 @@ class Population:
         losses = -logp.gather(2, target).squeeze(2).mean(1)
         # d(mean cross-entropy)/d logits = (softmax - one-hot) / b, for each member's own loss
         dz = logp.exp_().scatter_add_(2, target, torch.full((m, b, 1), -1.0, device=x.device)).div_(b)
-        self.step(self._backward(dz, saved), cfg)
+        fused = self.mask_bytes is not None
+        self.step(self._backward(dz, saved, masked=not fused), cfg, masked=not fused)
         return losses
 
     @torch.no_grad()
-    def step(self, grads: list[torch.Tensor], cfg: TrainingConfig) -> None:
-        """One SGD step on every member, as ``torch.optim.SGD(lr, momentum, weight_decay)`` does it."""
+    def step(self, grads: list[torch.Tensor], cfg: TrainingConfig, masked: bool = True) -> None:
+        """One SGD step on every member, as ``torch.optim.SGD(lr, momentum, weight_decay)`` does it. ``masked``:
+        the weights' gradients are already multiplied by the masks; if not (the fused path only), the step takes
+        the gradient of ``weight * mask`` itself, over the surviving weights' blocks (``kernels.masked_sgd``)."""
         params = [self.params[n] for n in self.names]
+        if not masked:
+            if self.mask_bytes is None:
+                raise ValueError("an unmasked step needs the fused kernels")
+            first = self.buffers is None and bool(cfg.momentum)
+            if first:
+                self.buffers = [torch.zeros_like(p) for p in params]
+            for i, (name, p, g) in enumerate(zip(self.names, params, grads)):
+                layer, kind = name.split(".")
+                kernels.masked_sgd(p, g.contiguous(), self.buffers[i] if cfg.momentum else None,
+                                   self.mask_bytes[layer] if kind == "weight" else None, cfg.lr, cfg.momentum,
+                                   cfg.weight_decay, first)
+            return
         if cfg.weight_decay:
             grads = list(torch._foreach_add(grads, params, alpha=cfg.weight_decay))
         if cfg.momentum:

@@ -33,6 +33,10 @@ inputs are finite (skipping a pruned tap skips adding an exact 0). Used at <= 35
 (``population.SPARSE_DENSITY``); the fixed cost is moving each member's inputs and input gradient between the two
 layouts (with AVX-512 the inputs by gathers), and the inputs moved in the forward pass are kept for the backward.
 
+**The SGD update over surviving weights** (:func:`masked_sgd`): one pass instead of multiplying every gradient by
+its mask and then updating in torch, blocks of 64 weights whose mask is all 0 skipped, the same roundings as
+torch's update (so the same bits); 1.7x faster at M=18 and any density, measured in ``kernels.cpp``.
+
 Each member is computed by one thread in a fixed order: its bits depend on its own mask and values only, not on
 the thread count, the other members, or the path they take. conv1 does not skip pruned weights yet.
 """
@@ -108,6 +112,7 @@ def library():
         lib.conv2_pool_backward.argtypes = [ptr] * 12 + [i64] * 7
         lib.linear_sparse_forward.argtypes = [ptr] * 7 + [i64] * 5
         lib.linear_sparse_backward.argtypes = [ptr] * 8 + [i64] * 5
+        lib.masked_sgd.argtypes = [ptr] * 4 + [i64] + [ctypes.c_float] * 3 + [i64] * 2
     _loaded["lib"] = lib
     return lib
 
@@ -312,3 +317,22 @@ class SparseRows:
         library().linear_sparse_backward(*ptrs[:4], ptrs[4] if dx is not None else None,
                                          *_ptrs(self.members, self.rowptr, self.cols), len(self.members), n,
                                          self.inp, self.out, threads())
+
+
+def masked_sgd(p: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor | None, mask: torch.Tensor | None, lr: float,
+               momentum: float = 0.0, weight_decay: float = 0.0, first: bool = False) -> None:
+    """One ``torch.optim.SGD`` step of ``p`` in place on the gradient of ``p * mask``, reading only the surviving
+    weights' blocks (``kernels.cpp``: blocks of 64 elements whose mask is all 0 are skipped; they stay 0).
+
+    ``mask``: uint8 of ``p``'s shape (nonzero: survives), or None; ``buf``: the momentum buffer (None without
+    momentum), overwritten by the masked gradient when ``first``. ``grad`` is read, never written: its pruned
+    entries may hold anything."""
+    tensors = [p, grad, *(t for t in (buf, mask) if t is not None)]
+    if any(t.shape != p.shape for t in tensors) or (mask is not None and mask.dtype != torch.uint8) \
+            or (buf is None) != (momentum == 0.0) or any(t.dtype != torch.float32 for t in tensors[:2 + (buf is not None)]):
+        raise ValueError("masked_sgd: shapes or dtypes do not match")
+    ptrs = _ptrs(*tensors)
+    pp, pg = ptrs[:2]
+    pb = ptrs[2] if buf is not None else None
+    pm = ptrs[-1] if mask is not None else None
+    library().masked_sgd(pp, pg, pb, pm, p.numel(), lr, momentum, weight_decay, int(first), threads())
