@@ -117,3 +117,36 @@ def test_a_variant_trained_in_parts_is_one_row_and_finding_3_is_measured_under_i
     assert text.startswith("Under the output-exempt variant (output_exempt + output_exempt_random_us: every output "
                            "unit kept") and text.endswith(": supported.") and "9.0" in text
     assert S.finding_random(v, 5) is None and quoted.random_exempt(base, 5, folder=tmp_path) == ""
+
+
+def test_a_variant_becomes_the_default_only_if_the_protocol_allows_it_and_it_is_much_nearer_the_poster(tmp_path):
+    from pruning.nets.config import load_experiment
+    from pruning.reporting import quoted
+
+    base = load_experiment(REPO / "configs" / "paper_lenet_mnist_cpu.yaml").to_dict()
+    assert S.allowed({"output_layer": ("prune", "exempt")})[0] is False
+    assert S.allowed({"data.normalize": (True, False)})[0] is False
+    assert S.allowed({"structured_dim": (0, 1)}) == (True, [S.PROTOCOL[("structured_dim", 1)][1]])
+    assert S.allowed({"training.epochs": (10, 30), "training.augment": (False, True)})[0] is True
+    assert S.allowed({"training.epochs": (10, 20)})[0] is False  # a value the protocol does not name
+    # VARIANT is 1.1 points (RMS) from the poster, BASE 43.5: exempting the output layer is barred, dimension 1 is not
+    _publish(tmp_path, "exempt", {**base, "output_layer": "exempt"}, VARIANT)
+    frame = S.study({"this set": BASE, "exempt": VARIANT}, 18)
+    choice = S.default(frame, S.variants(base, tmp_path))
+    assert choice["name"] is None and choice["variants"][0]["allowed"] is False
+    assert choice["variants"][0]["rms"] == pytest.approx(math.sqrt((1.6 ** 2 + 0.2 ** 2) / 2))
+    text = quoted.sensitivity_summary(BASE, base, 18, folder=tmp_path)
+    assert "None qualifies: it allows none of them, and it rules out exempt (the protocol prunes every weight " \
+           "tensor, the output layer included [F]); the default stays as it is." in text
+    _publish(tmp_path, "dim1", {**base, "structured_dim": 1}, VARIANT)
+    frame = S.study({"this set": BASE, "exempt": VARIANT, "dim1": VARIANT}, 18)
+    assert S.default(frame, S.variants(base, tmp_path))["name"] == "dim1"
+    base_rms = math.sqrt((59.6 ** 2 + 15.375 ** 2) / 2)  # 43.5
+    assert f"dim1 does (1.1 against {base_rms:.1f}; dimension 0 is our design decision [D], not the paper's), so it " \
+           "becomes the default." in quoted.sensitivity_summary(BASE, base, 18, folder=tmp_path)
+    # on the techniques a variant has: one technique 4 points nearer is not enough
+    near = table([("l1_us", 0, 18, 88.0, False), ("l1_us", 1, 18, 88.0, False)])
+    frame = S.study({"this set": BASE, "dim1": near}, 18)
+    [row] = S.default(frame, [{"name": "dim1", "changes": {"structured_dim": (0, 1)}}])["variants"]
+    assert row["rms"] == pytest.approx(55.6) and row["base_rms"] == pytest.approx(59.6)
+    assert S.default(frame, [{"name": "dim1", "changes": {"structured_dim": (0, 1)}}])["name"] is None

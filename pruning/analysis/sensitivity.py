@@ -26,6 +26,21 @@ WITHIN = 5.0  # points of accuracy: a set "comes within reach" of the poster's n
 SCOPE_FIELDS = ("name", "description", "techniques", "reinit", "reinit_techniques", "seeds", "iterations", "workers",
                 "device", "trainer", "store", "share_dense")
 MAX_CHANGES = 2  # a set is a variant of the base when it differs in at most this many protocol fields
+# What the protocol text (the project's PROTOCOL.md: [F] the follow-up paper's parameters, [D] our design decisions)
+# says of each value a variant sets: whether the project's default may take it, and why. A value not listed is not
+# allowed: the protocol does not say.
+PROTOCOL = {
+    ("output_layer", "exempt"): (False, "the protocol prunes every weight tensor, the output layer included [F]"),
+    ("output_structured_dim", 1): (True, "the output layer is still pruned; its dimension is left open (dim 0 is "
+                                         "our decision [D])"),
+    ("structured_dim", 1): (True, "dimension 0 is our design decision [D], not the paper's"),
+    ("training.augment", True): (True, "no augmentation is our design decision [D]; the follow-up paper mentions "
+                                       "random crop and flip [F]"),
+    ("data.normalize", False): (False, "the protocol normalises inputs with the training set's mean and std [F]"),
+    ("training.epochs", 30): (True, "30 epochs is the protocol's own training length [F]; the CPU profile cuts it "
+                                    "to 10 for time"),
+}
+ADOPT_MARGIN = WITHIN  # points of RMS distance: how much nearer the poster a variant's row must be to be adopted
 
 
 def changes(base: dict, other: dict) -> dict:
@@ -125,3 +140,29 @@ def counting(table: pd.DataFrame, iteration: int = 18, reinit: str = "rewind") -
     both["nearer"] = [iteration if x < y else iteration + 1 if y < x else math.nan for x, y in zip(near_a, near_b)]
     return both[["technique", "poster", f"mean_{iteration}", f"collapsed_{iteration}", f"mean_{iteration + 1}",
                  f"collapsed_{iteration + 1}", "nearer"]]
+
+
+def allowed(changes_: dict) -> tuple[bool, list[str]]:
+    """Whether the protocol allows every value a variant sets (:data:`PROTOCOL`), with one reason per field."""
+    verdicts = [PROTOCOL.get((field, new), (False, f"the protocol does not allow {field} {new}"))
+                for field, (_, new) in changes_.items()]
+    return all(ok for ok, _ in verdicts), [why for _, why in verdicts]
+
+
+def default(frame: pd.DataFrame, found: list[dict], base: str = "this set", margin: float = ADOPT_MARGIN) -> dict:
+    """Which variant, if any, becomes the project's default: one the protocol allows (:func:`allowed`) whose row is
+    more than ``margin`` points (RMS) nearer the poster than the base's on the techniques the variant has; the
+    nearest such. ``frame``: :func:`study` of the base and the variants (``found``, from :func:`variants`, named
+    as in the frame). Returns name (None if no variant qualifies), and per variant: allowed, reasons, its RMS and
+    the base's on its techniques."""
+    rows = []
+    for v in found:
+        mine = frame[frame["set"] == v["name"]]
+        on = frame[(frame["set"] == base) & frame["technique"].isin(mine["technique"])]
+        rms = distance_to_poster(pd.concat([on, mine]))
+        ok, why = allowed(v["changes"])
+        rows.append({"name": v["name"], "allowed": ok, "reasons": why, "rms": float(rms.get(v["name"], math.nan)),
+                     "base_rms": float(rms.get(base, math.nan))})
+    adopt = [r for r in rows if r["allowed"] and r["rms"] < r["base_rms"] - margin]
+    best = min(adopt, key=lambda r: r["rms"])["name"] if adopt else None
+    return {"name": best, "variants": rows, "margin": margin}

@@ -157,7 +157,25 @@ def sensitivity_summary(table, config: dict, it: int, folder: Path | None = None
             f"poster's (RMS over the {frame[frame['set'] == 'this set'].shape[0]} techniques); the nearest variant row "
             f"is {best}'s, at {_fmt(rms[best])}. Within {_fmt(sensitivity.WITHIN, 0)} points of the poster already in "
             f"this set: {_and(already) if already else 'no technique'}; brought there by a variant: "
-            f"{_and(brought) if brought else 'no technique'}; by neither: {_and(missed) if missed else 'none'}.")
+            f"{_and(brought) if brought else 'no technique'}; by neither: {_and(missed) if missed else 'none'}. "
+            + _default_sentence(sensitivity.default(frame, found)))
+
+
+def _default_sentence(choice: dict) -> str:
+    """Which variant becomes the project's default, by the rule in ``sensitivity.default``, and why."""
+    rule = (f"A variant becomes the project's default only if the protocol allows it and its row is more than "
+            f"{_fmt(choice['margin'], 0)} points (RMS, on the techniques it has) nearer the poster than this set's")
+    rows = choice["variants"]
+    if choice["name"] is not None:
+        r = next(r for r in rows if r["name"] == choice["name"])
+        return (f"{rule}: {r['name']} does ({_fmt(r['rms'])} against {_fmt(r['base_rms'])}; {'; '.join(r['reasons'])}), "
+                f"so it becomes the default.")
+    ok = [r for r in rows if r["allowed"]]
+    parts = [f"{r['name']} {_fmt(r['rms'])} against {_fmt(r['base_rms'])}" for r in ok]
+    barred = [f"{r['name']} ({'; '.join(r['reasons'])})" for r in rows if not r["allowed"]]
+    return (f"{rule}. None qualifies: " + (f"the variants it allows come no nearer by that much ({_and(parts)})" if ok else
+                                    "it allows none of them")
+            + (f", and it rules out {_and(barred)}" if barred else "") + "; the default stays as it is.")
 
 
 def _deviation_variables(folder: Path) -> dict[str, str]:
