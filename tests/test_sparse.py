@@ -353,3 +353,21 @@ def test_the_sparse_update_gives_the_dense_steps_bits(monkeypatch):
         assert _same_bits(dense.train_step(x, y, cfg), fused.train_step(x, y, cfg))
     for name in dense.names:
         assert _same_bits(dense.params[name], fused.params[name]), name
+
+
+def test_pruning_kernels_dense_keeps_the_fused_kernels_without_a_sparse_path(monkeypatch):
+    """PRUNING_KERNELS=dense (benchmarks/end_to_end.py's reference): the fused conv kernels, every layer dense,
+    the update in torch, and experiment.json's description says so."""
+    from pruning.population import lenet_convs
+
+    monkeypatch.setattr(population, "SPARSE_DENSITY", ALL)
+    states, masks = members()
+    monkeypatch.setenv("PRUNING_KERNELS", "dense")
+    pop = population.Population(states, masks, "cpu")
+    assert isinstance(pop.convs, lenet_convs.Fused) and pop.convs.taps is None
+    assert not pop.sparse and pop.mask_bytes is None
+    assert lenet_convs.describe("cpu").endswith("dense only (PRUNING_KERNELS=dense)")
+    monkeypatch.delenv("PRUNING_KERNELS")
+    pop = population.Population(states, masks, "cpu")
+    assert pop.sparse and pop.convs.taps is not None and pop.mask_bytes is not None
+    assert lenet_convs.describe("cpu").endswith(", sparse paths")

@@ -17,7 +17,8 @@ together on one shared batch:
   products over contiguous ranges of dense members), conv2 in the tap kernels (``kernels.Conv2Taps``);
   the SGD update reads and writes only the blocks of weights that hold a surviving one (``kernels.masked_sgd``,
   the same bits as multiplying the gradients by the masks and updating with torch);
-  ``Population(..., sparse=False)`` keeps every layer dense and the update in torch.
+  ``Population(..., sparse=False)`` (or ``PRUNING_KERNELS=dense``) keeps every layer dense and the update in
+  torch.
 
 ``benchmarks/population.py`` measures the gain over the one-net loop; ``benchmarks/step_variants.py``
 times the layout choices; ``benchmarks/sparse_step.py`` the sparse path against the dense one at real masks.
@@ -108,6 +109,7 @@ class Population:
 
     def __init__(self, states: list[dict[str, torch.Tensor]], masks: list[dict[str, torch.Tensor] | None],
                  device: str | torch.device, sparse: bool = True):
+        sparse = sparse and kernels.sparse_paths()
         self.m = len(states)
         self.names = [f"{layer}.{kind}" for layer, _ in LENET_LAYERS for kind in ("weight", "bias")]
         self.params = {name: torch.stack([s[name].detach().to(device, torch.float32) for s in states]).contiguous()

@@ -9,8 +9,9 @@ The library is compiled with the system's C++ compiler (``$CXX``, else ``g++``, 
 ``build/kernels/`` under a name that hashes the source, the flags and this CPU's instruction sets, so
 a changed source or another machine gets its own build; several processes building at once each write a
 file of their own and rename it into place. Without a compiler :func:`library` returns None and the
-population step stays in torch (``PRUNING_KERNELS=torch`` asks for that path on purpose). The two
-paths agree up to float rounding; each is deterministic, so resumes stay bit-identical on either.
+population step stays in torch (``PRUNING_KERNELS=torch`` asks for that path on purpose;
+``PRUNING_KERNELS=dense`` keeps the fused kernels but no sparse path, the step before issue 19, for measuring it
+and for replicates). The paths agree up to float rounding; each is deterministic, so resumes stay bit-identical.
 
 **Sparse linear layers** (:class:`SparseRows`, issue 19). A member whose linear layer keeps few weights can have
 that layer computed over its surviving weights only (a CSR index over the dense weight tensor, built once from
@@ -115,6 +116,11 @@ def library():
         lib.masked_sgd.argtypes = [ptr] * 4 + [i64] + [ctypes.c_float] * 3 + [i64] * 2
     _loaded["lib"] = lib
     return lib
+
+
+def sparse_paths() -> bool:
+    """Whether a population may take the sparse paths (``PRUNING_KERNELS=dense`` turns them off)."""
+    return os.environ.get("PRUNING_KERNELS", "") != "dense"
 
 
 def threads() -> int:

@@ -35,7 +35,10 @@ def make(device: str | torch.device, conv2_channels: int):
 
 def describe(device: str | torch.device) -> str:
     """For experiment.json: the conv path a LeNet population takes on ``device`` in this process."""
-    return make(device, kernels.LANES).name
+    convs = make(device, kernels.LANES)
+    if isinstance(convs, Fused):
+        return convs.name + (", sparse paths" if kernels.sparse_paths() else ", dense only (PRUNING_KERNELS=dense)")
+    return convs.name
 
 
 def _filters(p: dict, m: int) -> torch.Tensor:
