@@ -157,3 +157,37 @@ def test_the_paper_and_poster_texts_come_together(tmp_path):
     both = replicates.sections(tmp_path / "results" / "set", own, docs)
     assert both == {replicates.MARKER: replicates.section(tmp_path / "results" / "set", own, docs),
                     replicates.SHORT_MARKER: replicates.short(tmp_path / "results" / "set", own, docs)}
+
+
+def test_the_noise_paragraph_without_a_replicate_that_keeps_masks_says_how_to_measure_it():
+    text = replicates.noise_section(None, [])
+    assert text.startswith("**Is a different ticket just numerical noise?** Not measured") and "`make noise`" in text
+
+
+def test_the_noise_paragraph_tabulates_the_distances_and_applies_its_rule(monkeypatch):
+    """On the smoke store against itself (the same bits: distance 0), then on hand-made distances either side of
+    the rule (replicates at half the seeds' distance or more: noise decides much of the ticket)."""
+    from pruning import analysis
+    from pruning.analysis import noise
+
+    smoke = Path(__file__).resolve().parents[1] / "results" / "smoke"
+    table = analysis.load(smoke)
+    text = replicates.noise_section(table, [smoke])
+    frame = noise.mask_noise(table, table)
+    last = frame[frame["iteration"].isin(replicates.NOISE_ITERATIONS)].iloc[-1]
+    assert "| iteration | sparsity | replicates | seeds | random masks |" in text
+    assert f"At iteration {int(last['iteration'])} replicates are 0.000 apart and seeds {last['seeds']:.3f}" in text
+    assert "the rerun found the very same masks" in text and "`docs/replicates/smoke/` trained seeds 0, 1" in text
+
+    def fake(replicate, seeds):
+        return lambda *a, **k: pd.DataFrame([{"iteration": 5, "sparsity": 0.67, "replicate": replicate,
+                                              "replicate_std": 0.0, "seeds": seeds, "seeds_std": 0.0, "random": 0.8,
+                                              "acc_replicate": 0.3, "acc_seeds": 0.5, "n_replicate": 18,
+                                              "n_seeds": 9}])
+    monkeypatch.setattr(noise, "mask_noise", fake(0.30, 0.50))
+    text = replicates.noise_section(table, [smoke])
+    assert "replicates are 0.300 apart and seeds 0.500 (60% of it; random masks 0.800)" in text
+    assert "much of what finding 1 counts as different tickets is numerical noise" in text
+    assert "| 5 | 0.670 | 0.300 | 0.500 | 0.800 | 0.30 | 0.50 |" in text
+    monkeypatch.setattr(noise, "mask_noise", fake(0.10, 0.50))
+    assert "the seeds' different tickets are mostly more than noise" in replicates.noise_section(table, [smoke])

@@ -21,6 +21,9 @@ from ..analysis.table import report_iteration
 
 MARKER = "<!-- replicates -->"
 SHORT_MARKER = "<!-- replicates-short -->"  # the poster's one sentence
+NOISE_MARKER = "<!-- noise -->"  # the paper's Q1: is a different ticket just numerical noise?
+NOISE_ITERATIONS = (1, 5, 10, 15, 18, 20)  # the rows of its table, where the data have them
+NOISE_SHARE = 0.5  # replicate distance / seed distance from which rounding is said to decide much of the ticket
 KEY = ["technique", "reinit", "seed", "iteration"]
 
 
@@ -99,8 +102,53 @@ def verdict_table(table: pd.DataFrame, reps: list[Path], it: int) -> str:
 def sections(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> dict[str, str]:
     """{marker: text} for the paper's paragraph (:data:`MARKER`) and the poster's sentence (:data:`SHORT_MARKER`),
     reading the results table (when not given) once, and only when a replicate is stored."""
-    _, table, _ = _with_table(results, table, docs)
-    return {MARKER: section(results, table, docs), SHORT_MARKER: short(results, table, docs)}
+    found, table, _ = _with_table(results, table, docs)
+    return {MARKER: section(results, table, docs), SHORT_MARKER: short(results, table, docs),
+            NOISE_MARKER: noise_section(table, [rep for rep in found if store.published.is_published(rep)])}
+
+
+def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rewind") -> str:
+    """The paper's paragraph on numerical noise (finding 1): per iteration, how far the masks of a replicate that
+    keeps its data (same config and seed, other float rounding) are from this set's, against two seeds of one
+    technique and two random masks of the same densities (``analysis.noise.mask_noise``), with accuracy gaps."""
+    head = "**Is a different ticket just numerical noise?** "
+    if not reps:
+        return (head + "Not measured: no replicate of this configuration keeps its masks (`docs/replicates/`). "
+                "`make noise` trains seeds 0 and 1 again through the torch conv path, which differs from the fused "
+                "kernels only in float rounding, and keeps them as one; this paragraph then compares, per iteration, "
+                "the masks a rerun finds with those of another seed and of random masks.")
+    from ..analysis import noise
+
+    parts = []
+    for rep in reps:
+        frame = noise.mask_noise(table, store.load_results(rep), reinit=reinit)
+        rows = frame[frame["iteration"].isin(NOISE_ITERATIONS)]
+        if rows.empty:
+            rows = frame.tail(1)
+        last = rows.iloc[-1]
+        share = last["replicate"] / last["seeds"] if last["seeds"] > 0 else float("nan")
+        said = ("the rerun found the very same masks" if last["replicate"] == 0 else
+                f"float rounding alone moves a mask at least {NOISE_SHARE:.0%} as far as a new seed does, so much of "
+                f"what finding 1 counts as different tickets is numerical noise" if share >= NOISE_SHARE else
+                f"float rounding moves a mask less than {NOISE_SHARE:.0%} as far as a new seed does: the seeds' "
+                f"different tickets are mostly more than noise")
+        seeds = sorted(set(table["seed"]) & set(store.load_results(rep)["seed"]))
+        lines = ["| iteration | sparsity | replicates | seeds | random masks | accuracy gap, replicates | "
+                 "accuracy gap, seeds |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {int(r['iteration'])} | {r['sparsity']:.3f} | {r['replicate']:.3f} | {r['seeds']:.3f} | "
+                  f"{r['random']:.3f} | {r['acc_replicate']:.2f} | {r['acc_seeds']:.2f} |" for _, r in rows.iterrows()]
+        parts.append(
+            f"`docs/replicates/{rep.name}/` trained seeds {', '.join(map(str, seeds))} of this configuration again "
+            f"(code version `{store.peek(rep).get('code_version', 'unknown')}`), with arithmetic that differs from "
+            f"this set's only in float rounding. Mean Jaccard distance of the {reinit} masks, all layers: of one "
+            f"technique and seed in both sets (replicates, {int(last['n_replicate'])} pairs), of two seeds of one "
+            f"technique in this set (seeds, {int(last['n_seeds'])} pairs) and of two independent random masks of the "
+            f"replicate pairs' densities (random masks); then the mean absolute test-accuracy gap (points) of the "
+            f"same pairs.\n\n" + "\n".join(lines) + "\n\n"
+            f"At iteration {int(last['iteration'])} replicates are {last['replicate']:.3f} apart and seeds "
+            f"{last['seeds']:.3f} ({share:.0%} of it; random masks {last['random']:.3f}): {said} (the rule: "
+            f"{NOISE_SHARE:.0%} or more of the seeds' distance).")
+    return head + "\n\n".join(parts)
 
 
 def _with_table(results, table, docs):
