@@ -156,7 +156,8 @@ def test_the_paper_and_poster_texts_come_together(tmp_path):
     write_set(docs / "replicates" / "same_config", "abc", [("l1_us", "rewind", 0, 2, 81.0, False)])
     both = replicates.sections(tmp_path / "results" / "set", own, docs)
     assert both == {replicates.MARKER: replicates.section(tmp_path / "results" / "set", own, docs),
-                    replicates.SHORT_MARKER: replicates.short(tmp_path / "results" / "set", own, docs)}
+                    replicates.SHORT_MARKER: replicates.short(tmp_path / "results" / "set", own, docs),
+                    replicates.NOISE_MARKER: replicates.noise_section(own, [])}  # the replicate keeps no data
 
 
 def test_the_noise_paragraph_without_a_replicate_that_keeps_masks_says_how_to_measure_it():
