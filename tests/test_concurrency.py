@@ -77,3 +77,14 @@ def test_two_processes_on_one_store_train_each_run_once_and_equal_one_process(tm
     assert len(done) == len(set(done)) == N_TRAININGS  # never the same training twice, nothing left out
     assert_bit_identical(out, ref)
     assert not [p for p in out.rglob(".*.tmp")]  # no temp file left behind
+
+
+def test_a_worker_whose_driver_died_while_it_started_ends_itself():
+    """The workers' initialiser asks to die with the driver (PR_SET_PDEATHSIG); a worker whose driver was already
+    gone when it asked (its parent is no longer the driver) exits at once instead of waiting forever as an orphan."""
+    code = ("import os, sys; from pruning.execution.executors import _die_with_parent; "
+            "_die_with_parent(int(sys.argv[1]) if sys.argv[1] != 'parent' else os.getppid()); print('alive')")
+    gone = subprocess.run([sys.executable, "-c", code, "-1"], capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 1 and "alive" not in gone.stdout
+    kept = subprocess.run([sys.executable, "-c", code, "parent"], capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 0 and kept.stdout.strip() == "alive"

@@ -87,7 +87,7 @@ class LocalExecutor:
             import multiprocessing
 
             self.pool = cf.ProcessPoolExecutor(self.slots, mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=_die_with_parent)
+                                               initializer=_die_with_parent, initargs=(os.getpid(),))
 
     def describe(self) -> str:
         return f"{self.slots} worker{'s' * (self.slots > 1)}"
@@ -125,9 +125,11 @@ class _Done:
     unit: Unit
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None = None) -> None:
     """Worker initialiser: on Linux, end this worker when the driver dies (even by SIGKILL), so that no
-    orphan keeps training a unit whose lock died with the driver."""
+    orphan keeps training a unit whose lock died with the driver. A driver that died while this worker was still
+    starting (before the signal was asked for: the worker was already an orphan, and no signal comes) is caught
+    by comparing the parent's pid with the driver's, ``parent``."""
     try:
         import ctypes
         import signal
@@ -135,6 +137,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 # ----------------------------------------------------------------------------- choosing one
