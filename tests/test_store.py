@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,6 +61,28 @@ def test_finished_runs_are_skipped_and_their_files_untouched(tmp_path, tiny_conf
     assert {p: p.stat().st_mtime_ns for p in files} == files
 
 
+def _orphans() -> list[str]:
+    """Processes started under this test whose parent is gone (a killed driver's workers and resource tracker):
+    found by the test name in their environment (inherited from pytest); pytest's own children are not orphans."""
+    marker = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0].encode()
+    mine, pid = set(), os.getpid()
+    while pid > 1:  # this process and its ancestors
+        mine.add(pid)
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            env, cmd = (entry / "environ").read_bytes(), (entry / "cmdline").read_bytes()
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:
+            continue
+        if marker and marker in env and state != "Z" and int(parent) not in mine:
+            found.append(f"{entry.name} {state}: " + cmd.replace(b"\0", b" ").decode(errors="replace")[:120])
+    return found
+
+
 @pytest.mark.slow
 def test_kill_9_mid_run_resumes_to_the_same_results(tmp_path):
     cfg = write_config(tmp_path / "k.yaml", techniques=["l1_us", "random_us"], reinit=["rewind", "finetune"],
@@ -77,6 +100,11 @@ def test_kill_9_mid_run_resumes_to_the_same_results(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(list(killed.glob("run_*/done.json"))) < 4, "the run finished before it could be killed"
+    # no worker outlives the killed driver, not even one that was still starting (it once stayed as an orphan)
+    deadline = time.time() + 60
+    while _orphans() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _orphans()
     resumed = run_ok("run", cfg, "--results", killed)
     assert "already finished" in resumed
     _assert_same(_snapshot(ref), _snapshot(killed))
