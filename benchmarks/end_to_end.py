@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,6 +33,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=1, help="epochs per training (the config's own: see its file)")
     args = ap.parse_args()
+    from pruning import store
     from pruning.nets.config import load_experiment
 
     cfg = load_experiment(Path(args.config)).to_dict()
@@ -53,19 +53,13 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "pruning", "run", str(path), "--results", str(out), "--quiet"],
                            env=env, check=True, cwd=REPO)
             times[step] = time.perf_counter() - start
-            table = _table(out)
+            table = store.load_results(out)
             last = table[table["iteration"] == table["iteration"].max()]
             acc[step] = (len(table), float(last["test_acc"].mean()))
             print(f"{step:>17}: {times[step]:7.1f} s  ({acc[step][0]} trainings; mean test accuracy at the last "
                   f"iteration {acc[step][1]:.2f}%)", flush=True)
     print(f"end to end: the sparse step is {times['dense fused step'] / times['sparse step']:.2f}x the dense fused "
           f"step")
-
-
-def _table(folder: Path) -> pd.DataFrame:
-    from pruning import store
-
-    return store.load_results(folder)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
 
     parts = []
     for rep in reps:
-        frame = noise.mask_noise(table, store.load_results(rep), reinit=reinit)
+        other = store.load_results(rep)
+        frame = noise.mask_noise(table, other, reinit=reinit)
         rows = frame[frame["iteration"].isin(NOISE_ITERATIONS)]
         if rows.empty:
             rows = frame.tail(1)
@@ -132,7 +133,7 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
                 f"what finding 1 counts as different tickets is numerical noise" if share >= NOISE_SHARE else
                 f"float rounding moves a mask less than {NOISE_SHARE:.0%} as far as a new seed does: the seeds' "
                 f"different tickets are mostly more than noise")
-        seeds = sorted(set(table["seed"]) & set(store.load_results(rep)["seed"]))
+        seeds = sorted(set(table["seed"]) & set(other["seed"]))
         lines = ["| iteration | sparsity | replicates | seeds | random masks | accuracy gap, replicates | "
                  "accuracy gap, seeds |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {int(r['iteration'])} | {r['sparsity']:.3f} | {r['replicate']:.3f} | {r['seeds']:.3f} | "
