@@ -1,11 +1,11 @@
-"""The population step's sparse path: linear layers (``kernels.SparseRows``) and conv2 (``kernels.Conv2Taps``)
-computed over surviving weights only.
+"""The population step's sparse path: linear layers (``kernels.SparseRows``), conv2 (``kernels.Conv2Taps``) and
+conv1 (``kernels.Conv1Live``) computed over surviving weights or live filters only.
 
 Reference: the dense step (``Population(..., sparse=False)``: every weight computed, gradients masked). The
 sparse kernels sum in their own fixed order, so values are compared within float32 rounding: a tolerance of a
 few ulps of the largest term's magnitude times the number of terms (``_tol``), never a recorded number; conv2's
 forward pass and bias gradients on the tap kernels do the dense kernel's operations in its order, so they are
-compared bit for bit. Which path a member takes is a function of its own mask
+compared bit for bit, and so is everything conv1's live-channel kernels compute. Which path a member takes is a function of its own mask
 (``population.SPARSE_DENSITY``); the tests force the sparse path with that threshold.
 """
 from __future__ import annotations
@@ -348,6 +348,8 @@ def test_the_sparse_update_gives_the_dense_steps_bits(monkeypatch):
     dense = population.Population(states, masks, "cpu", sparse=False)
     fused = population.Population(states, masks, "cpu")
     assert dense.mask_bytes is None and fused.mask_bytes is not None and not fused.sparse
+    assert dense.convs.live is None and fused.convs.live is not None  # conv1's live-channel kernels: the same bits
+    assert fused.convs.live.nl < 5 * 6
     for step in range(5):
         x, y = data.train_x[32 * step:32 * step + 32], data.train_y[32 * step:32 * step + 32]
         assert _same_bits(dense.train_step(x, y, cfg), fused.train_step(x, y, cfg))
@@ -364,10 +366,82 @@ def test_pruning_kernels_dense_keeps_the_fused_kernels_without_a_sparse_path(mon
     states, masks = members()
     monkeypatch.setenv("PRUNING_KERNELS", "dense")
     pop = population.Population(states, masks, "cpu")
-    assert isinstance(pop.convs, lenet_convs.Fused) and pop.convs.taps is None
+    assert isinstance(pop.convs, lenet_convs.Fused) and pop.convs.taps is None and pop.convs.live is None
     assert not pop.sparse and pop.mask_bytes is None
     assert lenet_convs.describe("cpu").endswith("dense only (PRUNING_KERNELS=dense)")
     monkeypatch.delenv("PRUNING_KERNELS")
     pop = population.Population(states, masks, "cpu")
-    assert pop.sparse and pop.convs.taps is not None and pop.mask_bytes is not None
+    assert pop.sparse and pop.convs.taps is not None and pop.mask_bytes is not None and pop.convs.live is not None
     assert lenet_convs.describe("cpu").endswith(", sparse paths")
+
+
+def conv1_case(n: int, seed: int = 0):
+    """A batch and 6 members' conv1 filters: dense, random 30%, two filters left (structured), one weight, all
+    pruned, random 10%; biases of both signs and zeros of both signs on pruned filters."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    mk = torch.rand(6, 6, 1, 3, 3, generator=g) < 0.3
+    mk[0] = True
+    mk[2, 2:] = False
+    mk[3] = False
+    mk[3, 1, 0, 2, 2] = True
+    mk[4] = False
+    mk[5] = torch.rand(6, 1, 3, 3, generator=g) < 0.1
+    w = torch.randn(6, 6, 1, 3, 3, generator=g) * mk
+    b = torch.randn(6, 6, generator=g)
+    b[4, 0], b[4, 1] = 0.0, -0.0
+    ft = kernels.padded_filters(torch.cat([w.reshape(36, -1), b.reshape(-1, 1)], 1))
+    return x, mk, ft, torch.randn(n, 13, 13, ft.shape[1], generator=g)
+
+
+@pytest.mark.parametrize("n", [32, 7, 45])
+def test_conv1_live_kernels_give_the_dense_kernels_bits(n):
+    """Pooled values (dead filters: relu of their bias, zeros of either sign alike), winners, the live filters'
+    gradients and every bias's gradient equal the dense kernels' bit for bit, at 1-3 threads; a dead filter's
+    weight gradients are 0 (pruned: the update never reads them)."""
+    x, mk, ft, ga = conv1_case(n)
+    cp = ft.shape[1]
+    live = kernels.Conv1Live(mk)
+    dead_filters = ~mk.flatten(2).any(2).flatten()
+    assert live.live.tolist() == (~dead_filters).nonzero().flatten().tolist()
+    assert dead_filters[24:30].all() and dead_filters[14:18].all()  # member 4, member 2's pruned filters
+    a, i = torch.empty(n, 13, 13, cp), torch.empty(n, 13, 13, cp, dtype=torch.uint8)
+    g = torch.empty(10, cp)
+    kernels.conv1_pool_forward(x, ft, a, i)
+    kernels.conv1_pool_backward(x, i, a, ga, g)
+    on = live.live.long()
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            a2, (ac, ic), g2 = torch.full(a.shape, 7.0), live.buffers(a), torch.full(g.shape, 5.0)
+            live.forward(x, ft, a2, ac, ic)
+            live.backward(x, ac, ic, a2, ga, g2)
+            assert _same_bits(a2, a) and _same_bits(ac[..., :live.nl], a[..., on])
+            assert torch.equal(ic[..., :live.nl], i[..., on])
+            assert _same_bits(g2[-1], g[-1]) and _same_bits(g2[:-1, on], g[:-1, on])
+            assert torch.all(g2[:-1][:, dead_filters.nonzero().flatten()] == 0)
+            assert torch.all(g2[:, 36:] == 0)  # padding channels
+    finally:
+        torch.set_num_threads(before)
+    bias = ft[-1, 24:30]
+    assert torch.equal(a2[:, :, :, 24:30], bias.clamp(min=0).expand(n, 13, 13, 6))  # a dead member: its biases
+
+
+def test_conv1_live_kernels_take_a_population_with_every_filter_dead_or_live():
+    """No live filter (only constant rows and biases' gradients) and every filter live (the dense kernels' bits)."""
+    x, mk, ft, ga = conv1_case(32)
+    for keep in (torch.zeros_like(mk), torch.ones_like(mk)):
+        live = kernels.Conv1Live(keep)
+        w = ft.clone()  # conv1_case's filters, with every weight pruned for the all-dead case
+        if not keep.any():
+            w[:-1] = 0.0
+        a, i, g = torch.empty(32, 13, 13, 48), torch.empty(32, 13, 13, 48, dtype=torch.uint8), torch.empty(10, 48)
+        kernels.conv1_pool_forward(x, w, a, i)
+        kernels.conv1_pool_backward(x, i, a, ga, g)
+        a2, (ac, ic), g2 = torch.empty(a.shape), live.buffers(a), torch.empty(g.shape)
+        live.forward(x, w, a2, ac, ic)
+        live.backward(x, ac, ic, a2, ga, g2)
+        assert live.nl == (36 if keep.all() else 0)
+        assert _same_bits(a2, a) and _same_bits(g2[-1], g[-1])
+        assert _same_bits(g2[:-1], g[:-1]) if keep.all() else torch.all(g2[:-1] == 0)

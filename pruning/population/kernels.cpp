@@ -190,6 +190,175 @@ extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const fl
     conv1_backward<0>(x, idx, a, ga, g, n, C, H, W, Cp, threads);
 }
 
+// conv1 over its live channels only (issue 19). `live` (nl channel indices < Cp, ascending) lists the channels whose
+// filter keeps a weight; every other channel's filter is all 0, so its conv output is exactly its bias at each
+// position (the dense kernel's sum starts from +0, adds the products with 0, signed zeros that leave +0, then the
+// bias), its pooled value relu(0 + bias) and its winner 0 (all four positions tie, so the first wins; 3 if NaN):
+// what the dense kernel writes, bit for bit. So each position gets that constant row, then the live channels,
+// computed as in the dense kernel 16 to a vector from their filters packed together ((K, NLp), NLp = nl rounded
+// up to 16), are written to their places; ac and ic (n, PH, PW, NLp) keep the packed values and winners for the
+// backward pass. The work follows the live channels: a structured mask's pruned filters, and the filters an
+// unstructured mask has emptied, cost only the constant row.
+#ifdef __AVX512F__
+static inline v16 gather16(const float *base, const int32_t *li) {
+  __m512 r = _mm512_i32gather_ps(_mm512_loadu_si512(li), base, 4);
+  v16 v;
+  std::memcpy(&v, &r, sizeof v);
+  return v;
+}
+static inline void scatter16(float *base, const int32_t *li, int64_t ne, v16 v) {  // lanes e < ne to base[li[e]]
+  __m512 r;
+  std::memcpy(&r, &v, sizeof r);
+  const __mmask16 m = (__mmask16)((1u << ne) - 1);
+  _mm512_mask_i32scatter_ps(base, m, _mm512_maskz_loadu_epi32(m, li), r, 4);
+}
+#else
+static inline void scatter16(float *base, const int32_t *li, int64_t ne, v16 v) {
+  for (int64_t e = 0; e < ne; e++) base[li[e]] = v[e];
+}
+static inline v16 gather16(const float *base, const int32_t *li) {
+  v16 v;
+  for (int64_t e = 0; e < L; e++) v[e] = base[li[e]];
+  return v;
+}
+#endif
+
+extern "C" void conv1_live_forward(const float *x, const float *ft, const int32_t *live, float *a, float *ac,
+                                   uint8_t *ic, int64_t nl, int64_t n, int64_t C, int64_t H, int64_t W,
+                                   int64_t Cp, int64_t threads) {
+  const int64_t K = C * 9 + 1, NLp = (nl + L - 1) / L * L;
+  std::vector<float> ftv(K * NLp, 0.0f), crowv(Cp);  // the live filters packed; the constant row
+  for (int64_t k = 0; k < K; k++)
+    for (int64_t e = 0; e < nl; e++) ftv[k * NLp + e] = ft[k * Cp + live[e]];
+  for (int64_t c = 0; c < Cp; c++) {
+    const float v = 0.0f + ft[(K - 1) * Cp + c];
+    crowv[c] = v < 0.0f ? 0.0f : v;
+  }
+  const float *ftc = ftv.data(), *crow = crowv.data();
+  parallel(n, threads, [=](int64_t b0, int64_t b1) {  // by image
+    const int64_t PH = (H - 2) / 2, PW = (W - 2) / 2;
+    std::vector<float> pv(4 * K);
+    float *p = pv.data();
+    const v16 zero = {0};
+    const i16 none = splat(0), one = splat(1), two = splat(2), three = splat(3);
+    for (int64_t b = b0; b < b1; b++) {
+      const float *xb = x + b * C * H * W;
+      for (int64_t i = 0; i < PH; i++)
+        for (int64_t j = 0; j < PW; j++) {
+          patches4(xb, C, H, W, i, j, K, p);
+          const int64_t pos = (b * PH + i) * PW + j, off = pos * Cp;
+          std::memcpy(a + off, crow, Cp * sizeof(float));
+          for (int64_t c0 = 0; c0 < NLp; c0 += L) {
+            v16 r0 = zero, r1 = zero, r2 = zero, r3 = zero;
+            for (int64_t k = 0; k < K; k++) {
+              v16 f;
+              std::memcpy(&f, ftc + k * NLp + c0, sizeof f);
+              r0 += p[k] * f;
+              r1 += p[K + k] * f;
+              r2 += p[2 * K + k] * f;
+              r3 += p[3 * K + k] * f;
+            }
+            v16 best = r0;  // as the dense kernel
+            i16 won = none, t;
+            t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
+            t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
+            t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
+            best = best < zero ? zero : best;
+            const u16 won8 = __builtin_convertvector(won, u16);
+            std::memcpy(ac + pos * NLp + c0, &best, sizeof best);
+            std::memcpy(ic + pos * NLp + c0, &won8, sizeof won8);
+            scatter16(a + off, live + c0, std::min<int64_t>(L, nl - c0), best);
+          }
+        }
+    }
+  });
+}
+
+// Its backward: g (K, Cp) gets the live channels' filter gradients (as the dense kernel sums them: per image over its
+// pooled positions in order, then added in image order, so the same bits), every channel's bias gradient (the sum of
+// the ReLU'd output gradients in that same order: the dense kernel multiplies each by the patch's 1, exactly), and 0
+// for the filters of dead channels (pruned weights, whose gradients the masked update never reads). ga is read at
+// the live channels only (gathered); ac and ic are the forward pass's packed values and winners.
+template <int KK>  // KK > 0: K known when compiling (MNIST: 10); 0: any
+static void conv1_live_backward_k(const float *x, const float *ac, const uint8_t *ic, const float *a,
+                                  const float *ga, const int32_t *live, float *g, int64_t nl, int64_t n, int64_t C,
+                                  int64_t H, int64_t W, int64_t Cp, int64_t threads) {
+  const int64_t K = KK ? KK : C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2, S = PH * PW, NLp = (nl + L - 1) / L * L;
+  std::memset(g, 0, K * Cp * sizeof(float));
+  // The dead channels' bias row. A dead channel's output is the same at every position (so its first one says whether
+  // ReLU passes gradient) and only ga is read; the live lanes' values here are overwritten below.
+  parallel(Cp / L, threads, [=](int64_t blk0, int64_t blk1) {
+    const v16 zero = {0};
+    for (int64_t c0 = blk0 * L; c0 < blk1 * L; c0 += L) {
+      v16 a0;
+      std::memcpy(&a0, a + c0, sizeof a0);
+      const i16 on = !(a0 <= zero);  // as threshold_backward: NaN passes
+      bool any = false;
+      for (int64_t e = 0; e < L; e++) any |= on[e] != 0;
+      if (!any) continue;  // no gradient reaches these biases: they stay 0
+      for (int64_t b = 0; b < n; b++) {
+        v16 acc = zero;
+        for (int64_t s = 0; s < S; s++) {
+          v16 gv;
+          std::memcpy(&gv, ga + (b * S + s) * Cp + c0, sizeof gv);
+          acc += on ? gv : zero;
+        }
+        v16 t;
+        std::memcpy(&t, g + (K - 1) * Cp + c0, sizeof t);
+        t += acc;
+        std::memcpy(g + (K - 1) * Cp + c0, &t, sizeof t);
+      }
+    }
+  });
+  parallel(NLp / L, threads, [=](int64_t blk0, int64_t blk1) {  // the live filters' weights
+    const v16 zero = {0};
+    std::vector<float> patches(S * 4 * K);
+    float *pbuf = patches.data();
+    for (int64_t b = 0; b < n; b++) {
+      const float *xb = x + b * C * H * W;
+      for (int64_t i = 0; i < PH; i++)
+        for (int64_t j = 0; j < PW; j++) patches4(xb, C, H, W, i, j, K, pbuf + (i * PW + j) * 4 * K);
+      for (int64_t c0 = blk0 * L; c0 < blk1 * L; c0 += L) {
+        int32_t li[L];  // the lanes' channels (padding lanes read channel 0 and are dropped)
+        for (int64_t e = 0; e < L; e++) li[e] = c0 + e < nl ? live[c0 + e] : 0;
+        v16 acc[KK ? KK : 64];
+        for (int64_t k = 0; k < K; k++) acc[k] = zero;
+        for (int64_t s = 0; s < S; s++) {
+          const int64_t pos = b * S + s;
+          v16 av, gv = gather16(ga + pos * Cp, li);
+          u16 w8;
+          std::memcpy(&av, ac + pos * NLp + c0, sizeof av);
+          std::memcpy(&w8, ic + pos * NLp + c0, sizeof w8);
+          const i16 wv = __builtin_convertvector(w8, i16);
+          gv = av <= zero ? zero : gv;
+          const float *p = pbuf + s * 4 * K;
+          for (int64_t k = 0; k < K - 1; k++) {
+            v16 val = p[k] + zero;
+            val = wv == 1 ? p[K + k] + zero : val;
+            val = wv == 2 ? p[2 * K + k] + zero : val;
+            val = wv == 3 ? p[3 * K + k] + zero : val;
+            acc[k] += gv * val;
+          }
+          acc[K - 1] += gv;  // the bias: the patch's 1 at whichever position won, as the dense kernel multiplies it
+        }
+        for (int64_t e = 0; e < std::min<int64_t>(L, nl - c0); e++) {
+          if (b == 0) g[(K - 1) * Cp + live[c0 + e]] = 0.0f;  // drop what the dead channels' loop wrote
+          for (int64_t k = 0; k < K; k++) g[k * Cp + live[c0 + e]] += acc[k][e];
+        }
+      }
+    }
+  });
+}
+
+extern "C" void conv1_live_backward(const float *x, const float *ac, const uint8_t *ic, const float *a,
+                                    const float *ga, const int32_t *live, float *g, int64_t nl, int64_t n, int64_t C,
+                                    int64_t H, int64_t W, int64_t Cp, int64_t threads) {
+  if (C == 1)
+    conv1_live_backward_k<10>(x, ac, ic, a, ga, live, g, nl, n, C, H, W, Cp, threads);
+  else
+    conv1_live_backward_k<0>(x, ac, ic, a, ga, live, g, nl, n, C, H, W, Cp, threads);
+}
+
 static inline void transpose_chunk(const float *x, int64_t IN, int64_t b0, int64_t nb, int64_t NP, float *xT) {
   // xT[j * NP + b] = x[(b0 + b) * IN + j], zero for nb <= b < NP; in 16 x 16 tiles that stay in the L1 cache
   float tile[16][16];

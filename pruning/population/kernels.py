@@ -38,8 +38,16 @@ layouts (with AVX-512 the inputs by gathers), and the inputs moved in the forwar
 its mask and then updating in torch, blocks of 64 weights whose mask is all 0 skipped, the same roundings as
 torch's update (so the same bits); 1.7x faster at M=18 and any density, measured in ``kernels.cpp``.
 
+**conv1 over its live filters** (:class:`Conv1Live`): the dense kernel puts all members' conv1 channels in the
+SIMD lanes; a filter whose mask keeps no weight (pruned by a structured technique, or emptied by an unstructured
+one: at iteration 20 a layer keeps 1.2% of its 54 weights) outputs its bias at every position. So the live filters
+are packed together and computed as the dense kernel computes them, the dead channels get their constant row, and
+only their biases get gradients. Every value the update reads has the dense kernels' bits, so the choice
+(``population.CONV1_LIVE``) may depend on the whole population. The packing and scattering cost is why it is not
+always taken: measured side by side it breaks even at about 75% of the filters live.
+
 Each member is computed by one thread in a fixed order: its bits depend on its own mask and values only, not on
-the thread count, the other members, or the path they take. conv1 does not skip pruned weights yet.
+the thread count, the other members, or the path they take.
 """
 from __future__ import annotations
 
@@ -113,6 +121,8 @@ def library():
         lib.conv2_pool_backward.argtypes = [ptr] * 12 + [i64] * 7
         lib.linear_sparse_forward.argtypes = [ptr] * 7 + [i64] * 5
         lib.linear_sparse_backward.argtypes = [ptr] * 8 + [i64] * 5
+        lib.conv1_live_forward.argtypes = [ptr] * 6 + [i64] * 7
+        lib.conv1_live_backward.argtypes = [ptr] * 7 + [i64] * 7
         lib.masked_sgd.argtypes = [ptr] * 4 + [i64] + [ctypes.c_float] * 3 + [i64] * 2
     _loaded["lib"] = lib
     return lib
@@ -169,6 +179,46 @@ def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga:
     if ga.shape != a.shape or idx.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64:
         raise ValueError("conv1_pool_backward: shapes do not match (or more than 7 input channels)")
     library().conv1_pool_backward(*_ptrs(x, idx, a, ga, g), n, c, h, w, cp, threads())
+
+
+class Conv1Live:
+    """conv1's live channels (issue 19): the stacked channels (member * 6 + filter) whose filter keeps a weight, from
+    conv1's stacked mask (M, 6, C, 3, 3). The others' filters are all 0, so the kernels write their constant output
+    (relu of the bias, winner 0) instead of computing it, and only their bias gets a gradient (``kernels.cpp``: the
+    same bits as the dense kernels for every pooled value, winner and bias gradient, and for the live filters'
+    gradients). Built once from the mask, which is fixed while a population trains."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.live = (mask.flatten(2) != 0).any(2).flatten().nonzero().flatten().to(torch.int32).contiguous()
+        self.nl = len(self.live)
+        self.packed = -(-self.nl // LANES) * LANES  # the live channels padded to whole vectors
+
+    def buffers(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The packed pooled values and winners for ``a`` (n, PH, PW, Cp), kept from forward to backward."""
+        shape = (*a.shape[:3], max(self.packed, LANES))
+        return torch.empty(shape), torch.empty(shape, dtype=torch.uint8)
+
+    def forward(self, x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, ac: torch.Tensor, ic: torch.Tensor) -> None:
+        """:func:`conv1_pool_forward`'s ``a``, computed over the live channels only; the live channels' values and
+        winners also packed into ``ac`` and ``ic`` (from :meth:`buffers`), which the backward pass reads (the
+        winners are not written in ``a``'s layout: nothing else reads them)."""
+        n, c, h, w = x.shape
+        cp = ft.shape[1]
+        if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cp) or ft.shape[0] != c * 9 + 1 \
+                or cp % LANES or ac.shape != (*a.shape[:3], max(self.packed, LANES)) or ic.shape != ac.shape \
+                or (self.nl and int(self.live[-1]) >= cp):
+            raise ValueError("conv1_live_forward: shapes do not match")
+        library().conv1_live_forward(*_ptrs(x, ft, self.live, a, ac, ic), self.nl, n, c, h, w, cp, threads())
+
+    def backward(self, x: torch.Tensor, ac: torch.Tensor, ic: torch.Tensor, a: torch.Tensor, ga: torch.Tensor,
+                 g: torch.Tensor) -> None:
+        """:func:`conv1_pool_backward`'s ``g`` for the live filters and every bias (the dead filters' rows 0)."""
+        n, c, h, w = x.shape
+        cp = a.shape[-1]
+        if ga.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64 \
+                or ac.shape != (*a.shape[:3], max(self.packed, LANES)) or ic.shape != ac.shape:
+            raise ValueError("conv1_live_backward: shapes do not match (or more than 7 input channels)")
+        library().conv1_live_backward(*_ptrs(x, ac, ic, a, ga, self.live, g), self.nl, n, c, h, w, cp, threads())
 
 
 def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a2: torch.Tensor,

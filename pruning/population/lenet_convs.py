@@ -2,7 +2,8 @@
 
 Two paths with one interface, picked by :func:`make`:
 
-- :class:`Fused`, the CPU default: each block is one C++ kernel forward and one backward (``kernels``).
+- :class:`Fused`, the CPU default: each block is one C++ kernel forward and one backward (``kernels``; on the
+  sparse path conv1 may take its live-filter kernels, ``kernels.Conv1Live``, and conv2's members their tap kernels).
   Neither conv output is ever stored: each pooled value is computed from its 4 window positions and only
   the value and the winning position (one byte) are written; conv2's last row and column, which
   pooling drops, are not computed at all.
@@ -61,6 +62,7 @@ class Fused:
         self._work: dict[int, dict[str, torch.Tensor]] = {}
         self._filters: dict[str, torch.Tensor] = {}
         self.taps: kernels.Conv2Taps | None = None  # conv2's members on the tap kernels (set by the population)
+        self.live: kernels.Conv1Live | None = None  # conv1 over its live channels only (set by the population)
 
     def _buffers(self, x: torch.Tensor, p: dict, m: int) -> dict[str, torch.Tensor]:
         n, _, hh, ww = x.shape
@@ -68,8 +70,12 @@ class Fused:
         h1, w1 = (hh - 2) // 2, (ww - 2) // 2
         h2, w2 = (h1 - 2) // 2, (w1 - 2) // 2
         a1 = torch.empty(n, h1, w1, -(-c1 // kernels.LANES) * kernels.LANES)  # channels padded to whole vectors
-        return {"a1": a1, "i1": torch.empty(a1.shape, dtype=torch.uint8),
-                "a2": torch.empty(m, n, c2 * h2 * w2), "i2": torch.empty(n, h2, w2, m, c2, dtype=torch.uint8)}
+        work = {"a1": a1, "a2": torch.empty(m, n, c2 * h2 * w2), "i2": torch.empty(n, h2, w2, m, c2, dtype=torch.uint8)}
+        if self.live is None:
+            work["i1"] = torch.empty(a1.shape, dtype=torch.uint8)
+        else:  # the live channels' pooled values and winners, packed (kernels.Conv1Live)
+            work["i1"] = self.live.buffers(a1)
+        return work
 
     def _grad_buffers(self, work: dict, p: dict, m: int, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The backward pass's outputs and scratch, allocated at a batch size's first training step and reused:
@@ -98,7 +104,10 @@ class Fused:
             self._filters["wt"] = torch.empty(m, 3, 3, w2.shape[2], w2.shape[1])
         else:
             kernels.padded_filters(_filters(p, m), out=self._filters["ft"])
-        kernels.conv1_pool_forward(x, self._filters["ft"], a1, i1)
+        if self.live is None:
+            kernels.conv1_pool_forward(x, self._filters["ft"], a1, i1)
+        else:
+            self.live.forward(x, self._filters["ft"], a1, *i1)
         w2, wt = p["conv2.weight"], self._filters["wt"]  # (M, 16, Ci, 3, 3) -> (M, 9*Ci, 16), rows in (ky, kx, ci)
         wt.copy_(w2.permute(0, 3, 4, 2, 1))
         cache = None
@@ -124,7 +133,10 @@ class Fused:
         kernels.conv2_pool_backward(a1, wx, i2, dh.contiguous(), gwt, gb2,
                                     da1, work["dam"], self._filters["wt"].view(m, -1, co), self.taps,
                                     work.get("taps"))
-        kernels.conv1_pool_backward(x, i1, a1, da1, g1)
+        if self.live is None:
+            kernels.conv1_pool_backward(x, i1, a1, da1, g1)
+        else:
+            self.live.backward(x, *i1, a1, da1, g1)
         grads = _conv1_grads(p, m, g1[:, :m * p["conv1.weight"].shape[1]])
         grads["conv2.weight"] = gwt.view(m, 3, 3, ci, co).permute(0, 4, 3, 1, 2)
         grads["conv2.bias"] = gb2
