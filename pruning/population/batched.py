@@ -84,17 +84,6 @@ SPARSE_DENSITY = {"fc1": 0.05, "fc2": -1.0, "fc3": -1.0, "conv2": 0.35}
 CONV1_LIVE = 0.75
 
 
-def _runs(slots: list[int]) -> list[tuple[int, int]]:
-    """Sorted slots as contiguous ranges [a, b)."""
-    out: list[tuple[int, int]] = []
-    for i in slots:
-        if out and out[-1][1] == i:
-            out[-1] = (out[-1][0], i + 1)
-        else:
-            out.append((i, i + 1))
-    return out
-
-
 def check_arch(arch: str) -> None:
     if arch not in models.POPULATION_SAFE:
         raise ConfigError(f"the population trainer supports only {', '.join(sorted(models.POPULATION_SAFE))}, "
@@ -141,7 +130,7 @@ class Population:
                 density = (mk != 0).flatten(1).sum(1) / mk[0].numel()
                 slots = [i for i in range(self.m) if density[i] <= SPARSE_DENSITY.get(layer, -1.0)]
                 if kind == "linear" and slots:
-                    dense = _runs([i for i in range(self.m) if i not in slots])
+                    dense = kernels.runs([i for i in range(self.m) if i not in slots])
                     self.sparse[layer] = (kernels.SparseRows(mk, slots), dense)
                 elif layer == "conv2" and slots:
                     self.convs.taps = kernels.Conv2Taps(mk, slots)

@@ -288,6 +288,7 @@ class Conv2Taps:
             offset += int(counts.sum())
             taps.append(live.nonzero()[:, 1].to(torch.int32))  # row-major: increasing k within an output channel
         self.taps = torch.cat(taps) if taps and offset else torch.zeros(1, dtype=torch.int32)
+        self.dense_runs = runs(sorted(set(range(m)) - set(self.members)))  # the others, for the placed filters
 
     def cache_shape(self, n: int, hw: int) -> tuple[int, ...]:
         """The shape of the buffer that keeps a training step's inputs of these members for its backward pass:
@@ -309,6 +310,17 @@ def _taps_ptrs(taps: Conv2Taps | None, m: int, ci: int, pw: int) -> list:
     if taps.op.shape[0] != m or taps.ci != ci:
         raise ValueError("conv2 taps: shapes do not match")
     return _ptrs(taps.op, taps.taps)
+
+
+def runs(slots: list[int]) -> list[tuple[int, int]]:
+    """Sorted slots as contiguous ranges [a, b)."""
+    out: list[tuple[int, int]] = []
+    for i in slots:
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
 
 
 def placed_filters(w2: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

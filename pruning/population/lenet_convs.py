@@ -127,9 +127,13 @@ class Fused:
         w2 = p["conv2.weight"]
         co, ci = w2.shape[1], w2.shape[2]
         gwt, gb2, da1, g1 = work["gwt"], work["gb2"], work["da1"], work["g1"]
-        # the placed filters serve the dense kernel only: not refilled when every member is on the tap kernels
-        on_taps = self.taps is not None and len(self.taps.members) == m
-        wx = work["wx"] if on_taps else kernels.placed_filters(w2, out=work["wx"])
+        # the placed filters serve the dense kernel only: refilled for the members not on the tap kernels
+        wx = work["wx"]
+        if self.taps is None or (a1.shape[2] - 2) // 2 != kernels.Conv2Taps.PW:  # (another size: all dense)
+            kernels.placed_filters(w2, out=wx)
+        else:
+            for i, j in self.taps.dense_runs:
+                kernels.placed_filters(w2[i:j], out=wx[i:j])
         kernels.conv2_pool_backward(a1, wx, i2, dh.contiguous(), gwt, gb2,
                                     da1, work["dam"], self._filters["wt"].view(m, -1, co), self.taps,
                                     work.get("taps"))
