@@ -32,7 +32,7 @@ def load(results) -> pd.DataFrame:
         hint = f" (available: {', '.join(others)})" if others else ""
         raise ParameterError(f"results folder {folder} does not exist{hint}; "
                              f"run `python -m pruning run configs/<name>.yaml` first")
-    if not (folder / "experiment.json").exists():
+    if not (folder / store.layout.EXPERIMENT).exists():
         raise ParameterError(f"{folder} is not a results folder (no experiment.json); "
                              f"run `python -m pruning run configs/<name>.yaml --results {folder}` first")
     table = store.load_results(folder.resolve())  # absolute files: records load whatever the working directory
@@ -45,7 +45,7 @@ def load(results) -> pd.DataFrame:
 
 def _results_folders(parent: Path) -> list[str]:
     try:
-        return sorted(str(p) for p in parent.iterdir() if (p / "experiment.json").exists())
+        return sorted(str(p) for p in parent.iterdir() if (p / store.layout.EXPERIMENT).exists())
     except OSError:
         return []
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .. import analysis, store
 from ..core.errors import ReportError
-from ..store import published
+from ..store import layout, published
 from . import companions
 
 def kept_weights(arch: str, layers: list[str]) -> tuple[list[str], type]:
@@ -106,7 +106,7 @@ def write_derived(results, target) -> None:
     exp = store.read_experiment(results) if results is not None else store.read_experiment(target)
     seeds = published.seeds(target)
     merged = {**exp, "published_seeds": seeds}
-    store.save_json(merged, target / "experiment.json")
+    store.save_json(merged, target / layout.EXPERIMENT)
     table = store.load_results(target)
     table.drop(columns=list(published.LOCAL_COLUMNS)).to_csv(target / "results.csv", index=False)
     (target / published.DATA / published.CARD).write_text(card(target, merged))

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..core import paths
 from ..core.atomic import replacing
 from ..core.errors import NotebookError
-from ..store import published, save_json
+from ..store import layout, published, save_json
 
 NOTEBOOKS_DIR = paths.NOTEBOOKS
 BUILD_DIR = paths.BUILD
@@ -76,7 +76,8 @@ def results_fingerprint(results: Path) -> str:
     published sensitivity variants (``docs/sensitivity/``), which the sensitivity notebook reads beside them."""
     results = Path(results)
     h = hashlib.sha256()
-    files = [results / "experiment.json"] + sorted(results.glob("run_*/trainings/*.json")) \
+    files = [results / layout.EXPERIMENT] \
+        + sorted(results.glob(f"{layout.RUN_PREFIX}*/{layout.TRAININGS}/*.json")) \
         + published.fingerprint_files(results) + sorted(SENSITIVITY_DIR.glob("*/*.*"))  # the variants it compares
     for path in files:
         name = path.relative_to(results) if path.is_relative_to(results) else path.relative_to(paths.DOCS)

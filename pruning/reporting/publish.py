@@ -29,10 +29,10 @@ from . import companions, export, figures_page, notebooks, report
 from ..core import paths
 from ..core.atomic import replacing
 from .. import store
-from ..store import published
+from ..store import layout, published
 from ..core.errors import ReportError
 
-FILES = ("paper.html", "poster.html", "figures.html", "results.csv", "experiment.json", "data/README.md")
+FILES = ("paper.html", "poster.html", "figures.html", "results.csv", layout.EXPERIMENT, "data/README.md")
 
 
 def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bool = False) -> Path:
@@ -88,7 +88,7 @@ def _write_table(results: Path, folder: Path) -> None:
     """``results.csv`` (the tidy table, without local paths) and ``experiment.json`` of ``results`` into ``folder``."""
     table = store.load_results(results)
     table.drop(columns=["run_dir", "file"]).to_csv(folder / "results.csv", index=False, float_format="%.6g")
-    shutil.copyfile(Path(results) / "experiment.json", folder / "experiment.json")
+    shutil.copyfile(Path(results) / layout.EXPERIMENT, folder / layout.EXPERIMENT)
 
 
 def replicate(results, name: str, docs: Path | None = None) -> Path:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import records
+from . import layout, records
 from .files import StoreError, save_json
 
 DATA = "data"
@@ -40,7 +40,7 @@ CARD = "README.md"
 SEED_PREFIX = "seed_"
 TEST = "test.npz"
 TABLE = "results.csv"
-PROVENANCE = "experiment.json"
+PROVENANCE = layout.EXPERIMENT
 KEY_SEPARATOR = "#"
 LOCAL_COLUMNS = ("run_dir", "file")   # the table's columns that name local files: not published
 ENSEMBLE_PREFIX = "ensemble"
