@@ -38,13 +38,11 @@ layouts (with AVX-512 the inputs by gathers), and the inputs moved in the forwar
 its mask and then updating in torch, blocks of 64 weights whose mask is all 0 skipped, the same roundings as
 torch's update (so the same bits); 1.7x faster at M=18 and any density, measured in ``kernels.cpp``.
 
-**conv1 over its live filters** (:class:`Conv1Live`): the dense kernel puts all members' conv1 channels in the
-SIMD lanes; a filter whose mask keeps no weight (pruned by a structured technique, or emptied by an unstructured
-one: at iteration 20 a layer keeps 1.2% of its 54 weights) outputs its bias at every position. So the live filters
-are packed together and computed as the dense kernel computes them, the dead channels get their constant row, and
-only their biases get gradients. Every value the update reads has the dense kernels' bits, so the choice
-(``population.CONV1_LIVE``) may depend on the whole population. The packing and scattering cost is why it is not
-always taken: measured side by side it breaks even at about 75% of the filters live.
+**conv1 over its live filters** (:class:`Conv1Live`): a filter whose mask keeps no weight (structured pruning, or
+an unstructured layer emptied: at iteration 20 it keeps 1.2% of 54 weights) outputs relu(bias) everywhere, winner 0.
+So the live filters are packed and computed as the dense kernel does, the dead get that constant row and a bias
+gradient only: the dense kernels' bits for all the update reads, so the choice (``population.CONV1_LIVE``) may
+look at the whole population; packing and scattering cost as much as they save at about 75% of filters live.
 
 Each member is computed by one thread in a fixed order: its bits depend on its own mask and values only, not on
 the thread count, the other members, or the path they take.
@@ -182,11 +180,8 @@ def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga:
 
 
 class Conv1Live:
-    """conv1's live channels (issue 19): the stacked channels (member * 6 + filter) whose filter keeps a weight, from
-    conv1's stacked mask (M, 6, C, 3, 3). The others' filters are all 0, so the kernels write their constant output
-    (relu of the bias, winner 0) instead of computing it, and only their bias gets a gradient (``kernels.cpp``: the
-    same bits as the dense kernels for every pooled value, winner and bias gradient, and for the live filters'
-    gradients). Built once from the mask, which is fixed while a population trains."""
+    """conv1's live channels (member * 6 + filter) from its stacked mask (M, 6, C, 3, 3): those whose filter keeps a
+    weight (see the module's note). Built once: a mask is fixed while a population trains."""
 
     def __init__(self, mask: torch.Tensor):
         self.live = (mask.flatten(2) != 0).any(2).flatten().nonzero().flatten().to(torch.int32).contiguous()
@@ -199,9 +194,8 @@ class Conv1Live:
         return torch.empty(shape), torch.empty(shape, dtype=torch.uint8)
 
     def forward(self, x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, ac: torch.Tensor, ic: torch.Tensor) -> None:
-        """:func:`conv1_pool_forward`'s ``a``, computed over the live channels only; the live channels' values and
-        winners also packed into ``ac`` and ``ic`` (from :meth:`buffers`), which the backward pass reads (the
-        winners are not written in ``a``'s layout: nothing else reads them)."""
+        """:func:`conv1_pool_forward`'s ``a`` over the live channels only; their values and winners also packed into
+        ``ac``, ``ic`` (:meth:`buffers`) for the backward pass (no winners in ``a``'s layout: nothing reads them)."""
         n, c, h, w = x.shape
         cp = ft.shape[1]
         if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cp) or ft.shape[0] != c * 9 + 1 \
