@@ -8,7 +8,8 @@
     report RESULTS       render the paper and the poster for RESULTS
     publish RESULTS      add RESULTS' finished seeds to docs/<name>/data (seeds there are kept) and render the set
                          from that data (paper, poster, table, experiment.json); `publish docs/<name>` re-renders it;
-                         --replicate NAME: keep its table, experiment.json and data in docs/replicates/NAME/
+                         --replicate NAME: keep its table, experiment.json and data in docs/replicates/NAME/;
+                         --sensitivity NAME: keep its table and experiment.json in docs/sensitivity/NAME/
     all [CONFIG]         run, notebooks, report (the README's main job)
 
 Every error that a user can fix is printed as one line that says what to do; the exit code is 2.
@@ -116,6 +117,12 @@ def _cmd_publish(args) -> int:
         if not args.quiet:
             print(f"replicate kept: {folder}")
         return 0
+    if args.sensitivity:
+        folder = publish.sensitivity(target, args.sensitivity)
+        if not args.quiet:
+            print(f"sensitivity variant kept: {folder}; the papers that compare it read it when next rendered "
+                  f"(python -m pruning publish docs/<set>)")
+        return 0
     publish.publish(target, renderer=args.renderer, quiet=args.quiet)
     return 0
 
@@ -186,8 +193,11 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("target", help="a results folder (results/NAME), the config that wrote it (configs/NAME.yaml), or "
                                     "a published set (docs/NAME) to render again from its data")
     pub.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
-    pub.add_argument("--replicate", metavar="NAME", help="keep the table, experiment.json and data in "
-                     "docs/replicates/NAME/ (a second training of a published config)")
+    kept = pub.add_mutually_exclusive_group()
+    kept.add_argument("--replicate", metavar="NAME", help="keep the table, experiment.json and data in "
+                      "docs/replicates/NAME/ (a second training of a published config)")
+    kept.add_argument("--sensitivity", metavar="NAME", help="keep the table and experiment.json in "
+                      "docs/sensitivity/NAME/ (a variant of a published config, for the sensitivity study)")
     common(pub)
     pub.set_defaults(func=_cmd_publish)
 

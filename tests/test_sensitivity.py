@@ -150,3 +150,33 @@ def test_a_variant_becomes_the_default_only_if_the_protocol_allows_it_and_it_is_
     [row] = S.default(frame, [{"name": "dim1", "changes": {"structured_dim": (0, 1)}}])["variants"]
     assert row["rms"] == pytest.approx(55.6) and row["base_rms"] == pytest.approx(59.6)
     assert S.default(frame, [{"name": "dim1", "changes": {"structured_dim": (0, 1)}}])["name"] is None
+
+
+@pytest.mark.slow
+def test_a_trained_variant_is_published_for_the_study_and_a_bad_name_is_one_line(tmp_path):
+    """``python -m pruning publish RESULTS --sensitivity NAME``: its table (no local paths) and experiment.json in
+    docs/sensitivity/NAME/; published again over its own files when trained further."""
+    from conftest import run_main, write_config
+    from pruning.nets import config
+    from pruning.reporting import publish
+    from pruning.execution import runner
+    from pruning import store
+
+    cfg = config.load_experiment(write_config(tmp_path / "var.yaml", techniques=["l1_us"], reinit=["rewind"],
+                                              iterations=1, data={"train_subset": 200, "val_subset": 100,
+                                                                  "test_subset": 200}))
+    folder = tmp_path / "results" / "var"
+    runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)
+    docs = tmp_path / "docs"
+    kept = publish.sensitivity(folder, "augment", docs=docs)
+    assert kept == docs / "sensitivity" / "augment"
+    assert sorted(p.name for p in kept.iterdir()) == ["experiment.json", "results.csv"]
+    csv = pd.read_csv(kept / "results.csv")
+    assert len(csv) == len(store.load_results(folder)) == 2 and "run_dir" not in csv.columns
+    assert store.read_experiment(kept)["config_hash"] == store.read_experiment(folder)["config_hash"]
+    (kept / "results.csv").write_text("stale")
+    publish.sensitivity(folder, "augment", docs=docs)  # published again over its own files
+    assert len(pd.read_csv(kept / "results.csv")) == 2
+    code, err = run_main("publish", folder, "--sensitivity", "../elsewhere")
+    assert code == 2 and err.strip().count("\n") == 0 and "plain folder name" in err
+    assert not (tmp_path / "elsewhere").exists()

@@ -17,7 +17,8 @@ then rewrites ``docs/index.html``, which links every published set. A seed's fol
 temporary name and renamed, and each page is written beside its old version and moved over it, so a failed
 publish leaves no half-written file; a failed render leaves the old pages beside the new data (publish again).
 ``python -m pruning publish RESULTS --replicate NAME`` keeps only the table and ``experiment.json``, in
-``docs/replicates/NAME/``: a second training of a published config, which its paper compares against.
+``docs/replicates/NAME/``: a second training of a published config, which its paper compares against;
+``--sensitivity NAME`` keeps them in ``docs/sensitivity/NAME/``: a variant for the sensitivity study.
 """
 from __future__ import annotations
 
@@ -95,8 +96,7 @@ def replicate(results, name: str, docs: Path | None = None) -> Path:
     """Keep ``results`` as a replicate in ``docs/replicates/<name>/``, where ``replicates.section`` finds it by its
     config hash (a second training of a published config): its table, ``experiment.json`` and, as for a published
     set, the data of its finished seeds (``data/``: masks, predictions, what ``analysis.noise`` compares)."""
-    if not name or Path(name).name != name or name.startswith("."):
-        raise ReportError(f"replicate name '{name}' must be a plain folder name, e.g. paper_lenet_mnist_cpu_v2")
+    _plain(name, "replicate", "paper_lenet_mnist_cpu_v2")
     store.read_experiment(results)  # a missing results folder stops here with one line
     target = Path(docs if docs is not None else paths.DOCS) / "replicates" / name
     target.mkdir(parents=True, exist_ok=True)
@@ -106,6 +106,23 @@ def replicate(results, name: str, docs: Path | None = None) -> Path:
     else:
         _write_table(Path(results), target)
     return target
+
+
+def sensitivity(results, name: str, docs: Path | None = None) -> Path:
+    """Keep ``results`` as a variant of the sensitivity study in ``docs/sensitivity/<name>/``: its table and
+    ``experiment.json``, which ``analysis.sensitivity`` compares with the set a paper is rendered for. A variant
+    trained further is published again over its own files (the table grows; nothing else is kept there)."""
+    _plain(name, "sensitivity variant", "augment")
+    store.read_experiment(results)  # a missing results folder stops here with one line
+    target = Path(docs if docs is not None else paths.DOCS) / "sensitivity" / name
+    target.mkdir(parents=True, exist_ok=True)
+    _write_table(Path(results), target)
+    return target
+
+
+def _plain(name: str, what: str, example: str) -> None:
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ReportError(f"{what} name '{name}' must be a plain folder name, e.g. {example}")
 
 
 def _row(folder: Path) -> str:
