@@ -1,5 +1,5 @@
-"""The population step's sparse path: linear layers (``kernels.SparseRows``), conv2 (``kernels.Conv2Taps``) and
-conv1 (``kernels.Conv1Live``) computed over surviving weights or live filters only.
+"""The population step's sparse path: linear layers (``sparse.SparseRows``), conv2 (``kernels.Conv2Taps``) and
+conv1 (``sparse.Conv1Live``) computed over surviving weights or live filters only.
 
 Reference: the dense step (``Population(..., sparse=False)``: every weight computed, gradients masked). The
 sparse kernels sum in their own fixed order, so values are compared within float32 rounding: a tolerance of a
@@ -19,7 +19,7 @@ from pruning import store
 from pruning.execution import populations, runner
 from pruning.nets import config, datasets, models
 from pruning.nets.config import TrainingConfig
-from pruning.population import kernels, batched as population
+from pruning.population import kernels, sparse, batched as population
 from test_population import bitwise_equal, tiny_experiment, trainings
 
 EPS = torch.finfo(torch.float32).eps
@@ -52,7 +52,7 @@ def test_sparse_linear_kernels_equal_the_dense_products_within_rounding(n):
     w = torch.randn(m, out, inp, generator=g) * mk
     b, x, dz = torch.randn(m, out, generator=g), torch.randn(m, n, inp, generator=g), torch.randn(m, n, out, generator=g)
     slots = [1, 2, 3, 4, 5]
-    rows = kernels.SparseRows(mk, slots)
+    rows = sparse.SparseRows(mk, slots)
     y = torch.full((m, n, out), 7.0)
     rows.forward(x, w, b, y)
     want = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
@@ -157,7 +157,7 @@ def test_sparse_kernels_give_the_same_bits_whatever_the_thread_count():
     mk = torch.rand(m, out, inp, generator=g) < 0.3
     w, b = torch.randn(m, out, inp, generator=g) * mk, torch.randn(m, out, generator=g)
     x, dz = torch.randn(m, n, inp, generator=g), torch.randn(m, n, out, generator=g)
-    rows = kernels.SparseRows(mk, list(range(m)))
+    rows = sparse.SparseRows(mk, list(range(m)))
     runs, before = [], torch.get_num_threads()
     try:
         for threads in (1, 2, 3, 5):
@@ -401,7 +401,7 @@ def test_conv1_live_kernels_give_the_dense_kernels_bits(n):
     weight gradients are 0 (pruned: the update never reads them)."""
     x, mk, ft, ga = conv1_case(n)
     cp = ft.shape[1]
-    live = kernels.Conv1Live(mk)
+    live = sparse.Conv1Live(mk)
     dead_filters = ~mk.flatten(2).any(2).flatten()
     assert live.live.tolist() == (~dead_filters).nonzero().flatten().tolist()
     assert dead_filters[24:30].all() and dead_filters[14:18].all()  # member 4, member 2's pruned filters
@@ -432,7 +432,7 @@ def test_conv1_live_kernels_take_a_population_with_every_filter_dead_or_live():
     """No live filter (only constant rows and biases' gradients) and every filter live (the dense kernels' bits)."""
     x, mk, ft, ga = conv1_case(32)
     for keep in (torch.zeros_like(mk), torch.ones_like(mk)):
-        live = kernels.Conv1Live(keep)
+        live = sparse.Conv1Live(keep)
         w = ft.clone()  # conv1_case's filters, with every weight pruned for the all-dead case
         if not keep.any():
             w[:-1] = 0.0

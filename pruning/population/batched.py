@@ -13,7 +13,7 @@ together on one shared batch:
   not need, and the largest buffers are allocated once and reused.
 
 - a member's layer whose mask keeps few enough weights (``SPARSE_DENSITY``, a function of its own mask) is
-  computed over its surviving weights only: a linear layer in ``kernels.SparseRows`` (the others in batched
+  computed over its surviving weights only: a linear layer in ``sparse.SparseRows`` (the others in batched
   products over contiguous ranges of dense members), conv2 in the tap kernels (``kernels.Conv2Taps``);
   the SGD update reads and writes only the blocks of weights that hold a surviving one (``kernels.masked_sgd``,
   the same bits as multiplying the gradients by the masks and updating with torch);
@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels, lenet_convs
+from .sparse import Conv1Live, SparseRows
 from ..nets import models, training
 from ..nets.config import ConfigError, TrainingConfig
 from ..nets.datasets import Tensors
@@ -62,7 +63,7 @@ LENET_LAYERS = (("conv1", "conv"), ("conv2", "conv"), ("fc1", "linear"), ("fc2",
 # A member's layer takes the sparse path when the fraction of its weights that survive is at most this; above it
 # the dense kernels are faster. A function of the member's own mask only, fixed while it trains, so resumes and
 # ghost slots stay exact. -1: never.
-# - Linear layers (``kernels.SparseRows``: only the surviving weights, forward and backward). Measured side by side
+# - Linear layers (``sparse.SparseRows``: only the surviving weights, forward and backward). Measured side by side
 #   (1 thread, M=10, batch 32, forward + backward of one layer, 2 shared cores, 2026-12-01): the dense batched
 #   product is faster than the kernel down to ~5% density for fc1 (0.1: 0.5-0.9x, 0.05: 0.9-1.2x, 0.01: ~1.0x),
 #   and at every density for fc2 (0.5-0.6x at 0.01-0.1) and fc3 (0.1-0.3x): the kernel's fixed cost, transposing
@@ -75,7 +76,7 @@ LENET_LAYERS = (("conv1", "conv"), ("conv2", "conv"), ("fc1", "linear"), ("fc2",
 #   inputs and input gradient moved between layouts) is what is left. So conv2 takes it at <= 35%.
 SPARSE_DENSITY = {"fc1": 0.05, "fc2": -1.0, "fc3": -1.0, "conv2": 0.35}
 
-# conv1 takes its live-channel kernels (``kernels.Conv1Live``: a filter its mask has emptied costs only its constant
+# conv1 takes its live-channel kernels (``sparse.Conv1Live``: a filter its mask has emptied costs only its constant
 # output) when at most this fraction of the population's conv1 filters keep a weight. Every pooled value, winner
 # and gradient the update reads has the dense kernels' bits on either path, so this choice, unlike the ones above,
 # may look at the whole population: no member's bits depend on it. Measured side by side (M=18, batch 32, 1
@@ -123,7 +124,7 @@ class Population:
         self.convs = lenet_convs.make(device, self.params["conv2.weight"].shape[1])  # conv blocks: fused or torch
         # The sparse members (fused path only): linear layer -> (SparseRows, the dense slots as ranges); conv2's in
         # self.convs.taps
-        self.sparse: dict[str, tuple[kernels.SparseRows, list[tuple[int, int]]]] = {}
+        self.sparse: dict[str, tuple[SparseRows, list[tuple[int, int]]]] = {}
         if sparse and isinstance(self.convs, lenet_convs.Fused):
             for layer, kind in LENET_LAYERS:
                 mk = self.masks[layer]
@@ -131,10 +132,10 @@ class Population:
                 slots = [i for i in range(self.m) if density[i] <= SPARSE_DENSITY.get(layer, -1.0)]
                 if kind == "linear" and slots:
                     dense = kernels.runs([i for i in range(self.m) if i not in slots])
-                    self.sparse[layer] = (kernels.SparseRows(mk, slots), dense)
+                    self.sparse[layer] = (SparseRows(mk, slots), dense)
                 elif layer == "conv2" and slots:
                     self.convs.taps = kernels.Conv2Taps(mk, slots)
-            live = kernels.Conv1Live(self.masks["conv1"])
+            live = Conv1Live(self.masks["conv1"])
             if live.nl <= CONV1_LIVE * self.masks["conv1"].shape[0] * self.masks["conv1"].shape[1]:
                 self.convs.live = live
         # The SGD step in one pass over the surviving weights' blocks (kernels.masked_sgd: the same bits as torch's

@@ -13,15 +13,8 @@ population step stays in torch (``PRUNING_KERNELS=torch`` asks for that path on 
 ``PRUNING_KERNELS=dense`` keeps the fused kernels but no sparse path, the step before issue 19, for measuring it
 and for replicates). The paths agree up to float rounding; each is deterministic, so resumes stay bit-identical.
 
-**Sparse linear layers** (:class:`SparseRows`, issue 19). A member whose linear layer keeps few weights can have
-that layer computed over its surviving weights only (a CSR index over the dense weight tensor, built once from
-the mask; the batch of 32 in two SIMD vectors; forward, the surviving weights' gradients and the input's
-gradient). Why this format: one index serves unstructured masks and structured ones (a pruned unit is an empty
-row, a pruned input a missing column), and the weights stay where SGD and the stored states read them. Why so
-rarely used (``population.SPARSE_DENSITY``: fc1 at <= 5% density, fc2 and fc3 never): measured side by
-side at LeNet's sizes (batch 32, 1 thread, M=10), MKL's batched product of a whole layer costs about as much as
-this kernel's fixed work (transposing each member's activations and output gradients so that the batch lies in
-the vector lanes), so the kernel only breaks even on fc1 below ~5% and loses on fc2 and fc3 at every density.
+The sparse formats that need only these wrappers, conv1's live filters and the linear layers' surviving rows, are
+in ``sparse``.
 
 **conv2 over its surviving weights** (:class:`Conv2Taps`, issue 19): per member and output channel, the list of
 taps (input channel, ky, kx) its mask keeps. The dense kernel puts the 16 output channels in the SIMD lanes, so a
@@ -37,12 +30,6 @@ layouts (with AVX-512 the inputs by gathers), and the inputs moved in the forwar
 **The SGD update over surviving weights** (:func:`masked_sgd`): one pass instead of multiplying every gradient by
 its mask and then updating in torch, blocks of 64 weights whose mask is all 0 skipped, the same roundings as
 torch's update (so the same bits); 1.7x faster at M=18 and any density, measured in ``kernels.cpp``.
-
-**conv1 over its live filters** (:class:`Conv1Live`): a filter whose mask keeps no weight (structured pruning, or
-an unstructured layer emptied: at iteration 20 it keeps 1.2% of 54 weights) outputs relu(bias) everywhere, winner 0.
-So the live filters are packed and computed as the dense kernel does, the dead get that constant row and a bias
-gradient only: the dense kernels' bits for all the update reads, so the choice (``population.CONV1_LIVE``) may
-look at the whole population; packing and scattering cost as much as they save at about 75% of filters live.
 
 Each member is computed by one thread in a fixed order: its bits depend on its own mask and values only, not on
 the thread count, the other members, or the path they take.
@@ -147,7 +134,7 @@ def padded_filters(filters: torch.Tensor, out: torch.Tensor | None = None) -> to
     return out
 
 
-def _ptrs(*tensors: torch.Tensor) -> list[int]:
+def pointers(*tensors: torch.Tensor) -> list[int]:
     """Raw pointers for the C++ side, which reads every tensor as a dense CPU array of its documented shape."""
     for t in tensors:
         if t.device.type != "cpu" or not t.is_contiguous() or t.dtype not in (torch.float32, torch.uint8, torch.int32,
@@ -165,7 +152,7 @@ def conv1_pool_forward(x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, idx: 
     if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cp) or idx.shape != a.shape or ft.shape[0] != c * 9 + 1 \
             or cp % LANES:
         raise ValueError("conv1_pool_forward: shapes do not match")
-    library().conv1_pool_forward(*_ptrs(x, ft, a, idx), n, c, h, w, cp, threads())
+    library().conv1_pool_forward(*pointers(x, ft, a, idx), n, c, h, w, cp, threads())
 
 
 def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga: torch.Tensor,
@@ -176,43 +163,7 @@ def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga:
     cp = a.shape[-1]
     if ga.shape != a.shape or idx.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64:
         raise ValueError("conv1_pool_backward: shapes do not match (or more than 7 input channels)")
-    library().conv1_pool_backward(*_ptrs(x, idx, a, ga, g), n, c, h, w, cp, threads())
-
-
-class Conv1Live:
-    """conv1's live channels (member * 6 + filter) from its stacked mask (M, 6, C, 3, 3): those whose filter keeps a
-    weight (see the module's note). Built once: a mask is fixed while a population trains."""
-
-    def __init__(self, mask: torch.Tensor):
-        self.live = (mask.flatten(2) != 0).any(2).flatten().nonzero().flatten().to(torch.int32).contiguous()
-        self.nl = len(self.live)
-        self.packed = -(-self.nl // LANES) * LANES  # the live channels padded to whole vectors
-
-    def buffers(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The packed pooled values and winners for ``a`` (n, PH, PW, Cp), kept from forward to backward."""
-        shape = (*a.shape[:3], max(self.packed, LANES))
-        return torch.empty(shape), torch.empty(shape, dtype=torch.uint8)
-
-    def forward(self, x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, ac: torch.Tensor, ic: torch.Tensor) -> None:
-        """:func:`conv1_pool_forward`'s ``a`` over the live channels only; their values and winners also packed into
-        ``ac``, ``ic`` (:meth:`buffers`) for the backward pass (no winners in ``a``'s layout: nothing reads them)."""
-        n, c, h, w = x.shape
-        cp = ft.shape[1]
-        if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cp) or ft.shape[0] != c * 9 + 1 \
-                or cp % LANES or ac.shape != (*a.shape[:3], max(self.packed, LANES)) or ic.shape != ac.shape \
-                or (self.nl and int(self.live[-1]) >= cp):
-            raise ValueError("conv1_live_forward: shapes do not match")
-        library().conv1_live_forward(*_ptrs(x, ft, self.live, a, ac, ic), self.nl, n, c, h, w, cp, threads())
-
-    def backward(self, x: torch.Tensor, ac: torch.Tensor, ic: torch.Tensor, a: torch.Tensor, ga: torch.Tensor,
-                 g: torch.Tensor) -> None:
-        """:func:`conv1_pool_backward`'s ``g`` for the live filters and every bias (the dead filters' rows 0)."""
-        n, c, h, w = x.shape
-        cp = a.shape[-1]
-        if ga.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64 \
-                or ac.shape != (*a.shape[:3], max(self.packed, LANES)) or ic.shape != ac.shape:
-            raise ValueError("conv1_live_backward: shapes do not match (or more than 7 input channels)")
-        library().conv1_live_backward(*_ptrs(x, ac, ic, a, ga, self.live, g), self.nl, n, c, h, w, cp, threads())
+    library().conv1_pool_backward(*pointers(x, idx, a, ga, g), n, c, h, w, cp, threads())
 
 
 def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a2: torch.Tensor,
@@ -228,8 +179,8 @@ def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a
     if co != LANES or k % 9 or k // 9 * m > cs or bias.shape != (m, co) or a2.shape != (m, n, co * ph * pw) \
             or idx.shape != (n, ph, pw, m, co):
         raise ValueError("conv2_pool_forward: shapes do not match")
-    tp = _taps_ptrs(taps, m, k // 9, pw)
-    library().conv2_pool_forward(*_ptrs(a1, wt, bias, a2, idx), *tp, _cache_ptr(cache, tp, taps, a1), n, h, w, cs, m,
+    tp = _tapspointers(taps, m, k // 9, pw)
+    library().conv2_pool_forward(*pointers(a1, wt, bias, a2, idx), *tp, _cache_ptr(cache, tp, taps, a1), n, h, w, cs, m,
                                  k // 9, threads())
 
 
@@ -251,9 +202,9 @@ def conv2_pool_backward(a1: torch.Tensor, wx: torch.Tensor, idx: torch.Tensor, g
         scratch = torch.empty(m, n, h, w, ci)
     elif scratch.shape != (m, n, h, w, ci):
         raise ValueError("conv2_pool_backward: shapes do not match")
-    wt_ptr = _ptrs(wt)[0] if taps is not None else None
-    tp = _taps_ptrs(taps, m, ci, (w - 2) // 2)
-    library().conv2_pool_backward(*_ptrs(a1, wx), wt_ptr, *_ptrs(idx, ga2, gwt, gb, da1, scratch), *tp,
+    wt_ptr = pointers(wt)[0] if taps is not None else None
+    tp = _tapspointers(taps, m, ci, (w - 2) // 2)
+    library().conv2_pool_backward(*pointers(a1, wx), wt_ptr, *pointers(idx, ga2, gwt, gb, da1, scratch), *tp,
                                   _cache_ptr(cache, tp, taps, a1), n, h, w, cs, m, ci, threads())
 
 
@@ -295,15 +246,15 @@ def _cache_ptr(cache: torch.Tensor | None, tp: list, taps: Conv2Taps | None, a1:
         return None
     if cache.shape != taps.cache_shape(a1.shape[0], a1.shape[1] * a1.shape[2]):
         raise ValueError("conv2 taps: the cache's shape does not match")
-    return _ptrs(cache)[0]
+    return pointers(cache)[0]
 
 
-def _taps_ptrs(taps: Conv2Taps | None, m: int, ci: int, pw: int) -> list:
+def _tapspointers(taps: Conv2Taps | None, m: int, ci: int, pw: int) -> list:
     if taps is None or not taps.members or pw != Conv2Taps.PW:
         return [None, None]
     if taps.op.shape[0] != m or taps.ci != ci:
         raise ValueError("conv2 taps: shapes do not match")
-    return _ptrs(taps.op, taps.taps)
+    return pointers(taps.op, taps.taps)
 
 
 def runs(slots: list[int]) -> list[tuple[int, int]]:
@@ -333,54 +284,6 @@ def placed_filters(w2: torch.Tensor, out: torch.Tensor | None = None) -> torch.T
     return out.view(m, 5, co, 16 * ci)
 
 
-class SparseRows:
-    """The surviving weights of one linear layer for the members that take the sparse path, row by row.
-
-    ``mask`` (M, OUT, IN), nonzero where a weight survives; ``members``: the slots on the sparse path. Built once
-    per population (a member's mask does not change while it trains): ``rowptr`` (len(members), OUT + 1) int64
-    offsets into ``cols`` (int32), each row's surviving columns in increasing order."""
-
-    def __init__(self, mask: torch.Tensor, members: list[int]):
-        self.members = torch.tensor(members, dtype=torch.int64)
-        self.out, self.inp = mask.shape[1], mask.shape[2]
-        rowptrs, cols, offset = [], [], 0
-        for i in members:
-            live = mask[i] != 0
-            counts = live.sum(1)
-            rowptrs.append(offset + torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
-            offset += int(counts.sum())
-            cols.append(live.nonzero()[:, 1].to(torch.int32))  # row-major: columns increase within a row
-        self.rowptr = torch.stack(rowptrs).contiguous() if members else torch.zeros(0, self.out + 1, dtype=torch.int64)
-        self.cols = torch.cat(cols) if cols and offset else torch.zeros(1, dtype=torch.int32)
-
-    def _check(self, x, w, y_or_dz):
-        m, n = x.shape[:2]
-        if w.shape != (m, self.out, self.inp) or x.shape != (m, n, self.inp) or y_or_dz.shape != (m, n, self.out) \
-                or (len(self.members) and int(self.members.max()) >= m):
-            raise ValueError("linear_sparse: shapes do not match")
-        return n
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> None:
-        """``y[i] = x[i] @ w[i].T + b[i]`` (M, n, OUT) for each member ``i`` of the sparse path; other slots untouched."""
-        n = self._check(x, w, y)
-        if b.shape != (w.shape[0], self.out):
-            raise ValueError("linear_sparse: shapes do not match")
-        library().linear_sparse_forward(*_ptrs(x, w, b, y, self.members, self.rowptr, self.cols), len(self.members),
-                                        n, self.inp, self.out, threads())
-
-    def backward(self, x: torch.Tensor, w: torch.Tensor, dz: torch.Tensor, gw: torch.Tensor,
-                 dx: torch.Tensor | None) -> None:
-        """From ``dz`` (M, n, OUT): each sparse member's surviving weights' gradients into ``gw`` (M, OUT, IN; its
-        pruned entries are not written) and, if ``dx`` is given, the gradient of ``x`` into ``dx`` (M, n, IN)."""
-        n = self._check(x, w, dz)
-        if gw.shape != w.shape or (dx is not None and dx.shape != x.shape):
-            raise ValueError("linear_sparse: shapes do not match")
-        ptrs = _ptrs(x, w, dz, gw, *(() if dx is None else (dx,)))
-        library().linear_sparse_backward(*ptrs[:4], ptrs[4] if dx is not None else None,
-                                         *_ptrs(self.members, self.rowptr, self.cols), len(self.members), n,
-                                         self.inp, self.out, threads())
-
-
 def masked_sgd(p: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor | None, mask: torch.Tensor | None, lr: float,
                momentum: float = 0.0, weight_decay: float = 0.0, first: bool = False) -> None:
     """One ``torch.optim.SGD`` step of ``p`` in place on the gradient of ``p * mask``, reading only the surviving
@@ -393,7 +296,7 @@ def masked_sgd(p: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor | None, ma
     if any(t.shape != p.shape for t in tensors) or (mask is not None and mask.dtype != torch.uint8) \
             or (buf is None) != (momentum == 0.0) or any(t.dtype != torch.float32 for t in tensors[:2 + (buf is not None)]):
         raise ValueError("masked_sgd: shapes or dtypes do not match")
-    ptrs = _ptrs(*tensors)
+    ptrs = pointers(*tensors)
     pp, pg = ptrs[:2]
     pb = ptrs[2] if buf is not None else None
     pm = ptrs[-1] if mask is not None else None

@@ -3,7 +3,7 @@
 Two paths with one interface, picked by :func:`make`:
 
 - :class:`Fused`, the CPU default: each block is one C++ kernel forward and one backward (``kernels``; on the
-  sparse path conv1 may take its live-filter kernels, ``kernels.Conv1Live``, and conv2's members their tap kernels).
+  sparse path conv1 may take its live-filter kernels, ``sparse.Conv1Live``, and conv2's members their tap kernels).
   Neither conv output is ever stored: each pooled value is computed from its 4 window positions and only
   the value and the winning position (one byte) are written; conv2's last row and column, which
   pooling drops, are not computed at all.
@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from . import kernels, sparse
 
 
 def make(device: str | torch.device, conv2_channels: int):
@@ -62,7 +62,7 @@ class Fused:
         self._work: dict[int, dict[str, torch.Tensor]] = {}
         self._filters: dict[str, torch.Tensor] = {}
         self.taps: kernels.Conv2Taps | None = None  # conv2's members on the tap kernels (set by the population)
-        self.live: kernels.Conv1Live | None = None  # conv1 over its live channels only (set by the population)
+        self.live: sparse.Conv1Live | None = None  # conv1 over its live channels only (set by the population)
 
     def _buffers(self, x: torch.Tensor, p: dict, m: int) -> dict[str, torch.Tensor]:
         n, _, hh, ww = x.shape
@@ -73,7 +73,7 @@ class Fused:
         work = {"a1": a1, "a2": torch.empty(m, n, c2 * h2 * w2), "i2": torch.empty(n, h2, w2, m, c2, dtype=torch.uint8)}
         if self.live is None:
             work["i1"] = torch.empty(a1.shape, dtype=torch.uint8)
-        else:  # the live channels' pooled values and winners, packed (kernels.Conv1Live)
+        else:  # the live channels' pooled values and winners, packed (sparse.Conv1Live)
             work["i1"] = self.live.buffers(a1)
         return work
 
