@@ -32,6 +32,19 @@ def write_config(path: Path, **overrides) -> Path:
     return path
 
 
+def train_tiny(tmp_path: Path, name: str) -> Path:
+    """The smallest trained set: L1 US rewound, seed 0, 1 pruning iteration on 200 images, in results/NAME."""
+    from pruning.execution import runner
+    from pruning.nets import config
+
+    cfg = config.load_experiment(write_config(tmp_path / f"{name}.yaml", techniques=["l1_us"], reinit=["rewind"],
+                                              iterations=1, data={"train_subset": 200, "val_subset": 100,
+                                                                  "test_subset": 200}))
+    folder = tmp_path / "results" / name
+    runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)
+    return folder
+
+
 def cli(*args, check=False, timeout=600):
     """Run ``python -m pruning ARGS`` in a subprocess; returns the CompletedProcess."""
     proc = subprocess.run([sys.executable, "-m", "pruning", *map(str, args)], cwd=REPO, capture_output=True,

@@ -104,17 +104,11 @@ def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_p
     """``python -m pruning publish RESULTS --replicate NAME``: the table, experiment.json and the data of its
     finished seeds, where the paper of the same config finds them; a name that is not a plain folder name is
     refused in one line."""
-    from conftest import run_main, write_config
-    from pruning.nets import config
+    from conftest import run_main, train_tiny
     from pruning.reporting import publish
-    from pruning.execution import runner
     from pruning import analysis, store
 
-    cfg = config.load_experiment(write_config(tmp_path / "rep.yaml", techniques=["l1_us"], reinit=["rewind"],
-                                              iterations=1, data={"train_subset": 200, "val_subset": 100,
-                                                                  "test_subset": 200}))
-    folder = tmp_path / "results" / "rep"
-    runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)
+    folder = train_tiny(tmp_path, "rep")
     docs = tmp_path / "docs"
     kept = publish.replicate(folder, "rep_again", docs=docs)
     assert kept == docs / "replicates" / "rep_again"

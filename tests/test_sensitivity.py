@@ -156,17 +156,11 @@ def test_a_variant_becomes_the_default_only_if_the_protocol_allows_it_and_it_is_
 def test_a_trained_variant_is_published_for_the_study_and_a_bad_name_is_one_line(tmp_path):
     """``python -m pruning publish RESULTS --sensitivity NAME``: its table (no local paths) and experiment.json in
     docs/sensitivity/NAME/; published again over its own files when trained further."""
-    from conftest import run_main, write_config
-    from pruning.nets import config
+    from conftest import run_main, train_tiny
     from pruning.reporting import publish
-    from pruning.execution import runner
     from pruning import store
 
-    cfg = config.load_experiment(write_config(tmp_path / "var.yaml", techniques=["l1_us"], reinit=["rewind"],
-                                              iterations=1, data={"train_subset": 200, "val_subset": 100,
-                                                                  "test_subset": 200}))
-    folder = tmp_path / "results" / "var"
-    runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)
+    folder = train_tiny(tmp_path, "var")
     docs = tmp_path / "docs"
     kept = publish.sensitivity(folder, "augment", docs=docs)
     assert kept == docs / "sensitivity" / "augment"

@@ -94,14 +94,35 @@ static inline void patches4(const float *x, int64_t C, int64_t H, int64_t W, int
   }
 }
 
+// One vector of 16 conv1 channels at a pooled position: each window position's conv (the K patch values p, as
+// patches4 writes them, times the filters' rows f + k * stride), then the pooling: the first maximum in window order
+// wins, and NaN wins, as in max_pool2d; then ReLU (NaN stays NaN). best: the pooled values; won: the winners.
+static inline void conv1_vector(const float *p, const float *f0, int64_t stride, int64_t K, v16 &best, u16 &won8) {
+  const v16 zero = {0};
+  v16 r0 = zero, r1 = zero, r2 = zero, r3 = zero;
+  for (int64_t k = 0; k < K; k++) {
+    v16 f;
+    std::memcpy(&f, f0 + k * stride, sizeof f);
+    r0 += p[k] * f;
+    r1 += p[K + k] * f;
+    r2 += p[2 * K + k] * f;
+    r3 += p[3 * K + k] * f;
+  }
+  best = r0;
+  i16 won = splat(0), t;
+  t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? splat(1) : won;
+  t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? splat(2) : won;
+  t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? splat(3) : won;
+  best = best < zero ? zero : best;
+  won8 = __builtin_convertvector(won, u16);
+}
+
 extern "C" void conv1_pool_forward(const float *x, const float *ft, float *a, uint8_t *idx, int64_t n, int64_t C,
                                    int64_t H, int64_t W, int64_t Cp, int64_t threads) {
   parallel(n, threads, [=](int64_t b0, int64_t b1) {  // by image
     const int64_t K = C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2;
     std::vector<float> pv(4 * K);
     float *p = pv.data();
-    const v16 zero = {0};
-    const i16 none = splat(0), one = splat(1), two = splat(2), three = splat(3);
     for (int64_t b = b0; b < b1; b++) {
       const float *xb = x + b * C * H * W;
       for (int64_t i = 0; i < PH; i++)
@@ -109,23 +130,9 @@ extern "C" void conv1_pool_forward(const float *x, const float *ft, float *a, ui
           patches4(xb, C, H, W, i, j, K, p);
           const int64_t off = ((b * PH + i) * PW + j) * Cp;
           for (int64_t c0 = 0; c0 < Cp; c0 += L) {
-            v16 r0 = zero, r1 = zero, r2 = zero, r3 = zero;
-            for (int64_t k = 0; k < K; k++) {
-              v16 f;
-              std::memcpy(&f, ft + k * Cp + c0, sizeof f);
-              r0 += p[k] * f;
-              r1 += p[K + k] * f;
-              r2 += p[2 * K + k] * f;
-              r3 += p[3 * K + k] * f;
-            }
-            // The first maximum in window order wins, and NaN wins, as in max_pool2d; then ReLU (NaN stays NaN).
-            v16 best = r0;
-            i16 won = none, t;
-            t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
-            t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
-            t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
-            best = best < zero ? zero : best;
-            const u16 won8 = __builtin_convertvector(won, u16);
+            v16 best;
+            u16 won8;
+            conv1_vector(p, ft + c0, Cp, K, best, won8);
             std::memcpy(a + off + c0, &best, sizeof best);
             std::memcpy(idx + off + c0, &won8, sizeof won8);
           }
@@ -239,8 +246,6 @@ extern "C" void conv1_live_forward(const float *x, const float *ft, const int32_
     const int64_t PH = (H - 2) / 2, PW = (W - 2) / 2;
     std::vector<float> pv(4 * K);
     float *p = pv.data();
-    const v16 zero = {0};
-    const i16 none = splat(0), one = splat(1), two = splat(2), three = splat(3);
     for (int64_t b = b0; b < b1; b++) {
       const float *xb = x + b * C * H * W;
       for (int64_t i = 0; i < PH; i++)
@@ -249,22 +254,9 @@ extern "C" void conv1_live_forward(const float *x, const float *ft, const int32_
           const int64_t pos = (b * PH + i) * PW + j, off = pos * Cp;
           std::memcpy(a + off, crow, Cp * sizeof(float));
           for (int64_t c0 = 0; c0 < NLp; c0 += L) {
-            v16 r0 = zero, r1 = zero, r2 = zero, r3 = zero;
-            for (int64_t k = 0; k < K; k++) {
-              v16 f;
-              std::memcpy(&f, ftc + k * NLp + c0, sizeof f);
-              r0 += p[k] * f;
-              r1 += p[K + k] * f;
-              r2 += p[2 * K + k] * f;
-              r3 += p[3 * K + k] * f;
-            }
-            v16 best = r0;  // as the dense kernel
-            i16 won = none, t;
-            t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? one : won;
-            t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? two : won;
-            t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? three : won;
-            best = best < zero ? zero : best;
-            const u16 won8 = __builtin_convertvector(won, u16);
+            v16 best;
+            u16 won8;
+            conv1_vector(p, ftc + c0, NLp, K, best, won8);  // as the dense kernel
             std::memcpy(ac + pos * NLp + c0, &best, sizeof best);
             std::memcpy(ic + pos * NLp + c0, &won8, sizeof won8);
             scatter16(a + off, live + c0, std::min<int64_t>(L, nl - c0), best);
