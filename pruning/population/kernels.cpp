@@ -117,26 +117,33 @@ static inline void conv1_vector(const float *p, const float *f0, int64_t stride,
   won8 = __builtin_convertvector(won, u16);
 }
 
-extern "C" void conv1_pool_forward(const float *x, const float *ft, float *a, uint8_t *idx, int64_t n, int64_t C,
-                                   int64_t H, int64_t W, int64_t Cp, int64_t threads) {
-  parallel(n, threads, [=](int64_t b0, int64_t b1) {  // by image
+// f(pos, p) at every pooled position pos = (b * PH + i) * PW + j of the batch, p its 4 patches (patches4); by image
+// over the threads.
+template <class F>
+static void conv1_positions(const float *x, int64_t n, int64_t C, int64_t H, int64_t W, int64_t threads, F f) {
+  parallel(n, threads, [=](int64_t b0, int64_t b1) {
     const int64_t K = C * 9 + 1, PH = (H - 2) / 2, PW = (W - 2) / 2;
     std::vector<float> pv(4 * K);
     float *p = pv.data();
-    for (int64_t b = b0; b < b1; b++) {
-      const float *xb = x + b * C * H * W;
+    for (int64_t b = b0; b < b1; b++)
       for (int64_t i = 0; i < PH; i++)
         for (int64_t j = 0; j < PW; j++) {
-          patches4(xb, C, H, W, i, j, K, p);
-          const int64_t off = ((b * PH + i) * PW + j) * Cp;
-          for (int64_t c0 = 0; c0 < Cp; c0 += L) {
-            v16 best;
-            u16 won8;
-            conv1_vector(p, ft + c0, Cp, K, best, won8);
-            std::memcpy(a + off + c0, &best, sizeof best);
-            std::memcpy(idx + off + c0, &won8, sizeof won8);
-          }
+          patches4(x + b * C * H * W, C, H, W, i, j, K, p);
+          f((b * PH + i) * PW + j, p);
         }
+  });
+}
+
+extern "C" void conv1_pool_forward(const float *x, const float *ft, float *a, uint8_t *idx, int64_t n, int64_t C,
+                                   int64_t H, int64_t W, int64_t Cp, int64_t threads) {
+  const int64_t K = C * 9 + 1;
+  conv1_positions(x, n, C, H, W, threads, [=](int64_t pos, const float *p) {
+    for (int64_t c0 = 0; c0 < Cp; c0 += L) {
+      v16 best;
+      u16 won8;
+      conv1_vector(p, ft + c0, Cp, K, best, won8);
+      std::memcpy(a + pos * Cp + c0, &best, sizeof best);
+      std::memcpy(idx + pos * Cp + c0, &won8, sizeof won8);
     }
   });
 }
@@ -242,26 +249,15 @@ extern "C" void conv1_live_forward(const float *x, const float *ft, const int32_
     crowv[c] = v < 0.0f ? 0.0f : v;
   }
   const float *ftc = ftv.data(), *crow = crowv.data();
-  parallel(n, threads, [=](int64_t b0, int64_t b1) {  // by image
-    const int64_t PH = (H - 2) / 2, PW = (W - 2) / 2;
-    std::vector<float> pv(4 * K);
-    float *p = pv.data();
-    for (int64_t b = b0; b < b1; b++) {
-      const float *xb = x + b * C * H * W;
-      for (int64_t i = 0; i < PH; i++)
-        for (int64_t j = 0; j < PW; j++) {
-          patches4(xb, C, H, W, i, j, K, p);
-          const int64_t pos = (b * PH + i) * PW + j, off = pos * Cp;
-          std::memcpy(a + off, crow, Cp * sizeof(float));
-          for (int64_t c0 = 0; c0 < NLp; c0 += L) {
-            v16 best;
-            u16 won8;
-            conv1_vector(p, ftc + c0, NLp, K, best, won8);  // as the dense kernel
-            std::memcpy(ac + pos * NLp + c0, &best, sizeof best);
-            std::memcpy(ic + pos * NLp + c0, &won8, sizeof won8);
-            scatter16(a + off, live + c0, std::min<int64_t>(L, nl - c0), best);
-          }
-        }
+  conv1_positions(x, n, C, H, W, threads, [=](int64_t pos, const float *p) {
+    std::memcpy(a + pos * Cp, crow, Cp * sizeof(float));
+    for (int64_t c0 = 0; c0 < NLp; c0 += L) {
+      v16 best;
+      u16 won8;
+      conv1_vector(p, ftc + c0, NLp, K, best, won8);  // as the dense kernel
+      std::memcpy(ac + pos * NLp + c0, &best, sizeof best);
+      std::memcpy(ic + pos * NLp + c0, &won8, sizeof won8);
+      scatter16(a + pos * Cp, live + c0, std::min<int64_t>(L, nl - c0), best);
     }
   });
 }
