@@ -35,6 +35,7 @@ BATCH = 32
 PAPER = ["l1_us", "l1_us", "random_us", "l1_s", "l2_s", "linf_s", "lneginf_s", "random_s", "hybrid",
          "fc_only_l1_us"]  # one seed's runs of paper_lenet_mnist_cpu (L1 US twice: rewound and fine-tuned)
 POPULATIONS = {"unstructured": ["l1_us"], "structured": ["l1_s"], "hybrid": ["hybrid"], "paper": PAPER}
+REST = [t for t in PAPER if not t.endswith("_s")]  # the paper population less its five structured members
 
 
 def trained_state(data, steps: int) -> dict[str, torch.Tensor]:
@@ -102,6 +103,9 @@ def main(argv=None) -> None:
     ap.add_argument("--iterations", default="0,5,10,15,20")
     ap.add_argument("--all-iterations", action="store_true", help="measure the paper population at 0..20")
     ap.add_argument("--populations", default=",".join(POPULATIONS))
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also time the paper population without its structured members (sparse step): the most "
+                         "that making structured members free (e.g. as smaller dense nets) could give")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     m = args.members
@@ -116,6 +120,7 @@ def main(argv=None) -> None:
     cases = [(name, k) for name in args.populations.split(",") for k in shown]
     if args.all_iterations:
         cases += [("paper", k) for k in range(21) if k not in shown]
+    paper_ks = sorted(k for name, k in cases if name == "paper")
     best: dict[tuple, float] = {}
     pops = {}
     for name, k in cases:
@@ -124,6 +129,11 @@ def main(argv=None) -> None:
                                           for s in ("dense", "sparse")})
         for pop in pops[name, k][1].values():
             time_population(pop, batches[:3], cfg)  # warm-up: buffers, the kernels' library
+    rest_m = m * len(REST) // len(PAPER)
+    rest = {k: population.Population(*members(state, seqs, REST, k, rest_m), "cpu", sparse=True)
+            for k in (paper_ks if args.ceiling else [])}
+    for pop in rest.values():
+        time_population(pop, batches[:3], cfg)
     one_net = {}
     for _ in range(args.repeat):
         for k in (0, 10):
@@ -131,6 +141,8 @@ def main(argv=None) -> None:
         for case in cases:
             for path, pop in pops[case][1].items():
                 best[case + (path,)] = min(best.get(case + (path,), float("inf")), time_population(pop, batches, cfg))
+        for k, pop in rest.items():
+            best["rest", k] = min(best.get(("rest", k), float("inf")), time_population(pop, batches, cfg))
     gemm = sgemm_gflops()
     onenet_rate = 1 / min(one_net.values())
     print(f"torch {torch.__version__}, {args.threads} thread(s), M={m}, batch {BATCH}, best of {args.repeat} x "
@@ -139,12 +151,12 @@ def main(argv=None) -> None:
           f"masks); sgemm 2048x2048: {gemm:.1f} GFLOP/s")
     print(f"{'population':<13} {'iter':>4} {'density':>8} {'dense m-steps/s':>16} {'sparse m-steps/s':>17} "
           f"{'sparse/dense':>13} {'sparse/one-net':>15}")
-    for name, k in sorted(best_key[:2] for best_key in best if best_key[2] == "dense"):
+    for name, k in sorted(key[:2] for key in best if len(key) == 3 and key[2] == "dense"):
         d, s = best[name, k, "dense"], best[name, k, "sparse"]
         print(f"{name:<13} {k:>4} {pops[name, k][0]:>8.3f} {m / d:>16.0f} {m / s:>17.0f} {d / s:>12.2f}x "
               f"{m / s / onenet_rate:>14.2f}x")
     for name in args.populations.split(","):
-        ks = sorted(k for n, k, p in best if n == name and p == "dense")
+        ks = sorted(key[1] for key in best if len(key) == 3 and key[0] == name and key[2] == "dense")
         if len(ks) < 2:
             continue
         dense = [_interp(ks, [best[name, k, "dense"] for k in ks], i) for i in range(21)]
@@ -152,6 +164,14 @@ def main(argv=None) -> None:
         print(f"{name}: over a 21-training run ({'measured' if len(ks) == 21 else 'interpolated'} at "
               f"{len(ks)} iterations) sparse/dense {sum(dense) / sum(sparse):.2f}x, sparse/one-net "
               f"{21 * m / sum(sparse) / onenet_rate:.2f}x, dense/one-net {21 * m / sum(dense) / onenet_rate:.2f}x")
+    if rest:
+        print(f"ceiling: the paper population's {rest_m} non-structured members alone (sparse step), as if its "
+              f"{m - rest_m} structured members cost nothing; dense(paper, M={m}) / sparse(rest, M={rest_m}):")
+        print("  " + ", ".join(f"{k}: {best['paper', k, 'dense'] / best['rest', k]:.2f}x" for k in paper_ks))
+        dense = [_interp(paper_ks, [best["paper", k, "dense"] for k in paper_ks], i) for i in range(21)]
+        free = [_interp(paper_ks, [best["rest", k] for k in paper_ks], i) for i in range(21)]
+        print(f"  over a 21-training run: {sum(dense) / sum(free):.2f}x the dense fused step, "
+              f"{21 * m / sum(free) / onenet_rate:.2f}x the one-net loop")
 
 
 def _interp(xs, ys, x):
