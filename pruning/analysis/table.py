@@ -166,17 +166,18 @@ def record(row) -> dict:
     """
     global _cache_bytes
     name = str(row if isinstance(row, (str, Path)) else row["file"])
-    file, sep, part = name.rpartition("#") if store.published.split_key(name) else (name, "", "")
-    path = os.path.abspath(file)
+    where = store.published.split_key(name)  # (npz, row) of a published training, None for a run store's file
+    path = os.path.abspath(where[0] if where else name)
+    suffix = f"{store.published.KEY_SEPARATOR}{where[1]}" if where else ""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise store.StoreError(f"{path} is missing; delete its run directory and run the same command again") from None
-    key = (path + sep + part, st.st_mtime_ns, st.st_size)
+    key = (path + suffix, st.st_mtime_ns, st.st_size)
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
-    rec = store.load_training(path + sep + part)
+    rec = store.load_training(path + suffix)
     _cache[key] = rec
     _cache_bytes += st.st_size
     while len(_cache) > 1 and (len(_cache) > RECORD_CACHE_SIZE or _cache_bytes > RECORD_CACHE_BYTES):
