@@ -93,6 +93,38 @@ def test_a_replicate_is_found_by_its_config_hash_and_the_paper_paragraph_quotes_
     assert "median of 0.50 points at iteration 1;" in text[second:]
 
 
+def experiment(folder: Path, config_hash: str, run_hashes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "experiment.json").write_text(json.dumps({"config_hash": config_hash, "code_version": "v1",
+                                                        "runs": [{"hash": h} for h in run_hashes]}))
+    (folder / "results.csv").write_text("technique,reinit,seed,iteration,test_acc,collapsed\n")
+
+
+def test_a_replicate_of_some_of_the_runs_is_found_by_their_run_hashes(tmp_path):
+    """A replicate config may hold only some of a set's runs (configs/replicates/: the rewound runs of two seeds):
+    it is found when every run hash it records is one of the set's, and not when one is foreign."""
+    docs = tmp_path / "docs"
+    experiment(tmp_path / "set", "abc", ["r1", "r2", "r3"])
+    experiment(docs / "replicates" / "a_subset", "sub", ["r1", "r3"])
+    experiment(docs / "replicates" / "b_foreign_run", "sub2", ["r1", "r9"])
+    experiment(docs / "replicates" / "c_no_runs", "sub3", [])
+    experiment(docs / "replicates" / "d_same_config", "abc", ["r1", "r2", "r3"])
+    assert replicates.find(tmp_path / "set", docs) == [docs / "replicates" / "a_subset",
+                                                        docs / "replicates" / "d_same_config"]
+
+
+def test_the_noise_replicate_config_holds_runs_of_the_paper_config_only():
+    """configs/replicates/paper_lenet_mnist_cpu_rewind.yaml must train runs of the paper CPU config, hash for hash
+    (else `make noise` trains a replicate the paper never finds): its nine techniques rewound, seeds 0 and 1."""
+    from pruning.nets.config import load_experiment
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    paper = {r.run_hash() for r in load_experiment(configs / "paper_lenet_mnist_cpu.yaml").runs()}
+    noise = load_experiment(configs / "replicates" / "paper_lenet_mnist_cpu_rewind.yaml").runs()
+    assert {r.run_hash() for r in noise} <= paper
+    assert {(r.reinit, r.seed) for r in noise} == {("rewind", 0), ("rewind", 1)} and len(noise) == 18
+
+
 def test_without_a_replicate_the_paper_says_the_drift_is_not_measured(tmp_path):
     own = write_set(tmp_path / "results" / "set", "abc", [("l1_us", "rewind", 0, 1, 98.0, False)])
     text = replicates.section(tmp_path / "results" / "set", own, tmp_path / "docs")
@@ -121,7 +153,7 @@ def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_p
     text = replicates.section(folder, docs=docs)  # the same bits: no verdict moves
     assert "Verdicts at iteration 1, this set against each replicate that keeps its data" in text
     n = len(analysis.findings.findings(store.load_results(folder), 1))
-    assert f"(0 of {n} moved in at least one)" in text and "| finding | this set | rep_again (seeds 0) |" in text
+    assert f"(0 of {n} moved in at least one)" in text and "| finding | this set (seeds 0) | rep_again (seeds 0) |" in text
     assert text.count("| inconclusive |") + text.count("| supported |") + text.count("| not supported |") >= n
     assert "(moved)" not in text
     code, err = run_main("publish", folder, "--replicate", "../elsewhere")
@@ -186,3 +218,22 @@ def test_the_noise_paragraph_tabulates_the_distances_and_applies_its_rule(monkey
     assert "| 5 | 0.670 | 0.300 | 0.500 | 0.800 | 0.30 | 0.50 |" in text
     monkeypatch.setattr(noise, "mask_noise", fake(0.10, 0.50))
     assert "the seeds' different tickets are mostly more than noise" in replicates.noise_section(table, [smoke])
+
+
+def test_the_verdict_table_compares_both_sets_on_the_runs_they_share(tmp_path, monkeypatch):
+    """A rewind-only replicate of two seeds: this set's verdicts are read on those runs too, not on all of it, and
+    the columns say which runs they are."""
+    from types import SimpleNamespace
+    from pruning import store
+    from pruning.analysis import findings
+
+    def rows(reinits, seeds):
+        return table([("l1_us", r, s, 1, 90.0, False) for r in reinits for s in seeds])
+    own, other = rows(["rewind", "finetune"], [0, 1, 2]), rows(["rewind"], [0, 1, 5])
+    monkeypatch.setattr(store, "load_results", lambda folder: other)
+    # a stand-in finding whose verdict tells which rows it read
+    monkeypatch.setattr(findings, "findings", lambda t, it: [SimpleNamespace(
+        key="rows", verdict=",".join(sorted({f"{r}{s}" for r, s in zip(t["reinit"], t["seed"])})))])
+    text = replicates.verdict_table(own, [tmp_path / "rep"], 1)
+    assert "| finding | this set (seeds 0,1, rewind only) | rep (seeds 0,1, rewind only) |" in text
+    assert "| 1 (rows) | rewind0,rewind1 | rewind0,rewind1 |" in text and "(0 of 1 moved in at least one)" in text

@@ -27,16 +27,23 @@ NOISE_SHARE = 0.5  # replicate distance / seed distance from which rounding is s
 KEY = ["technique", "reinit", "seed", "iteration"]
 
 
-def _hash(folder: Path) -> str | None:
-    return (store.peek(folder) or {}).get("config_hash")
+def _identity(folder: Path) -> tuple[str | None, set[str]]:
+    """(config hash, run hashes) that ``experiment.json`` in ``folder`` records."""
+    exp = store.peek(folder) or {}
+    return exp.get("config_hash"), {r["hash"] for r in exp.get("runs", []) if "hash" in r}
 
 
 def find(results, docs: Path | None = None) -> list[Path]:
     """Stored replicates of ``results``: folders ``<docs>/replicates/*`` holding a ``results.csv`` and an
-    ``experiment.json`` with the same config hash."""
-    own = _hash(Path(results))
+    ``experiment.json`` with the same config hash, or whose runs are some of ``results``' runs (the same run
+    hashes: e.g. only its rewound runs of two seeds, ``configs/replicates/``)."""
+    own, own_runs = _identity(Path(results))
     root = Path(docs if docs is not None else paths.DOCS) / "replicates"
-    return [f for f in sorted(root.glob("*")) if own and (f / "results.csv").exists() and _hash(f) == own]
+
+    def same(folder: Path) -> bool:
+        other, runs = _identity(folder)
+        return bool(own) and (other == own or bool(runs) and runs <= own_runs)
+    return [f for f in sorted(root.glob("*")) if (f / "results.csv").exists() and same(f)]
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -72,30 +79,34 @@ def section(results, table: pd.DataFrame | None = None, docs: Path | None = None
 
 
 def verdict_table(table: pd.DataFrame, reps: list[Path], it: int) -> str:
-    """Each finding's verdict at iteration ``it`` in this set and in each replicate that keeps its data, on the
-    seeds both have, side by side (a Markdown table, "" when no replicate keeps data), and which moved."""
+    """Each finding's verdict at iteration ``it`` in this set and in each replicate that keeps its data, both on
+    the runs (technique, reinit, seed) both have, side by side (a Markdown table, "" when no replicate keeps
+    data), and which moved. A pair of columns per replicate: this set's verdicts on those runs, then the
+    replicate's."""
     if not reps:
         return ""
     from ..analysis import findings
 
+    runs = ["technique", "reinit", "seed"]
     columns, moved_any = {}, set()
-    own = None
     for rep in reps:
         other = store.load_results(rep)
-        seeds = sorted(set(table["seed"]) & set(other["seed"]))
-        mine = {f.key: f.verdict for f in findings.findings(table[table["seed"].isin(seeds)], it)}
-        theirs = {f.key: f.verdict for f in findings.findings(other[other["seed"].isin(seeds)], it)}
-        own = own or mine
+        # the runs both have (a replicate may hold some of this set's runs only, e.g. rewound ones)
+        common = table[runs].drop_duplicates().merge(other[runs].drop_duplicates())
+        mine = {f.key: f.verdict for f in findings.findings(table.merge(common), it)}
+        theirs = {f.key: f.verdict for f in findings.findings(other.merge(common), it)}
         moved = {k for k in mine if theirs.get(k) != mine[k]}
         moved_any |= moved
-        columns[f"{rep.name} (seeds {','.join(map(str, seeds))})"] = {
-            k: theirs.get(k, "n/a") + (" (moved)" if k in moved else "") for k in mine}
-    keys = list(own)
-    head = "| finding | this set | " + " | ".join(columns) + " |"
-    rule = "|---" * (2 + len(columns)) + "|"
-    rows = [f"| {i + 1} ({k}) | {own[k]} | " + " | ".join(c[k] for c in columns.values()) + " |"
-            for i, k in enumerate(keys)]
-    return ("\n\nVerdicts at iteration " f"{it}, this set against each replicate that keeps its data, on the seeds both "
+        modes = sorted(set(common["reinit"]))
+        on = f"seeds {','.join(map(str, sorted(set(common['seed']))))}" + (
+            "" if modes == sorted(set(table["reinit"])) else f", {' and '.join(modes)} only")
+        columns[f"this set ({on})"] = mine
+        columns[f"{rep.name} ({on})"] = {k: theirs.get(k, "n/a") + (" (moved)" if k in moved else "") for k in mine}
+    keys = list(next(iter(columns.values())))
+    head = "| finding | " + " | ".join(columns) + " |"
+    rule = "|---" * (1 + len(columns)) + "|"
+    rows = [f"| {i + 1} ({k}) | " + " | ".join(c[k] for c in columns.values()) + " |" for i, k in enumerate(keys)]
+    return ("\n\nVerdicts at iteration " f"{it}, this set against each replicate that keeps its data, on the runs both "
             f"have ({len(moved_any)} of {len(keys)} moved in at least one):\n\n" + "\n".join([head, rule, *rows]))
 
 
@@ -114,7 +125,7 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
     head = "**Is a different ticket just numerical noise?** "
     if not reps:
         return (head + "Not measured: no replicate of this configuration keeps its masks (`docs/replicates/`). "
-                "`make noise` trains seeds 0 and 1 again through the torch conv path, which differs from the fused "
+                "`make noise` trains the rewound runs of seeds 0 and 1 again through the torch conv path, which differs from the fused "
                 "kernels only in float rounding, and keeps them as one; this paragraph then compares, per iteration, "
                 "the masks a rerun finds with those of another seed and of random masks.")
     from ..analysis import noise
