@@ -72,7 +72,10 @@ def section(results, table: pd.DataFrame | None = None, docs: Path | None = None
                 "the verdicts move when the same config is trained again is not measured here.")
     parts = [_drift(rep, table, it) for rep in found]
     times = "once more" if len(found) == 1 else f"{len(found)} more times"
-    return (f"**Replicates.** The same configuration was also trained {times}, with arithmetic that agrees with "
+    own_runs = _identity(Path(results))[1]
+    what = "The same configuration" if all(_identity(rep)[1] == own_runs for rep in found) else \
+        "The same configuration, or some of its runs,"
+    return (f"**Replicates.** {what} was also trained {times}, with arithmetic that agrees with "
             f"this one's up to float rounding. " + " ".join(parts)
             + " Verdicts near their thresholds can change between such replicates: read them as provisional."
             + verdict_table(table, [rep for rep in found if store.published.is_published(rep)], it))
