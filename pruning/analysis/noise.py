@@ -13,6 +13,9 @@ over every technique (and the chosen reinitialisation):
 
 If replicate distances reach the seed distances, the mask a technique finds is decided by float rounding as much
 as by the seed: a different ticket per run is then noise, not structure (finding 1, "many tickets").
+
+The random techniques are left out by default: their masks are drawn from (seed, iteration) alone, so a replicate
+finds the very same ones by construction and would pull the replicate distance toward 0 whatever the rounding does.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..nets import techniques as _techniques
 from .masks import jaccard_distance, random_distance_of
 from .table import ParameterError, _files, _folder, _values, check, record, technique_order
 
@@ -37,17 +41,23 @@ def _std(values) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
 
 
+def trained_techniques(table: pd.DataFrame) -> list[str]:
+    """The techniques of ``table`` whose masks follow from the trained weights (not random ones), in report order."""
+    return [t for t in technique_order(table) if not (t in _techniques.TECHNIQUES and _techniques.TECHNIQUES[t].random)]
+
+
 def mask_noise(table: pd.DataFrame, replicate: pd.DataFrame, reinit: str = "rewind", layer: str = "all",
                techniques=None) -> pd.DataFrame:
     """Per iteration: replicate vs replicate, seed vs seed and random-mask Jaccard distances, with accuracy gaps.
 
     Only (technique, seed, iteration) present in both tables are compared as replicates; seed pairs are every
-    pair of distinct seeds of one technique in ``table`` at that iteration. Columns: :data:`COLUMNS` (``_std``:
-    std over the pairs; ``n_*``: how many pairs).
+    pair of distinct seeds of one technique in ``table`` at that iteration. ``techniques``: default every
+    technique of ``table`` whose masks depend on training (:func:`trained_techniques`). Columns: :data:`COLUMNS`
+    (``_std``: std over the pairs; ``n_*``: how many pairs).
     """
     check(table, reinit=reinit, layer=layer)
     check(replicate, reinit=reinit, layer=layer)
-    techs = technique_order(table[table["reinit"] == reinit]) if techniques is None else list(techniques)
+    techs = trained_techniques(table[table["reinit"] == reinit]) if techniques is None else list(techniques)
     a, b = _files(table, reinit), _files(replicate, reinit)
     common = sorted(k for k in a if k in b and k[0] in techs)
     if not common:

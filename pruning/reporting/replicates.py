@@ -155,7 +155,9 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
         parts.append(
             f"`docs/replicates/{rep.name}/` trained seeds {', '.join(map(str, seeds))} of this configuration again "
             f"(code version `{store.peek(rep).get('code_version', 'unknown')}`), with arithmetic that differs from "
-            f"this set's only in float rounding. Mean Jaccard distance of the {reinit} masks, all layers: of one "
+            f"this set's only in float rounding. Mean Jaccard distance of the {reinit} masks, all layers, over the "
+            f"techniques whose masks follow from training (random US and random S are left out: their masks come from "
+            f"the seed and the iteration alone, so a rerun draws the same ones): of one "
             f"technique and seed in both sets (replicates, {int(last['n_replicate'])} pairs), of two seeds of one "
             f"technique in this set (seeds, {int(last['n_seeds'])} pairs) and of two independent random masks of the "
             f"replicate pairs' densities (random masks); then the mean absolute test-accuracy gap (points) of the "
