@@ -205,6 +205,8 @@ def test_the_noise_paragraph_tabulates_the_distances_and_applies_its_rule(monkey
     assert "| iteration | sparsity | replicates | seeds | random masks |" in text
     assert f"At iteration {int(last['iteration'])} replicates are 0.000 apart and seeds {last['seeds']:.3f}" in text
     assert "the rerun found the very same masks" in text and "`docs/replicates/smoke/` trained seeds 0, 1" in text
+    assert "random US and random S are left out" in text
+    assert "At iteration 1 the masks are the same in both sets: both prune the same dense training" in text
 
     def fake(replicate, seeds):
         return lambda *a, **k: pd.DataFrame([{"iteration": 5, "sparsity": 0.67, "replicate": replicate,
@@ -216,6 +218,7 @@ def test_the_noise_paragraph_tabulates_the_distances_and_applies_its_rule(monkey
     assert "replicates are 0.300 apart and seeds 0.500 (60% of it; random masks 0.800)" in text
     assert "much of what finding 1 counts as different tickets is numerical noise" in text
     assert "| 5 | 0.670 | 0.300 | 0.500 | 0.800 | 0.30 | 0.50 |" in text
+    assert "the masks are the same in both sets" not in text  # they differ at the first iteration shown
     monkeypatch.setattr(noise, "mask_noise", fake(0.10, 0.50))
     assert "the seeds' different tickets are mostly more than noise" in replicates.noise_section(table, [smoke])
 

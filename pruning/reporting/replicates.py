@@ -148,6 +148,11 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
                 f"float rounding moves a mask less than {NOISE_SHARE:.0%} as far as a new seed does: the seeds' "
                 f"different tickets are mostly more than noise")
         seeds = sorted(set(table["seed"]) & set(other["seed"]))
+        first = frame[frame["iteration"] > 0].head(1)
+        same_start = "" if first.empty or first.iloc[0]["replicate"] != 0 else (
+            f" At iteration {int(first.iloc[0]['iteration'])} the masks are the same in both sets: both prune the same "
+            f"dense training (iteration 0 is trained once per seed, outside the step whose arithmetic differs), so "
+            f"rounding acts from that iteration's training on.")
         lines = ["| iteration | sparsity | replicates | seeds | random masks | accuracy gap, replicates | "
                  "accuracy gap, seeds |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {int(r['iteration'])} | {r['sparsity']:.3f} | {r['replicate']:.3f} | {r['seeds']:.3f} | "
@@ -164,7 +169,7 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
             f"same pairs.\n\n" + "\n".join(lines) + "\n\n"
             f"At iteration {int(last['iteration'])} replicates are {last['replicate']:.3f} apart and seeds "
             f"{last['seeds']:.3f} ({share:.0%} of it; random masks {last['random']:.3f}): {said} (the rule: "
-            f"{NOISE_SHARE:.0%} or more of the seeds' distance).")
+            f"{NOISE_SHARE:.0%} or more of the seeds' distance)." + same_start)
     return head + "\n\n".join(parts)
 
 
