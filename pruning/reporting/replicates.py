@@ -101,7 +101,8 @@ def verdict_table(table: pd.DataFrame, reps: list[Path], it: int) -> str:
         moved = {k for k in mine if theirs.get(k) != mine[k]}
         moved_any |= moved
         modes = sorted(set(common["reinit"]))
-        on = f"seeds {','.join(map(str, sorted(set(common['seed']))))}" + (
+        seeds = sorted(set(common["seed"]))
+        on = f"{'seed' if len(seeds) == 1 else 'seeds'} {','.join(map(str, seeds))}" + (
             "" if modes == sorted(set(table["reinit"])) else f", {' and '.join(modes)} only")
         columns[f"this set ({on})"] = mine
         columns[f"{rep.name} ({on})"] = {k: theirs.get(k, "n/a") + (" (moved)" if k in moved else "") for k in mine}
@@ -158,7 +159,8 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
         lines += [f"| {int(r['iteration'])} | {r['sparsity']:.3f} | {r['replicate']:.3f} | {r['seeds']:.3f} | "
                   f"{r['random']:.3f} | {r['acc_replicate']:.2f} | {r['acc_seeds']:.2f} |" for _, r in rows.iterrows()]
         parts.append(
-            f"`docs/replicates/{rep.name}/` trained seeds {', '.join(map(str, seeds))} of this configuration again "
+            f"`docs/replicates/{rep.name}/` trained {'seed' if len(seeds) == 1 else 'seeds'} "
+            f"{', '.join(map(str, seeds))} of this configuration again "
             f"(code version `{store.peek(rep).get('code_version', 'unknown')}`), with arithmetic that differs from "
             f"this set's only in float rounding. Mean Jaccard distance of the {reinit} masks, all layers, over the "
             f"techniques whose masks follow from training (random US and random S are left out: their masks come from "
