@@ -153,7 +153,7 @@ def test_a_trained_set_is_kept_as_a_replicate_and_found_by_its_config_hash(tmp_p
     text = replicates.section(folder, docs=docs)  # the same bits: no verdict moves
     assert "Verdicts at iteration 1, this set against each replicate that keeps its data" in text
     n = len(analysis.findings.findings(store.load_results(folder), 1))
-    assert f"(0 of {n} moved in at least one)" in text and "| finding | this set (seeds 0) | rep_again (seeds 0) |" in text
+    assert f"(0 of {n} moved in at least one)" in text and "| finding | this set (seed 0) | rep_again (seed 0) |" in text
     assert text.count("| inconclusive |") + text.count("| supported |") + text.count("| not supported |") >= n
     assert "(moved)" not in text
     code, err = run_main("publish", folder, "--replicate", "../elsewhere")
