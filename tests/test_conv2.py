@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -57,7 +58,8 @@ def sets(tmp_path_factory):
         store={"weights": ["features.3"], "masks": ["features.0", "features.3"]}))
     runner.run_experiment(lenet, root / "results" / "lenet_tiny", quiet=True)
     runner.run_experiment(alex, root / "results" / "alexnet_mnist_cpu", quiet=True)
-    return root / "results" / "lenet_tiny", root / "results" / "alexnet_mnist_cpu"
+    yield root / "results" / "lenet_tiny", root / "results" / "alexnet_mnist_cpu"
+    shutil.rmtree(root, ignore_errors=True)  # four AlexNet checkpoints, about 1 GB
 
 
 @pytest.mark.slow

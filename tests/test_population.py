@@ -105,6 +105,19 @@ def test_pruned_weights_are_exactly_zero_and_sparsity_grows(folders):
 
 
 @pytest.mark.slow
+def test_a_population_record_is_as_small_as_the_one_net_record(folders):
+    """A member's weights are views into the population's stacked tensors; stored whole, each record would
+    carry every member's (torch.save writes a view's whole storage)."""
+    cfg, pop, single = folders
+    for rc in cfg.runs():
+        for it in range(1, rc.iterations + 1):
+            p, s = store.RunStore(pop, rc).training_path(it), store.RunStore(single, rc).training_path(it)
+            assert p.stat().st_size <= s.stat().st_size + 4096, (rc.technique, it)
+        assert store.RunStore(pop, rc).checkpoint_path.stat().st_size <= \
+            store.RunStore(single, rc).checkpoint_path.stat().st_size + 4096
+
+
+@pytest.mark.slow
 def test_dense_training_is_shared_by_the_runs_of_a_seed_and_stored_once(folders):
     cfg, pop, _ = folders
     dense_dirs = sorted(pop.glob("dense_*"))

@@ -52,6 +52,16 @@ def _assert_same(a, b):
 
 
 @pytest.mark.slow
+def test_a_view_is_saved_with_its_own_elements_only(tmp_path):
+    stacked = torch.arange(64 * 1000, dtype=torch.float32).reshape(64, 1000)
+    obj = {"w": stacked[3], "t": stacked[:, 5], "nested": [{"x": stacked[7, :10]}], "n": 3}
+    store.save_tensors(obj, tmp_path / "one.pt")
+    assert (tmp_path / "one.pt").stat().st_size < 1000 * 4 * 4  # one row and one column, not 64 rows
+    back = torch.load(tmp_path / "one.pt", weights_only=True)
+    assert torch.equal(back["w"], stacked[3]) and torch.equal(back["t"], stacked[:, 5])
+    assert torch.equal(back["nested"][0]["x"], stacked[7, :10]) and back["n"] == 3
+
+
 def test_finished_runs_are_skipped_and_their_files_untouched(tmp_path, tiny_config):
     out = tmp_path / "res"
     run_ok("run", tiny_config, "--results", out, "--quiet")

@@ -18,10 +18,26 @@ def save_json(obj, path: Path) -> None:
     write_bytes((json.dumps(obj, indent=1, sort_keys=True) + "\n").encode(), path)
 
 
+def compact(obj):
+    """``obj`` with every tensor that is a view into a larger storage replaced by a copy of its own elements.
+
+    torch.save writes a tensor's whole storage: a member of a population trainer's stacked weights would
+    otherwise carry every member's (seen: 7.4 MB per LeNet training record instead of 0.7 MB)."""
+    if torch.is_tensor(obj):
+        own = obj.numel() * obj.element_size()
+        return obj.clone() if obj.untyped_storage().nbytes() != own or not obj.is_contiguous() else obj
+    if isinstance(obj, dict):
+        return {k: compact(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(compact(v) for v in obj)
+    return obj
+
+
 def save_tensors(obj, path: Path) -> str:
-    """torch.save ``obj`` atomically; returns the sha256 of the bytes written."""
+    """torch.save ``obj`` atomically, each tensor with only its own elements (``compact``); returns the sha256
+    of the bytes written."""
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(compact(obj), buf)
     data = buf.getvalue()
     write_bytes(data, path)
     return hashlib.sha256(data).hexdigest()
