@@ -183,7 +183,8 @@ def test_the_paper_and_poster_texts_come_together(tmp_path):
     both = replicates.sections(tmp_path / "results" / "set", own, docs)
     assert both == {replicates.MARKER: replicates.section(tmp_path / "results" / "set", own, docs),
                     replicates.SHORT_MARKER: replicates.short(tmp_path / "results" / "set", own, docs),
-                    replicates.NOISE_MARKER: replicates.noise_section(own, [])}  # the replicate keeps no data
+                    replicates.NOISE_MARKER: replicates.noise_section(own, []),  # the replicate keeps no data
+                    replicates.NOISE_SHORT_MARKER: replicates.noise_short(own, [])}
 
 
 def test_the_noise_paragraph_without_a_replicate_that_keeps_masks_says_how_to_measure_it():
@@ -219,8 +220,15 @@ def test_the_noise_paragraph_tabulates_the_distances_and_applies_its_rule(monkey
     assert "much of what finding 1 counts as different tickets is numerical noise" in text
     assert "| 5 | 0.670 | 0.300 | 0.500 | 0.800 | 0.30 | 0.50 |" in text
     assert "the masks are the same in both sets" not in text  # they differ at the first iteration shown
+    assert replicates.noise_short(table, [smoke]) == (
+        "**Noise.** Trained again with other float rounding (seeds 0, 1, rewind), a technique's masks at iteration 5 "
+        "are 0.300 apart (mean Jaccard distance), against 0.500 between two seeds (60% of it) and 0.800 between "
+        "random masks of the same densities: much of the tickets' variety is float rounding.")
     monkeypatch.setattr(noise, "mask_noise", fake(0.10, 0.50))
     assert "the seeds' different tickets are mostly more than noise" in replicates.noise_section(table, [smoke])
+    assert replicates.noise_short(table, [smoke]).endswith("(20% of it) and 0.800 between random masks of the same "
+                                                           "densities.")
+    assert replicates.noise_short(table, []).startswith("**Noise.** Whether a different ticket is more than float")
 
 
 def test_the_verdict_table_compares_both_sets_on_the_runs_they_share(tmp_path, monkeypatch):

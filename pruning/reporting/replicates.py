@@ -22,6 +22,7 @@ from ..analysis.table import report_iteration
 MARKER = "<!-- replicates -->"
 SHORT_MARKER = "<!-- replicates-short -->"  # the poster's one sentence
 NOISE_MARKER = "<!-- noise -->"  # the paper's Q1: is a different ticket just numerical noise?
+NOISE_SHORT_MARKER = "<!-- noise-short -->"  # the poster's sentence on it, under finding 1
 NOISE_ITERATIONS = (1, 5, 10, 15, 18, 20)  # the rows of its table, where the data have them
 NOISE_SHARE = 0.5  # replicate distance / seed distance from which rounding is said to decide much of the ticket
 KEY = ["technique", "reinit", "seed", "iteration"]
@@ -118,11 +119,50 @@ def sections(results, table: pd.DataFrame | None = None, docs: Path | None = Non
     """{marker: text} for the paper's paragraph (:data:`MARKER`) and the poster's sentence (:data:`SHORT_MARKER`),
     reading the results table (when not given) once, and only when a replicate is stored."""
     found, table, _ = _with_table(results, table, docs)
+    keep = [rep for rep in found if store.published.is_published(rep)]
+    computed = {rep: _noise_rows(table, rep, "rewind") for rep in keep}  # once for both texts
     return {MARKER: section(results, table, docs), SHORT_MARKER: short(results, table, docs),
-            NOISE_MARKER: noise_section(table, [rep for rep in found if store.published.is_published(rep)])}
+            NOISE_MARKER: noise_section(table, keep, computed=computed),
+            NOISE_SHORT_MARKER: noise_short(table, keep, computed=computed)}
 
 
-def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rewind") -> str:
+def _noise_rows(table: pd.DataFrame, rep: Path, reinit: str) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
+    """(``mask_noise`` of this set against the replicate in ``rep``, its rows at :data:`NOISE_ITERATIONS` (or
+    its last row), the seeds both sets have)."""
+    from ..analysis import noise
+
+    other = store.load_results(rep)
+    frame = noise.mask_noise(table, other, reinit=reinit)
+    rows = frame[frame["iteration"].isin(NOISE_ITERATIONS)]
+    return frame, (frame.tail(1) if rows.empty else rows), sorted(set(table["seed"]) & set(other["seed"]))
+
+
+def noise_short(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rewind",
+                computed: dict | None = None) -> str:
+    """The poster's sentence on numerical noise: at the last iteration of the paper's noise table, how far a
+    rerun's masks are from this set's, against two seeds' and two random masks'; or that it is not measured.
+    ``computed``: {rep: :func:`_noise_rows`} already computed for ``reinit``."""
+    if not reps:
+        return ("**Noise.** Whether a different ticket is more than float rounding is not measured here (no rerun "
+                "keeps its masks).")
+    parts, shares = [], []
+    for rep in reps:
+        _, rows, seeds = (computed or {}).get(rep) or _noise_rows(table, rep, reinit)
+        last = rows.iloc[-1]
+        shares.append(last["replicate"] / last["seeds"] if last["seeds"] > 0 else float("nan"))
+        parts.append(f"trained again with other float rounding ({'seed' if len(seeds) == 1 else 'seeds'} "
+                     f"{', '.join(map(str, seeds))}, {reinit}), a technique's masks at iteration "
+                     f"{int(last['iteration'])} are {last['replicate']:.3f} apart (mean Jaccard distance), against "
+                     f"{last['seeds']:.3f} between two seeds ({shares[-1]:.0%} of it) and {last['random']:.3f} "
+                     f"between random masks of the same densities")
+    text = "; ".join(parts)
+    much = all(share >= NOISE_SHARE for share in shares)
+    return ("**Noise.** " + text[0].upper() + text[1:]
+            + (": much of the tickets' variety is float rounding." if much else "."))
+
+
+def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rewind",
+                  computed: dict | None = None) -> str:
     """The paper's paragraph on numerical noise (finding 1): per iteration, how far the masks of a replicate that
     keeps its data (same config and seed, other float rounding) are from this set's, against two seeds of one
     technique and two random masks of the same densities (``analysis.noise.mask_noise``), with accuracy gaps."""
@@ -132,15 +172,9 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
                 "`make noise` trains the rewound runs of seeds 0 and 1 again through the torch conv path, which differs from the fused "
                 "kernels only in float rounding, and keeps them as one; this paragraph then compares, per iteration, "
                 "the masks a rerun finds with those of another seed and of random masks.")
-    from ..analysis import noise
-
     parts = []
     for rep in reps:
-        other = store.load_results(rep)
-        frame = noise.mask_noise(table, other, reinit=reinit)
-        rows = frame[frame["iteration"].isin(NOISE_ITERATIONS)]
-        if rows.empty:
-            rows = frame.tail(1)
+        frame, rows, seeds = (computed or {}).get(rep) or _noise_rows(table, rep, reinit)
         last = rows.iloc[-1]
         share = last["replicate"] / last["seeds"] if last["seeds"] > 0 else float("nan")
         said = ("the rerun found the very same masks" if last["replicate"] == 0 else
@@ -148,7 +182,6 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
                 f"what finding 1 counts as different tickets is numerical noise" if share >= NOISE_SHARE else
                 f"float rounding moves a mask less than {NOISE_SHARE:.0%} as far as a new seed does: the seeds' "
                 f"different tickets are mostly more than noise")
-        seeds = sorted(set(table["seed"]) & set(other["seed"]))
         first = frame[frame["iteration"] > 0].head(1)
         same_start = "" if first.empty or first.iloc[0]["replicate"] != 0 else (
             f" At iteration {int(first.iloc[0]['iteration'])} the masks are the same in both sets: both prune the same "
