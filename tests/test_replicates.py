@@ -222,8 +222,9 @@ def test_the_noise_paragraph_tabulates_the_distances_and_applies_its_rule(monkey
     assert "the masks are the same in both sets" not in text  # they differ at the first iteration shown
     assert replicates.noise_short(table, [smoke]) == (
         "**Noise.** Trained again with other float rounding (seeds 0, 1, rewind), a technique's masks at iteration 5 "
-        "are 0.300 apart (mean Jaccard distance), against 0.500 between two seeds (60% of it) and 0.800 between "
-        "random masks of the same densities: much of the tickets' variety is float rounding.")
+        "are 0.300 ± 0.000 apart (mean ± std of the Jaccard distance over 18 pairs), against 0.500 ± 0.000 between "
+        "two seeds (60% of it) and 0.800 between random masks of the same densities: much of the tickets' variety is "
+        "float rounding.")
     monkeypatch.setattr(noise, "mask_noise", fake(0.10, 0.50))
     assert "the seeds' different tickets are mostly more than noise" in replicates.noise_section(table, [smoke])
     assert replicates.noise_short(table, [smoke]).endswith("(20% of it) and 0.800 between random masks of the same "

@@ -152,9 +152,10 @@ def noise_short(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rew
         shares.append(last["replicate"] / last["seeds"] if last["seeds"] > 0 else float("nan"))
         parts.append(f"trained again with other float rounding ({'seed' if len(seeds) == 1 else 'seeds'} "
                      f"{', '.join(map(str, seeds))}, {reinit}), a technique's masks at iteration "
-                     f"{int(last['iteration'])} are {last['replicate']:.3f} apart (mean Jaccard distance), against "
-                     f"{last['seeds']:.3f} between two seeds ({shares[-1]:.0%} of it) and {last['random']:.3f} "
-                     f"between random masks of the same densities")
+                     f"{int(last['iteration'])} are {last['replicate']:.3f} ± {last['replicate_std']:.3f} apart "
+                     f"(mean ± std of the Jaccard distance over {int(last['n_replicate'])} pairs), against "
+                     f"{last['seeds']:.3f} ± {last['seeds_std']:.3f} between two seeds ({shares[-1]:.0%} of it) and "
+                     f"{last['random']:.3f} between random masks of the same densities")
     text = "; ".join(parts)
     much = all(share >= NOISE_SHARE for share in shares)
     return ("**Noise.** " + text[0].upper() + text[1:]
