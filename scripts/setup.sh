@@ -47,6 +47,7 @@ if [ "${1:-}" = "--test" ]; then
       echo "setup: installing Chromium and Fashion-MNIST from Debian's packages"
       apt-get update -qq >/dev/null
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver dataset-fashion-mnist >/dev/null
+      apt-get clean  # the downloaded packages: disk that the tests need (CI's disk has been seen full)
     else
       echo "setup: the browser tests need Chromium; install it (Debian: apt-get install chromium chromium-driver dataset-fashion-mnist)"
     fi
