@@ -208,6 +208,10 @@ def test_the_noise_paragraph_tabulates_the_distances_and_applies_its_rule(monkey
     assert "the rerun found the very same masks" in text and "`docs/replicates/smoke/` trained seeds 0, 1" in text
     assert "random US and random S are left out" in text
     assert "At iteration 1 the masks are the same in both sets: both prune the same dense training" in text
+    # the conclusion and the poster's sentence at the report's iteration where the table has it, else its last row
+    assert "At iteration 1 replicates are 0.000 apart" in replicates.noise_section(table, [smoke], iteration=1)
+    assert "masks at iteration 1 are 0.000 ± 0.000 apart" in replicates.noise_short(table, [smoke], iteration=1)
+    assert f"masks at iteration {int(last['iteration'])} are" in replicates.noise_short(table, [smoke], iteration=3)
 
     def fake(replicate, seeds):
         return lambda *a, **k: pd.DataFrame([{"iteration": 5, "sparsity": 0.67, "replicate": replicate,

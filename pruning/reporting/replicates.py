@@ -118,12 +118,18 @@ def verdict_table(table: pd.DataFrame, reps: list[Path], it: int) -> str:
 def sections(results, table: pd.DataFrame | None = None, docs: Path | None = None) -> dict[str, str]:
     """{marker: text} for the paper's paragraph (:data:`MARKER`) and the poster's sentence (:data:`SHORT_MARKER`),
     reading the results table (when not given) once, and only when a replicate is stored."""
-    found, table, _ = _with_table(results, table, docs)
+    found, table, it = _with_table(results, table, docs)
     keep = [rep for rep in found if store.published.is_published(rep)]
     computed = {rep: _noise_rows(table, rep, "rewind") for rep in keep}  # once for both texts
     return {MARKER: section(results, table, docs), SHORT_MARKER: short(results, table, docs),
-            NOISE_MARKER: noise_section(table, keep, computed=computed),
-            NOISE_SHORT_MARKER: noise_short(table, keep, computed=computed)}
+            NOISE_MARKER: noise_section(table, keep, computed=computed, iteration=it),
+            NOISE_SHORT_MARKER: noise_short(table, keep, computed=computed, iteration=it)}
+
+
+def _at(rows: pd.DataFrame, iteration: int | None) -> pd.Series:
+    """The row of ``rows`` at ``iteration`` (the report's), else the last one."""
+    hit = rows[rows["iteration"] == iteration] if iteration is not None else rows.iloc[:0]
+    return (hit if not hit.empty else rows).iloc[-1]
 
 
 def _noise_rows(table: pd.DataFrame, rep: Path, reinit: str) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
@@ -138,17 +144,17 @@ def _noise_rows(table: pd.DataFrame, rep: Path, reinit: str) -> tuple[pd.DataFra
 
 
 def noise_short(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rewind",
-                computed: dict | None = None) -> str:
-    """The poster's sentence on numerical noise: at the last iteration of the paper's noise table, how far a
-    rerun's masks are from this set's, against two seeds' and two random masks'; or that it is not measured.
-    ``computed``: {rep: :func:`_noise_rows`} already computed for ``reinit``."""
+                computed: dict | None = None, iteration: int | None = None) -> str:
+    """The poster's sentence on numerical noise: at ``iteration`` (the report's; else the last of the paper's
+    noise table) how far a rerun's masks are from this set's, against two seeds' and two random masks'; or that
+    it is not measured. ``computed``: {rep: :func:`_noise_rows`} already computed for ``reinit``."""
     if not reps:
         return ("**Noise.** Whether a different ticket is more than float rounding is not measured here (no rerun "
                 "keeps its masks).")
     parts, shares = [], []
     for rep in reps:
         _, rows, seeds = (computed or {}).get(rep) or _noise_rows(table, rep, reinit)
-        last = rows.iloc[-1]
+        last = _at(rows, iteration)
         shares.append(last["replicate"] / last["seeds"] if last["seeds"] > 0 else float("nan"))
         parts.append(f"trained again with other float rounding ({'seed' if len(seeds) == 1 else 'seeds'} "
                      f"{', '.join(map(str, seeds))}, {reinit}), a technique's masks at iteration "
@@ -163,10 +169,11 @@ def noise_short(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rew
 
 
 def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rewind",
-                  computed: dict | None = None) -> str:
+                  computed: dict | None = None, iteration: int | None = None) -> str:
     """The paper's paragraph on numerical noise (finding 1): per iteration, how far the masks of a replicate that
     keeps its data (same config and seed, other float rounding) are from this set's, against two seeds of one
-    technique and two random masks of the same densities (``analysis.noise.mask_noise``), with accuracy gaps."""
+    technique and two random masks of the same densities (``analysis.noise.mask_noise``), with accuracy gaps;
+    its conclusion at ``iteration`` (the report's; else the table's last row)."""
     head = "**Is a different ticket just numerical noise?** "
     if not reps:
         return (head + "Not measured: no replicate of this configuration keeps its masks (`docs/replicates/`). "
@@ -176,7 +183,7 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
     parts = []
     for rep in reps:
         frame, rows, seeds = (computed or {}).get(rep) or _noise_rows(table, rep, reinit)
-        last = rows.iloc[-1]
+        last = _at(rows, iteration)
         share = last["replicate"] / last["seeds"] if last["seeds"] > 0 else float("nan")
         said = ("the rerun found the very same masks" if last["replicate"] == 0 else
                 f"float rounding alone moves a mask at least {NOISE_SHARE:.0%} as far as a new seed does, so much of "
