@@ -173,7 +173,16 @@ def test_the_posters_sentence_on_reruns(tmp_path):
         ("l1_us", "rewind", 0, 2, 90.0, False), ("l1_us", "rewind", 1, 2, 92.0, False),
         ("l1_s", "rewind", 0, 2, 40.5, False), ("l1_s", "rewind", 1, 2, 42.0, False)])
     text = replicates.short(tmp_path / "results" / "set", own, docs)
-    assert "(1 replicate(s)" in text and "at iteration 2 moved by a median 5.25 points, up to 10.0" in text
+    assert "Trained again (1 replicate of the whole config, 4 trainings matched at iteration 2," in text
+    assert "at iteration 2 moved by a median 5.25 points, up to 10.0" in text
+    write_set(docs / "replicates" / "some_runs", "xyz", [("l1_us", "rewind", 0, 2, 70.0, False)])
+    (docs / "replicates" / "some_runs" / "experiment.json").write_text(json.dumps(
+        {"config_hash": "xyz", "code_version": "v0", "runs": [{"hash": "r1"}]}))
+    (tmp_path / "results" / "set" / "experiment.json").write_text(json.dumps(
+        {"config_hash": "abc", "code_version": "v1", "runs": [{"hash": "r1"}, {"hash": "r2"}]}))
+    text = replicates.short(tmp_path / "results" / "set", own, docs)  # 10, 10, 0.5, 0 and 10: median 10
+    assert "Trained again (1 replicate of the whole config and 1 of some of its runs, 5 trainings matched" in text
+    assert "moved by a median 10.00 points, up to 10.0" in text
 
 
 def test_the_paper_and_poster_texts_come_together(tmp_path):

@@ -235,9 +235,15 @@ def short(results, table: pd.DataFrame | None = None, docs: Path | None = None) 
                 "(no replicate stored): read every verdict as provisional.")
     both = pd.concat([compare(pd.read_csv(rep / "results.csv"), table) for rep in found])
     at = both[both["iteration"] == it]["diff"]
-    return (f"**Reruns.** Trained again ({len(found)} replicate(s), arithmetic equal up to float rounding), test "
-            f"accuracies at iteration {it} moved by a median {at.median():.2f} points, up to {at.max():.1f}: "
-            f"verdicts near their thresholds can flip; read them as provisional.")
+    own = _identity(Path(results))[0]
+    whole = sum(_identity(rep)[0] == own for rep in found)
+    what = [f"{n} {'of the whole config' if kind else 'of some of its runs'}"
+            for n, kind in ((whole, True), (len(found) - whole, False)) if n]
+    what[0] = what[0].replace(" of", " replicate of" if what[0].startswith("1 ") else " replicates of", 1)
+    return (f"**Reruns.** Trained again ({' and '.join(what)}, {len(at)} trainings matched at iteration {it}, "
+            f"arithmetic equal up to float rounding), test accuracies at iteration {it} moved by a median "
+            f"{at.median():.2f} points, up to {at.max():.1f}: verdicts near their thresholds can flip; read them as "
+            f"provisional.")
 
 
 def _drift(rep: Path, table: pd.DataFrame, it: int) -> str:
