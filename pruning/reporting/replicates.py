@@ -103,7 +103,7 @@ def verdict_table(table: pd.DataFrame, reps: list[Path], it: int) -> str:
         moved_any |= moved
         modes = sorted(set(common["reinit"]))
         seeds = sorted(set(common["seed"]))
-        on = f"{'seed' if len(seeds) == 1 else 'seeds'} {','.join(map(str, seeds))}" + (
+        on = _seeds(seeds, ",") + (
             "" if modes == sorted(set(table["reinit"])) else f", {' and '.join(modes)} only")
         columns[f"this set ({on})"] = mine
         columns[f"{rep.name} ({on})"] = {k: theirs.get(k, "n/a") + (" (moved)" if k in moved else "") for k in mine}
@@ -124,6 +124,16 @@ def sections(results, table: pd.DataFrame | None = None, docs: Path | None = Non
     return {MARKER: section(results, table, docs), SHORT_MARKER: short(results, table, docs),
             NOISE_MARKER: noise_section(table, keep, computed=computed, iteration=it),
             NOISE_SHORT_MARKER: noise_short(table, keep, computed=computed, iteration=it)}
+
+
+def _share(row: pd.Series) -> float:
+    """A noise row's replicate distance as a share of the seeds' (NaN where the seeds' is 0)."""
+    return row["replicate"] / row["seeds"] if row["seeds"] > 0 else float("nan")
+
+
+def _seeds(seeds: list[int], sep: str = ", ") -> str:
+    """'seed 0' or 'seeds 0, 1'."""
+    return f"{'seed' if len(seeds) == 1 else 'seeds'} {sep.join(map(str, seeds))}"
 
 
 def _at(rows: pd.DataFrame, iteration: int | None) -> pd.Series:
@@ -155,10 +165,9 @@ def noise_short(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rew
     for rep in reps:
         _, rows, seeds = (computed or {}).get(rep) or _noise_rows(table, rep, reinit)
         last = _at(rows, iteration)
-        shares.append(last["replicate"] / last["seeds"] if last["seeds"] > 0 else float("nan"))
-        parts.append(f"trained again with other float rounding ({'seed' if len(seeds) == 1 else 'seeds'} "
-                     f"{', '.join(map(str, seeds))}, {reinit}), a technique's masks at iteration "
-                     f"{int(last['iteration'])} are {last['replicate']:.3f} ± {last['replicate_std']:.3f} apart "
+        shares.append(_share(last))
+        parts.append(f"trained again with other float rounding ({_seeds(seeds)}, {reinit}), a technique's masks "
+                     f"at iteration {int(last['iteration'])} are {last['replicate']:.3f} ± {last['replicate_std']:.3f} apart "
                      f"(mean ± std of the Jaccard distance over {int(last['n_replicate'])} pairs), against "
                      f"{last['seeds']:.3f} ± {last['seeds_std']:.3f} between two seeds ({shares[-1]:.0%} of it) and "
                      f"{last['random']:.3f} between random masks of the same densities")
@@ -184,7 +193,7 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
     for rep in reps:
         frame, rows, seeds = (computed or {}).get(rep) or _noise_rows(table, rep, reinit)
         last = _at(rows, iteration)
-        share = last["replicate"] / last["seeds"] if last["seeds"] > 0 else float("nan")
+        share = _share(last)
         said = ("the rerun found the very same masks" if last["replicate"] == 0 else
                 f"float rounding alone moves a mask at least {NOISE_SHARE:.0%} as far as a new seed does, so much of "
                 f"what finding 1 counts as different tickets is numerical noise" if share >= NOISE_SHARE else
@@ -200,8 +209,7 @@ def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "r
         lines += [f"| {int(r['iteration'])} | {r['sparsity']:.3f} | {r['replicate']:.3f} | {r['seeds']:.3f} | "
                   f"{r['random']:.3f} | {r['acc_replicate']:.2f} | {r['acc_seeds']:.2f} |" for _, r in rows.iterrows()]
         parts.append(
-            f"`docs/replicates/{rep.name}/` trained {'seed' if len(seeds) == 1 else 'seeds'} "
-            f"{', '.join(map(str, seeds))} of this configuration again "
+            f"`docs/replicates/{rep.name}/` trained {_seeds(seeds)} of this configuration again "
             f"(code version `{store.peek(rep).get('code_version', 'unknown')}`), with arithmetic that differs from "
             f"this set's only in float rounding. Mean Jaccard distance of the {reinit} masks, all layers, over the "
             f"techniques whose masks follow from training (random US and random S are left out: their masks come from "
