@@ -25,7 +25,8 @@ NOISE_MARKER = "<!-- noise -->"  # the paper's Q1: is a different ticket just nu
 NOISE_SHORT_MARKER = "<!-- noise-short -->"  # the poster's sentence on it, under finding 1
 NOISE_ITERATIONS = (1, 5, 10, 15, 18, 20)  # the rows of its table, where the data have them
 NOISE_SHARE = 0.5  # replicate distance / seed distance from which rounding is said to decide much of the ticket
-KEY = ["technique", "reinit", "seed", "iteration"]
+KEY = ["technique", "reinit", "seed", "iteration"]  # one training
+RUN = KEY[:-1]  # one run
 
 
 def _identity(folder: Path) -> tuple[str | None, set[str]]:
@@ -91,12 +92,11 @@ def verdict_table(table: pd.DataFrame, reps: list[Path], it: int) -> str:
         return ""
     from ..analysis import findings
 
-    runs = ["technique", "reinit", "seed"]
     columns, moved_any = {}, set()
     for rep in reps:
         other = store.load_results(rep)
         # the runs both have (a replicate may hold some of this set's runs only, e.g. rewound ones)
-        common = table[runs].drop_duplicates().merge(other[runs].drop_duplicates())
+        common = table[RUN].drop_duplicates().merge(other[RUN].drop_duplicates())
         mine = {f.key: f.verdict for f in findings.findings(table.merge(common), it)}
         theirs = {f.key: f.verdict for f in findings.findings(other.merge(common), it)}
         moved = {k for k in mine if theirs.get(k) != mine[k]}
