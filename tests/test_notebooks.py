@@ -333,3 +333,21 @@ def test_the_committed_notebooks_are_executed_small_and_checked():
         text = "".join("".join(o.get("text", "")) for c in checked for o in c["outputs"])
         assert str(REPO) not in text and "results/" not in text and " at 0x" not in text, name  # no paths, reprs
         assert [c for c in nb["cells"] if c["cell_type"] == "markdown"], name
+
+
+def test_a_companion_set_appearing_beside_a_lenet_set_changes_its_fingerprint(tmp_path):
+    """The findings notebook names the companion conv2 sets found beside a LeNet set (its deviation table), so a
+    companion trained or published later must re-run the notebooks instead of leaving them skipped as unchanged."""
+    lenet = tmp_path / "paper_lenet_mnist_cpu"
+    lenet.mkdir()
+    (lenet / "experiment.json").write_text(json.dumps({"config": {"arch": "lenet"}}))
+    alone = notebooks.results_fingerprint(lenet)
+    assert notebooks.results_fingerprint(lenet) == alone  # nothing changed, nothing re-runs
+    alexnet = tmp_path / "alexnet_mnist_cpu"
+    (alexnet / "run_0" / "trainings").mkdir(parents=True)
+    (alexnet / "experiment.json").write_text(json.dumps({"config": {"arch": "alexnet"}}))
+    (alexnet / "run_0" / "trainings" / "000.json").write_text("{}")
+    with_companion = notebooks.results_fingerprint(lenet)
+    assert with_companion != alone
+    (alexnet / "run_0" / "trainings" / "001.json").write_text("{}")
+    assert notebooks.results_fingerprint(lenet) != with_companion  # the companion trained further
