@@ -70,19 +70,19 @@ def declared_parameters(nb: dict) -> list[str]:
     return []
 
 
-def results_fingerprint(results: Path, companions: bool = True) -> str:
+def results_fingerprint(results: Path, with_companions: bool = True) -> str:
     """sha256 over experiment.json and every run's trainings/*.json (path relative to the folder + content);
     for a published set, over every file of its ``data/`` (``store.published.fingerprint_files``); over the
     published sensitivity variants (``docs/sensitivity/``), which the sensitivity notebook reads beside them;
     and over the companion sets found beside it (``companions.find``), which the findings notebook's deviation
     table names: a companion published or trained later re-runs the notebooks that would otherwise be skipped."""
-    from . import companions as _companions
+    from . import companions
 
     results = Path(results)
     h = hashlib.sha256()
-    if companions:
-        for network, folder in sorted(_companions.find(results).items()):
-            h.update(f"companion {network}\0{results_fingerprint(folder, companions=False)}\0".encode())
+    if with_companions:
+        for network, folder in sorted(companions.find(results).items()):
+            h.update(f"companion {network}\0{results_fingerprint(folder, with_companions=False)}\0".encode())
     files = [results / layout.EXPERIMENT] \
         + sorted(results.glob(f"{layout.RUN_PREFIX}*/{layout.TRAININGS}/*.json")) \
         + published.fingerprint_files(results) + sorted(SENSITIVITY_DIR.glob("*/*.*"))  # the variants it compares
