@@ -160,7 +160,7 @@ def section(found: dict[str, Path], poster: bool = False) -> str:
         names = " and ".join(ARCH_NAMES[n] for n in missing)
         configs = " ".join(f"configs/{COMPANIONS[n][0]}.yaml" for n in missing)
         out.append(f"*{names} conv2: not in this build.* Neither a run store nor a published set with data was found "
-                   f"beside these results. Run `make conv2` (or `python -m pruning run` on {configs}; about an hour "
-                   f"together on 2 CPU cores), publish each (`python -m pruning publish results/<name>`) and render "
+                   f"beside these results. Run `make conv2` (or `python -m pruning run` on {configs}; about half an "
+                   f"hour each on 2 CPU cores), publish each (`python -m pruning publish results/<name>`) and render "
                    f"again.")
     return "\n\n".join(out)
