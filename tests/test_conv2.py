@@ -7,6 +7,7 @@ import math
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -174,3 +175,20 @@ def test_the_companion_numbers_say_when_the_dense_net_is_below_its_pruned_descen
     epochs = json.loads((alex / "experiment.json").read_text())["config"]["training"]["epochs"]
     assert ("is below its pruned descendants" in text) == below
     assert (f"every training here lasts {epochs} epoch" in text) == below
+
+
+def _rows(rewind, finetune, chance):
+    return pd.DataFrame({"technique": ["l1_us", "l1_us", "l1_s"], "reinit": ["rewind", "finetune", "rewind"],
+                         "empty": [rewind, finetune, 0.9], "chance": [chance, chance, 0.05]})
+
+
+def test_a_companion_is_read_against_q5s_rule_in_both_directions():
+    # AlexNet's published numbers: fine-tuning empties more kernels than rewinding (the poster's claim reversed)
+    text = companions._rule(_rows(0.068, 0.205, 0.058))
+    assert "here -13.7 and +1.0 points" in text
+    assert "not the poster's pattern (fine-tuning empties more kernels than rewinding)" in text
+    # rewinding below a random mask, above fine-tuning
+    text = companions._rule(_rows(0.30, 0.20, 0.35))
+    assert "here +10.0 and -5.0 points" in text and "(rewinding empties no more than a random mask)" in text
+    assert "both above 0, the poster's direction" in companions._rule(_rows(0.5, 0.2, 0.1))
+    assert companions._rule(_rows(0.5, 0.2, 0.1)[lambda d: d.reinit == "rewind"]) == ""  # no fine-tuned run: no reading

@@ -102,6 +102,7 @@ def numbers(folder: Path, network: str) -> str:
                      f"{100 * float(sel['chance'].mean()):.1f}%; test accuracy {float(acc.mean()):.1f}%)")
     dense = table[table["iteration"] == 0]["test_acc"]
     seeds = int(table["seed"].nunique())
+    rule = _rule(at)
     n = int(at["kernels"].iloc[0]) if len(at) else 0
     left = 100 * (1 - float(at["sparsity"].mean())) if len(at) else math.nan
     pruned = table[table["iteration"] > 0]["test_acc"]
@@ -115,10 +116,28 @@ def numbers(folder: Path, network: str) -> str:
                  f"agrees with but does not test.")
     return (f"{ARCH_NAMES[network]} {layer} ({n:,} kernels) after {it} pruning steps "
             f"({left:.1f}% of its weights left on average): kernels emptied by " + "; ".join(parts)
-            + ". Dense test accuracy "
+            + f".{rule} Dense test accuracy "
             f"{float(dense.mean()):.1f}%.{below} {seeds} seed{'s' if seeds != 1 else ''}: "
             + ("no spread can be given, so these are an illustration, not a verdict." if seeds < 2 else
                "means over seeds."))
+
+
+def _rule(at) -> str:
+    """Q5's rule (``analysis.findings``: per seed, L1 US with rewinding must empty more kernels than with fine-tuning,
+    and more than a random mask of its sparsity) read on a companion's rows ``at``, as a sentence; '' if a run is
+    missing. No verdict: a companion has too few seeds for an interval."""
+    rew = at[(at["technique"] == "l1_us") & (at["reinit"] == "rewind")]
+    ft = at[(at["technique"] == "l1_us") & (at["reinit"] == "finetune")]
+    if rew.empty or ft.empty:
+        return ""
+    vs_ft = 100 * (float(rew["empty"].mean()) - float(ft["empty"].mean()))
+    vs_chance = 100 * (float(rew["empty"].mean()) - float(rew["chance"].mean()))
+    reasons = ([] if vs_ft > 0 else ["fine-tuning empties more kernels than rewinding"]) + \
+              ([] if vs_chance > 0 else ["rewinding empties no more than a random mask"])
+    return (f" Q5's rule asks that L1 US with rewinding empty more kernels than with fine-tuning and than a random "
+            f"mask of its sparsity: here {vs_ft:+.1f} and {vs_chance:+.1f} points, "
+            + ("both above 0, the poster's direction" if not reasons else
+               "not the poster's pattern (" + "; ".join(reasons) + ")") + ".")
 
 
 def short_numbers(folder: Path, network: str) -> str:
