@@ -70,19 +70,23 @@ def declared_parameters(nb: dict) -> list[str]:
     return []
 
 
-def results_fingerprint(results: Path, with_companions: bool = True) -> str:
+def results_fingerprint(results: Path, memo: dict[Path, str] | None = None) -> str:
     """sha256 over experiment.json and every run's trainings/*.json (path relative to the folder + content);
     for a published set, over every file of its ``data/`` (``store.published.fingerprint_files``); over the
     published sensitivity variants (``docs/sensitivity/``), which the sensitivity notebook reads beside them;
     and over the companion sets found beside it (``companions.find``), which the findings notebook's deviation
-    table names: a companion published or trained later re-runs the notebooks that would otherwise be skipped."""
+    table names: a companion published or trained later re-runs the notebooks that would otherwise be skipped.
+    ``memo`` (folder -> fingerprint) is filled and read, so a caller fingerprinting a set and its companions reads
+    each folder once (a companion has no companions of its own: ``companions.find`` gives them to LeNet sets only)."""
     from . import companions
 
     results = Path(results)
+    memo = {} if memo is None else memo
+    if results in memo:
+        return memo[results]
     h = hashlib.sha256()
-    if with_companions:
-        for network, folder in sorted(companions.find(results).items()):
-            h.update(f"companion {network}\0{results_fingerprint(folder, with_companions=False)}\0".encode())
+    for network, folder in sorted(companions.find(results).items()):
+        h.update(f"companion {network}\0{results_fingerprint(folder, memo)}\0".encode())
     files = [results / layout.EXPERIMENT] \
         + sorted(results.glob(f"{layout.RUN_PREFIX}*/{layout.TRAININGS}/*.json")) \
         + published.fingerprint_files(results) + sorted(SENSITIVITY_DIR.glob("*/*.*"))  # the variants it compares
@@ -94,7 +98,8 @@ def results_fingerprint(results: Path, with_companions: bool = True) -> str:
         except FileNotFoundError:
             h.update(b"<missing>")
         h.update(b"\0")
-    return h.hexdigest()
+    memo[results] = h.hexdigest()
+    return memo[results]
 
 
 def code_fingerprint() -> str:
@@ -183,8 +188,7 @@ def execute_all(results, force: bool = False, quiet: bool = False, notebooks=Non
     fingerprints: dict[Path, str] = {}
     done, errors = [], []
     for source, nb, target, params, folder, network in jobs:
-        if folder not in fingerprints:
-            fingerprints[folder] = results_fingerprint(folder)
+        results_fingerprint(folder, fingerprints)  # each folder read once, companions included
         try:
             ran = _run_one(source, nb, target, params, fingerprints[folder], code_fp, force, network)
         except NotebookError as exc:
