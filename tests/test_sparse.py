@@ -98,6 +98,7 @@ def members(m: int = 5, seed: int = 0):
 
 def test_sparse_step_equals_the_dense_step_within_rounding(monkeypatch):
     """One step from the same state, then 15 more: weights within a float32 tolerance, pruned weights 0."""
+    monkeypatch.setattr(population, "MEMBER_DENSITY", -1.0)  # the layer-wise paths (members: test_members)
     monkeypatch.setattr(population, "SPARSE_DENSITY", ALL)
     states, masks = members()
     data = datasets.load("mnist", "cpu")
@@ -126,6 +127,7 @@ def test_sparse_step_equals_the_dense_step_within_rounding(monkeypatch):
 def test_the_path_is_a_function_of_the_mask_and_a_member_does_not_see_the_others(monkeypatch):
     """Members 0-1 keep their masks and values; the others change values and paths (threshold-crossing
     masks, a ghost): members 0-1 end with the same bits. And the bits do not depend on the thread count."""
+    monkeypatch.setattr(population, "MEMBER_DENSITY", -1.0)  # the layer-wise paths (members: test_members)
     monkeypatch.setattr(population, "SPARSE_DENSITY", {"fc1": 0.5, "fc2": 0.5, "fc3": 0.5, "conv2": 0.5})
     states, masks = members()
     data = datasets.load("mnist", "cpu")
@@ -341,6 +343,7 @@ def test_masked_sgd_gives_torchs_update_of_masked_gradients_bit_for_bit(momentum
 def test_the_sparse_update_gives_the_dense_steps_bits(monkeypatch):
     """With every layer dense, the step that updates through kernels.masked_sgd equals the dense reference (masked
     gradients, torch's update) bit for bit over 5 steps with momentum and weight decay."""
+    monkeypatch.setattr(population, "MEMBER_DENSITY", -1.0)  # the layer-wise paths (members: test_members)
     monkeypatch.setattr(population, "SPARSE_DENSITY", {})
     states, masks = members()
     data = datasets.load("mnist", "cpu")
@@ -362,6 +365,7 @@ def test_pruning_kernels_dense_keeps_the_fused_kernels_without_a_sparse_path(mon
     the update in torch, and experiment.json's description says so."""
     from pruning.population import lenet_convs
 
+    monkeypatch.setattr(population, "MEMBER_DENSITY", -1.0)  # the layer-wise paths (members: test_members)
     monkeypatch.setattr(population, "SPARSE_DENSITY", ALL)
     states, masks = members()
     monkeypatch.setenv("PRUNING_KERNELS", "dense")
@@ -372,7 +376,12 @@ def test_pruning_kernels_dense_keeps_the_fused_kernels_without_a_sparse_path(mon
     monkeypatch.delenv("PRUNING_KERNELS")
     pop = population.Population(states, masks, "cpu")
     assert pop.sparse and pop.convs.taps is not None and pop.mask_bytes is not None and pop.convs.live is not None
+    assert pop.whole is None
     assert lenet_convs.describe("cpu").endswith(", sparse paths")
+    monkeypatch.setattr(population, "MEMBER_DENSITY", 0.5)
+    assert population.Population(states, masks, "cpu").whole.s == 4  # all but the unpruned member
+    monkeypatch.setenv("PRUNING_KERNELS", "dense")
+    assert population.Population(states, masks, "cpu").whole is None
 
 
 def conv1_case(n: int, seed: int = 0):

@@ -19,6 +19,11 @@ together on one shared batch:
   the same bits as multiplying the gradients by the masks and updating with torch);
   ``Population(..., sparse=False)`` (or ``PRUNING_KERNELS=dense``) keeps every layer dense and the update in
   torch.
+- a member whose mask keeps few enough of the step's multiply-adds (``MEMBER_DENSITY``, a function of its own mask)
+  trains whole in ``members.Members``: one C++ call per step for all such members (forward, loss, backward and SGD
+  over the surviving weights, the batch in the SIMD lanes throughout). Such members sit after the others in the
+  stacked tensors (``slot``); everything above works on the first ``md`` slots, and results come back in the order
+  the members were given.
 
 ``benchmarks/population.py`` measures the gain over the one-net loop; ``benchmarks/step_variants.py``
 times the layout choices; ``benchmarks/sparse_step.py`` the sparse path against the dense one at real masks.
@@ -52,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels, lenet_convs
+from .members import Members, cost_density
 from .sparse import Conv1Live, SparseRows
 from ..nets import models, training
 from ..nets.config import ConfigError, TrainingConfig
@@ -84,6 +90,15 @@ SPARSE_DENSITY = {"fc1": 0.05, "fc2": -1.0, "fc3": -1.0, "conv2": 0.35}
 # live, 0.72-0.79 at 49, 0.44-0.5 at 18, 0.34-0.42 at 5.
 CONV1_LIVE = 0.75
 
+# A member whose mask keeps at most this share of the step's multiply-adds (``members.cost_density``: surviving conv
+# taps times the positions they are applied at, plus surviving linear weights, over the same for a dense LeNet)
+# trains whole in ``members.Members`` (one C++ call per step for all such members, forward, loss, backward and
+# update over its surviving weights, the batch in the SIMD lanes throughout) instead of the layer kernels above.
+# A function of the member's own mask. Measured side by side (M=10, batch 32, 1 thread, random unstructured masks,
+# 2026-12-02, AMD EPYC with AVX2): member kernel / dense fused step time 1.26 at density 1, 0.71 at 0.5, 0.34 at
+# 0.21, 0.21 at 0.05; against the layer-wise sparse step 0.90 at 0.5. -1: never.
+MEMBER_DENSITY = 0.5
+
 
 def check_arch(arch: str) -> None:
     if arch not in models.POPULATION_SAFE:
@@ -110,6 +125,16 @@ class Population:
         sparse = sparse and kernels.sparse_paths()
         self.m = len(states)
         self.names = [f"{layer}.{kind}" for layer, _ in LENET_LAYERS for kind in ("weight", "bias")]
+        convs = lenet_convs.make(device, states[0]["conv2.weight"].shape[0])
+        # Members that train whole in the member kernel (a function of each one's own mask) go after the others:
+        # slot order = the dense part [0, md), then those; self.slot[i] is member i's slot.
+        whole = [i for i, mk in enumerate(masks) if sparse and isinstance(convs, lenet_convs.Fused) and mk
+                 and cost_density(mk) <= MEMBER_DENSITY]
+        order = [i for i in range(self.m) if i not in whole] + whole
+        self.md = self.m - len(whole)
+        self.slot = [order.index(i) for i in range(self.m)]
+        self._reordered = order != list(range(self.m))
+        states, masks = [states[i] for i in order], [masks[i] for i in order]
         self.params = {name: torch.stack([s[name].detach().to(device, torch.float32) for s in states]).contiguous()
                        for name in self.names}
         self.masks = {}
@@ -119,43 +144,55 @@ class Population:
             self.masks[layer] = torch.stack([
                 mk[layer].to(w.device, torch.float32) if mk and layer in mk else ones for mk in masks])
             w.mul_(self.masks[layer])  # a starting state is already masked; make sure of it
+        self.whole = Members({n: t[self.md:] for n, t in self.params.items()},
+                             {layer: mk[self.md:] for layer, mk in self.masks.items()}) if whole else None
+        # the dense part's views (everything below works on them)
+        self.dp = {n: t[:self.md] for n, t in self.params.items()}
+        self.dmasks = {layer: mk[:self.md] for layer, mk in self.masks.items()}
         self.buffers: list[torch.Tensor] | None = None  # momentum buffers, created at the first step
         self._grads: dict[str, torch.Tensor] | None = None  # gradient buffers, created at the first step
-        self.convs = lenet_convs.make(device, self.params["conv2.weight"].shape[1])  # conv blocks: fused or torch
+        self.convs = convs  # conv blocks: fused or torch
+        self._eval_convs = None  # every member's forward pass, for evaluation, when some train whole
         # The sparse members (fused path only): linear layer -> (SparseRows, the dense slots as ranges); conv2's in
         # self.convs.taps
         self.sparse: dict[str, tuple[SparseRows, list[tuple[int, int]]]] = {}
         if sparse and isinstance(self.convs, lenet_convs.Fused):
             for layer, kind in LENET_LAYERS:
-                mk = self.masks[layer]
-                density = (mk != 0).flatten(1).sum(1) / mk[0].numel()
-                slots = [i for i in range(self.m) if density[i] <= SPARSE_DENSITY.get(layer, -1.0)]
+                mk = self.dmasks[layer]
+                density = (mk != 0).flatten(1).sum(1) / mk.shape[1:].numel()
+                slots = [i for i in range(self.md) if density[i] <= SPARSE_DENSITY.get(layer, -1.0)]
                 if kind == "linear" and slots:
-                    dense = kernels.runs([i for i in range(self.m) if i not in slots])
+                    dense = kernels.runs([i for i in range(self.md) if i not in slots])
                     self.sparse[layer] = (SparseRows(mk, slots), dense)
                 elif layer == "conv2" and slots:
                     self.convs.taps = kernels.Conv2Taps(mk, slots)
-            live = Conv1Live(self.masks["conv1"])
-            if live.nl <= CONV1_LIVE * self.masks["conv1"].shape[0] * self.masks["conv1"].shape[1]:
+            live = Conv1Live(self.dmasks["conv1"])
+            if self.md and live.nl <= CONV1_LIVE * self.md * self.dmasks["conv1"].shape[1]:
                 self.convs.live = live
         # The SGD step in one pass over the surviving weights' blocks (kernels.masked_sgd: the same bits as torch's
         # update of masked gradients), the masks as bytes; on the torch path and the dense reference
         # (sparse=False) the gradients are multiplied by the float masks and torch's foreach ops update.
-        self.mask_bytes = ({layer: (mk != 0).to(torch.uint8) for layer, mk in self.masks.items()}
+        self.mask_bytes = ({layer: (mk != 0).to(torch.uint8) for layer, mk in self.dmasks.items()}
                            if sparse and isinstance(self.convs, lenet_convs.Fused) else None)
 
-    def _forward(self, x: torch.Tensor, train: bool = False):
-        """Logits (M, n, classes) and what the backward pass needs."""
-        p = self.params
-        h, convs = self.convs.forward(p, self.m, x, train)  # (M, n, 16*5*5)
+    def _forward(self, x: torch.Tensor, train: bool = False, every: bool = False):
+        """The dense part's logits (md, n, classes) and what the backward pass needs; with ``every``, every slot's
+        logits (M, n, classes) by the dense kernels (evaluation)."""
+        if every and self.whole is not None:
+            if self._eval_convs is None:
+                self._eval_convs = lenet_convs.make(x.device, self.params["conv2.weight"].shape[1])
+            p, m, conv_path, sparse = self.params, self.m, self._eval_convs, {}
+        else:
+            p, m, conv_path, sparse = self.dp, self.md, self.convs, self.sparse
+        h, convs = conv_path.forward(p, m, x, train)  # (M, n, 16*5*5)
         acts = [h]
         for layer in ("fc1", "fc2", "fc3"):
             w, b = p[f"{layer}.weight"], p[f"{layer}.bias"]
-            if layer not in self.sparse:
+            if layer not in sparse:
                 h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             else:  # each dense range in one batched product, the sparse members in the kernel
-                rows, dense = self.sparse[layer]
-                y = h.new_empty(self.m, h.shape[1], w.shape[1])
+                rows, dense = sparse[layer]
+                y = h.new_empty(m, h.shape[1], w.shape[1])
                 for i, j in dense:
                     torch.baddbmm(b[i:j].unsqueeze(1), h[i:j], w[i:j].transpose(1, 2), out=y[i:j])
                 rows.forward(h, w, b, y)
@@ -166,14 +203,16 @@ class Population:
         return h, (convs, acts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (b, C, H, W): the batch every member sees. Returns logits (M, b, classes)."""
-        return self._forward(x)[0]
+        """``x`` (b, C, H, W): the batch every member sees. Returns logits (M, b, classes), members in the order
+        given."""
+        logits = self._forward(x, every=True)[0]
+        return logits[self.slot] if self._reordered else logits
 
     def _backward(self, dz: torch.Tensor, saved, masked: bool = True) -> list[torch.Tensor]:
         """Every parameter's gradient (in ``names`` order) from the logits' gradient ``dz``; multiplied by the masks
         if ``masked`` (else a pruned entry's gradient may hold anything: :meth:`step` with ``masked=False`` reads
         the masks itself)."""
-        p = self.params
+        p = self.dp
         convs, acts = saved
         if self._grads is None:  # the linear layers' gradients: allocated once, overwritten every step (the
             # pruned entries of sparse members are never written: zeros from the start)
@@ -195,31 +234,36 @@ class Population:
                 grads[f"{layer}.weight"], dz = gw, da
             if layer != "fc1":
                 dz = torch.ops.aten.threshold_backward(dz, a, 0)
-        grads.update(self.convs.backward(p, self.m, dz, convs))
+        grads.update(self.convs.backward(p, self.md, dz, convs))
         if masked:
             for layer, _ in LENET_LAYERS:
-                grads[f"{layer}.weight"].mul_(self.masks[layer])
+                grads[f"{layer}.weight"].mul_(self.dmasks[layer])
         return [grads[name] for name in self.names]
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, cfg: TrainingConfig) -> torch.Tensor:
         """One SGD step on the shared batch ``x`` (b, C, H, W), ``y`` (b,). Returns each member's mean loss (M,)."""
-        m, b = self.m, x.shape[0]
-        logits, saved = self._forward(x, train=True)
-        logp = F.log_softmax(logits, -1)
-        target = y.view(1, b, 1).expand(m, b, 1)
-        losses = -logp.gather(2, target).squeeze(2).mean(1)
-        # d(mean cross-entropy)/d logits = (softmax - one-hot) / b, for each member's own loss
-        dz = logp.exp_().scatter_add_(2, target, torch.full((m, b, 1), -1.0, device=x.device)).div_(b)
-        fused = self.mask_bytes is not None
-        self.step(self._backward(dz, saved, masked=not fused), cfg, masked=not fused)
-        return losses
+        m, b = self.md, x.shape[0]
+        parts = []
+        if m:
+            logits, saved = self._forward(x, train=True)
+            logp = F.log_softmax(logits, -1)
+            target = y.view(1, b, 1).expand(m, b, 1)
+            parts.append(-logp.gather(2, target).squeeze(2).mean(1))
+            # d(mean cross-entropy)/d logits = (softmax - one-hot) / b, for each member's own loss
+            dz = logp.exp_().scatter_add_(2, target, torch.full((m, b, 1), -1.0, device=x.device)).div_(b)
+            fused = self.mask_bytes is not None
+            self.step(self._backward(dz, saved, masked=not fused), cfg, masked=not fused)
+        if self.whole is not None:
+            parts.append(self.whole.step(x, y, cfg.lr, cfg.momentum, cfg.weight_decay))
+        losses = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return losses[self.slot] if self._reordered else losses
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor], cfg: TrainingConfig, masked: bool = True) -> None:
         """One SGD step on every member, as ``torch.optim.SGD(lr, momentum, weight_decay)`` does it. ``masked``:
         the weights' gradients are already multiplied by the masks; if not (the fused path only), the step takes
         the gradient of ``weight * mask`` itself, over the surviving weights' blocks (``kernels.masked_sgd``)."""
-        params = [self.params[n] for n in self.names]
+        params = [self.dp[n] for n in self.names]
         if not masked:
             if self.mask_bytes is None:
                 raise ValueError("an unmasked step needs the fused kernels")
@@ -251,7 +295,7 @@ class Population:
     def states(self) -> list[dict[str, torch.Tensor]]:
         """Every member's plain state dict on the CPU: one copy of each stacked tensor, then views."""
         host = {name: self.params[name].detach().cpu() for name in self.names}
-        return [{name: host[name][i].clone() for name in self.names} for i in range(self.m)]
+        return [{name: host[name][self.slot[i]].clone() for name in self.names} for i in range(self.m)]
 
 
 def train_population(states: list[dict], masks: list[dict | None], data: Tensors, train_idx: torch.Tensor,

@@ -15,23 +15,132 @@
 // the same inputs give the same bits whatever else runs (no threads, fixed summation order), and every
 // SIMD lane computes one channel of one member on its own, so a member's bits do not depend on the others.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 #include <thread>
 #include <vector>
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t i16 __attribute__((vector_size(64)));
 typedef uint8_t u16 __attribute__((vector_size(16)));
 static const int64_t L = 16;
+#ifdef __AVX512F__
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t i16 __attribute__((vector_size(64)));
+#else
+// Without AVX-512, GCC 12 compiles 16-lane generic vectors badly: comparisons, selects and conversions become
+// scalar code, and values pass through the stack in pieces that the next vector load cannot forward from. On an
+// AMD EPYC with AVX2 only (2026-12-02) the dense M=10 step took 55-80 ms, against 12-15 ms with the halves below.
+// So there a 16-lane vector is two 8-lane halves, which map to AVX2 registers, with the operators the kernels use
+// (and ld/st move each half as one register). The same operations lane by lane.
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+typedef float __attribute__((may_alias)) float_a;
+typedef int32_t __attribute__((may_alias)) int_a;
+struct v16 {
+  v8 a, b;
+  v16() = default;
+  v16(float s) : a(v8{} + s), b(v8{} + s) {}
+  v16(v8 x, v8 y) : a(x), b(y) {}
+  float &operator[](int64_t i) { return ((float_a *)this)[i]; }
+  float operator[](int64_t i) const { return ((const float_a *)this)[i]; }
+  v16 &operator+=(v16 o) { a += o.a; b += o.b; return *this; }
+};
+static inline v16 operator+(v16 x, v16 y) { return {x.a + y.a, x.b + y.b}; }
+static inline v16 operator-(v16 x, v16 y) { return {x.a - y.a, x.b - y.b}; }
+static inline v16 operator*(v16 x, v16 y) { return {x.a * y.a, x.b * y.b}; }
+static inline v16 operator+(float s, v16 y) { return {s + y.a, s + y.b}; }
+static inline v16 operator+(v16 x, float s) { return {x.a + s, x.b + s}; }
+static inline v16 operator*(float s, v16 y) { return {s * y.a, s * y.b}; }
+static inline v16 operator*(v16 x, float s) { return {x.a * s, x.b * s}; }
+struct i16 {
+  i8 a, b;
+  i16() = default;
+  i16(i8 x, i8 y) : a(x), b(y) {}
+  int32_t &operator[](int64_t i) { return ((int_a *)this)[i]; }
+  int32_t operator[](int64_t i) const { return ((const int_a *)this)[i]; }
+};
+static inline i16 operator|(i16 x, i16 y) { return {x.a | y.a, x.b | y.b}; }
+static inline i16 operator&(i16 x, i16 y) { return {x.a & y.a, x.b & y.b}; }
+static inline i16 operator~(i16 x) { return {~x.a, ~x.b}; }
+#endif
 
 static inline i16 splat(int32_t v) {
   i16 r;
   for (int64_t e = 0; e < L; e++) r[e] = v;
   return r;
+}
+
+// Lane-wise comparisons, selects and width changes of the 16-lane vectors: with AVX-512 the vector operators
+// themselves; without it, on the two 8-lane halves (see v16 above). Exact operations: the same bits either way.
+#ifdef __AVX512F__
+static inline i16 gt(v16 a, v16 b) { return a > b; }
+static inline i16 lt(v16 a, v16 b) { return a < b; }
+static inline i16 le(v16 a, v16 b) { return a <= b; }
+static inline i16 nan(v16 a) { return a != a; }
+static inline i16 eq(i16 a, i16 b) { return a == b; }
+static inline i16 lt(i16 a, i16 b) { return a < b; }
+static inline v16 sel(i16 t, v16 a, v16 b) { return t ? a : b; }
+static inline i16 sel(i16 t, i16 a, i16 b) { return t ? a : b; }
+static inline u16 narrow(i16 v) { return __builtin_convertvector(v, u16); }
+static inline i16 widen(u16 v) { return __builtin_convertvector(v, i16); }
+#else
+typedef uint8_t u8 __attribute__((vector_size(8)));
+static inline i16 gt(v16 x, v16 y) { return {(i8)(x.a > y.a), (i8)(x.b > y.b)}; }
+static inline i16 lt(v16 x, v16 y) { return {(i8)(x.a < y.a), (i8)(x.b < y.b)}; }
+static inline i16 le(v16 x, v16 y) { return {(i8)(x.a <= y.a), (i8)(x.b <= y.b)}; }
+static inline i16 nan(v16 x) { return {(i8)(x.a != x.a), (i8)(x.b != x.b)}; }
+static inline i16 eq(i16 x, i16 y) { return {x.a == y.a, x.b == y.b}; }
+static inline i16 lt(i16 x, i16 y) { return {x.a < y.a, x.b < y.b}; }
+static inline v16 sel(i16 t, v16 x, v16 y) { return {t.a ? x.a : y.a, t.b ? x.b : y.b}; }
+static inline i16 sel(i16 t, i16 x, i16 y) { return {t.a ? x.a : y.a, t.b ? x.b : y.b}; }
+static inline u16 narrow(i16 v) {
+  const u8 x = __builtin_convertvector(v.a, u8), y = __builtin_convertvector(v.b, u8);
+  u16 r;
+  std::memcpy(&r, &x, sizeof x);
+  std::memcpy((char *)&r + sizeof x, &y, sizeof y);
+  return r;
+}
+static inline i16 widen(u16 v) {
+  u8 x, y;
+  std::memcpy(&x, &v, sizeof x);
+  std::memcpy(&y, (const char *)&v + sizeof x, sizeof y);
+  return {__builtin_convertvector(x, i8), __builtin_convertvector(y, i8)};
+}
+#endif
+
+// Loads and stores of whole vectors (and other values) from and to memory. For the two-halves vector (AVX2) each
+// half is moved as one 32-byte register: a 64-byte memcpy into the struct went through 16-byte pieces that the
+// next 32-byte load could not forward from, a stall per access.
+template <class T> static inline void ld(T &v, const void *p) { std::memcpy(&v, p, sizeof v); }
+template <class T> static inline void st(void *p, const T &v) { std::memcpy(p, &v, sizeof v); }
+#ifndef __AVX512F__
+static inline void ld(v16 &v, const void *p) {
+  std::memcpy(&v.a, p, sizeof v.a);
+  std::memcpy(&v.b, (const char *)p + sizeof v.a, sizeof v.b);
+}
+static inline void st(void *p, const v16 &v) {
+  std::memcpy(p, &v.a, sizeof v.a);
+  std::memcpy((char *)p + sizeof v.a, &v.b, sizeof v.b);
+}
+#endif
+
+// p[0], p[stride], ..., p[15 * stride] as one vector (AVX2: built in registers, not through the stack)
+static inline v16 strided16(const float *p, int64_t stride) {
+#if !defined(__AVX512F__) && defined(__AVX2__)
+  const __m256 x = _mm256_setr_ps(p[0], p[stride], p[2 * stride], p[3 * stride], p[4 * stride], p[5 * stride],
+                                  p[6 * stride], p[7 * stride]);
+  const float *q = p + 8 * stride;
+  const __m256 y = _mm256_setr_ps(q[0], q[stride], q[2 * stride], q[3 * stride], q[4 * stride], q[5 * stride],
+                                  q[6 * stride], q[7 * stride]);
+  return {(v8)x, (v8)y};
+#else
+  v16 r;
+  for (int64_t o = 0; o < L; o++) r[o] = p[o * stride];
+  return r;
+#endif
 }
 
 // conv2's pooling: max_pool2d over a window's 4 positions r0..r3 (the first maximum in window order wins, and NaN
@@ -42,24 +151,24 @@ static inline void pool_relu(v16 r0, v16 r1, v16 r2, v16 r3, v16 &best, i16 &won
   i16 t;
   best = r0;
   won = splat(0);
-  t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? splat(1) : won;
-  t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? splat(2) : won;
-  t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? splat(3) : won;
-  t = best <= zero;
-  best = t ? zero : best;
-  won = t ? splat(4) : won;
+  t = gt(r1, best) | nan(r1); best = sel(t, r1, best); won = sel(t, splat(1), won);
+  t = gt(r2, best) | nan(r2); best = sel(t, r2, best); won = sel(t, splat(2), won);
+  t = gt(r3, best) | nan(r3); best = sel(t, r3, best); won = sel(t, splat(3), won);
+  t = le(best, zero);
+  best = sel(t, zero, best);
+  won = sel(t, splat(4), won);
 }
 
 static inline float hsum(v16 v) {  // a fixed tree: the same bits for the same lanes
   typedef float v8 __attribute__((vector_size(32)));
   typedef float v4 __attribute__((vector_size(16)));
   v8 lo, hi;
-  std::memcpy(&lo, &v, sizeof lo);
-  std::memcpy(&hi, (const char *)&v + sizeof lo, sizeof hi);
+  ld(lo, &v);
+  ld(hi, (const char *)&v + sizeof lo);
   lo += hi;
   v4 a, c;
-  std::memcpy(&a, &lo, sizeof a);
-  std::memcpy(&c, (const char *)&lo + sizeof a, sizeof c);
+  ld(a, &lo);
+  ld(c, (const char *)&lo + sizeof a);
   a += c;
   return (a[0] + a[2]) + (a[1] + a[3]);
 }
@@ -102,7 +211,7 @@ static inline void conv1_vector(const float *p, const float *f0, int64_t stride,
   v16 r0 = zero, r1 = zero, r2 = zero, r3 = zero;
   for (int64_t k = 0; k < K; k++) {
     v16 f;
-    std::memcpy(&f, f0 + k * stride, sizeof f);
+    ld(f, f0 + k * stride);
     r0 += p[k] * f;
     r1 += p[K + k] * f;
     r2 += p[2 * K + k] * f;
@@ -110,11 +219,11 @@ static inline void conv1_vector(const float *p, const float *f0, int64_t stride,
   }
   best = r0;
   i16 won = splat(0), t;
-  t = (r1 > best) | (r1 != r1); best = t ? r1 : best; won = t ? splat(1) : won;
-  t = (r2 > best) | (r2 != r2); best = t ? r2 : best; won = t ? splat(2) : won;
-  t = (r3 > best) | (r3 != r3); best = t ? r3 : best; won = t ? splat(3) : won;
-  best = best < zero ? zero : best;
-  won8 = __builtin_convertvector(won, u16);
+  t = gt(r1, best) | nan(r1); best = sel(t, r1, best); won = sel(t, splat(1), won);
+  t = gt(r2, best) | nan(r2); best = sel(t, r2, best); won = sel(t, splat(2), won);
+  t = gt(r3, best) | nan(r3); best = sel(t, r3, best); won = sel(t, splat(3), won);
+  best = sel(lt(best, zero), zero, best);
+  won8 = narrow(won);
 }
 
 // f(pos, p) at every pooled position pos = (b * PH + i) * PW + j of the batch, p its 4 patches (patches4); by image
@@ -142,8 +251,8 @@ extern "C" void conv1_pool_forward(const float *x, const float *ft, float *a, ui
       v16 best;
       u16 won8;
       conv1_vector(p, ft + c0, Cp, K, best, won8);
-      std::memcpy(a + pos * Cp + c0, &best, sizeof best);
-      std::memcpy(idx + pos * Cp + c0, &won8, sizeof won8);
+      st(a + pos * Cp + c0, best);
+      st(idx + pos * Cp + c0, won8);
     }
   });
 }
@@ -171,25 +280,25 @@ static void conv1_backward(const float *x, const uint8_t *idx, const float *a, c
           const int64_t off = (b * S + s) * Cp + c0;
           v16 av, gv;
           u16 w8;
-          std::memcpy(&av, a + off, sizeof av);
-          std::memcpy(&gv, ga + off, sizeof gv);
-          std::memcpy(&w8, idx + off, sizeof w8);
-          const i16 wv = __builtin_convertvector(w8, i16);
-          gv = av <= zero ? zero : gv;  // threshold_backward(grad, a, 0)
+          ld(av, a + off);
+          ld(gv, ga + off);
+          ld(w8, idx + off);
+          const i16 wv = widen(w8);
+          gv = sel(le(av, zero), zero, gv);  // threshold_backward(grad, a, 0)
           const float *p = pbuf + s * 4 * K;
           for (int64_t k = 0; k < K; k++) {
             v16 val = p[k] + zero;  // each lane: the patch value at the position that won it
-            val = wv == 1 ? p[K + k] + zero : val;
-            val = wv == 2 ? p[2 * K + k] + zero : val;
-            val = wv == 3 ? p[3 * K + k] + zero : val;
+            val = sel(eq(wv, splat(1)), p[K + k] + zero, val);
+            val = sel(eq(wv, splat(2)), p[2 * K + k] + zero, val);
+            val = sel(eq(wv, splat(3)), p[3 * K + k] + zero, val);
             acc[k] += gv * val;
           }
         }
         for (int64_t k = 0; k < K; k++) {
           v16 t;
-          std::memcpy(&t, g + k * Cp + c0, sizeof t);
+          ld(t, g + k * Cp + c0);
           t += acc[k];
-          std::memcpy(g + k * Cp + c0, &t, sizeof t);
+          st(g + k * Cp + c0, t);
         }
       }
     }
@@ -217,12 +326,12 @@ extern "C" void conv1_pool_backward(const float *x, const uint8_t *idx, const fl
 static inline v16 gather16(const float *base, const int32_t *li) {
   __m512 r = _mm512_i32gather_ps(_mm512_loadu_si512(li), base, 4);
   v16 v;
-  std::memcpy(&v, &r, sizeof v);
+  ld(v, &r);
   return v;
 }
 static inline void scatter16(float *base, const int32_t *li, int64_t ne, v16 v) {  // lanes e < ne to base[li[e]]
   __m512 r;
-  std::memcpy(&r, &v, sizeof r);
+  ld(r, &v);
   const __mmask16 m = (__mmask16)((1u << ne) - 1);
   _mm512_mask_i32scatter_ps(base, m, _mm512_maskz_loadu_epi32(m, li), r, 4);
 }
@@ -255,8 +364,8 @@ extern "C" void conv1_live_forward(const float *x, const float *ft, const int32_
       v16 best;
       u16 won8;
       conv1_vector(p, ftc + c0, NLp, K, best, won8);  // as the dense kernel
-      std::memcpy(ac + pos * NLp + c0, &best, sizeof best);
-      std::memcpy(ic + pos * NLp + c0, &won8, sizeof won8);
+      st(ac + pos * NLp + c0, best);
+      st(ic + pos * NLp + c0, won8);
       scatter16(a + pos * Cp, live + c0, std::min<int64_t>(L, nl - c0), best);
     }
   });
@@ -279,8 +388,8 @@ static void conv1_live_backward_k(const float *x, const float *ac, const uint8_t
     const v16 zero = {0};
     for (int64_t c0 = blk0 * L; c0 < blk1 * L; c0 += L) {
       v16 a0;
-      std::memcpy(&a0, a + c0, sizeof a0);
-      const i16 on = !(a0 <= zero);  // as threshold_backward: NaN passes
+      ld(a0, a + c0);
+      const i16 on = ~le(a0, zero);  // as threshold_backward: NaN passes
       bool any = false;
       for (int64_t e = 0; e < L; e++) any |= on[e] != 0;
       if (!any) continue;  // no gradient reaches these biases: they stay 0
@@ -288,13 +397,13 @@ static void conv1_live_backward_k(const float *x, const float *ac, const uint8_t
         v16 acc = zero;
         for (int64_t s = 0; s < S; s++) {
           v16 gv;
-          std::memcpy(&gv, ga + (b * S + s) * Cp + c0, sizeof gv);
-          acc += on ? gv : zero;
+          ld(gv, ga + (b * S + s) * Cp + c0);
+          acc += sel(on, gv, zero);
         }
         v16 t;
-        std::memcpy(&t, g + (K - 1) * Cp + c0, sizeof t);
+        ld(t, g + (K - 1) * Cp + c0);
         t += acc;
-        std::memcpy(g + (K - 1) * Cp + c0, &t, sizeof t);
+        st(g + (K - 1) * Cp + c0, t);
       }
     }
   });
@@ -315,16 +424,16 @@ static void conv1_live_backward_k(const float *x, const float *ac, const uint8_t
           const int64_t pos = b * S + s;
           v16 av, gv = gather16(ga + pos * Cp, li);
           u16 w8;
-          std::memcpy(&av, ac + pos * NLp + c0, sizeof av);
-          std::memcpy(&w8, ic + pos * NLp + c0, sizeof w8);
-          const i16 wv = __builtin_convertvector(w8, i16);
-          gv = av <= zero ? zero : gv;
+          ld(av, ac + pos * NLp + c0);
+          ld(w8, ic + pos * NLp + c0);
+          const i16 wv = widen(w8);
+          gv = sel(le(av, zero), zero, gv);
           const float *p = pbuf + s * 4 * K;
           for (int64_t k = 0; k < K - 1; k++) {
             v16 val = p[k] + zero;
-            val = wv == 1 ? p[K + k] + zero : val;
-            val = wv == 2 ? p[2 * K + k] + zero : val;
-            val = wv == 3 ? p[3 * K + k] + zero : val;
+            val = sel(eq(wv, splat(1)), p[K + k] + zero, val);
+            val = sel(eq(wv, splat(2)), p[2 * K + k] + zero, val);
+            val = sel(eq(wv, splat(3)), p[3 * K + k] + zero, val);
             acc[k] += gv * val;
           }
           acc[K - 1] += gv;  // the bias: the patch's 1 at whichever position won, as the dense kernel multiplies it
@@ -500,8 +609,8 @@ static void conv2_taps_forward(const float *a1, const float *wt, const float *bi
               const float *src = A + ((2 * py + ky) * W + kx) * Ci * NB + ci * NB;
               for (int64_t x = 0; x < CW; x++) {
                 v16 p0, p1;
-                std::memcpy(&p0, src + x * Ci * NB, sizeof p0);
-                std::memcpy(&p1, src + RS + x * Ci * NB, sizeof p1);
+                ld(p0, src + x * Ci * NB);
+                ld(p1, src + RS + x * Ci * NB);
                 top[x] += p0 * f;
                 bot[x] += p1 * f;
               }
@@ -511,9 +620,9 @@ static void conv2_taps_forward(const float *a1, const float *wt, const float *bi
               i16 won;
               pool_relu(top[2 * px], top[2 * px + 1], bot[2 * px], bot[2 * px + 1], best, won);
               const int64_t row = o * S + py * TAP_PW + px;
-              const u16 won8 = __builtin_convertvector(won, u16);
-              std::memcpy(P + row * NB, &best, sizeof best);
-              std::memcpy(C + row * NB, &won8, sizeof won8);
+              const u16 won8 = narrow(won);
+              st(P + row * NB, best);
+              st(C + row * NB, won8);
             }
           }
         untranspose_chunk(P, NB, L * S, b0, nb, a2 + m * n * L * S);
@@ -556,18 +665,18 @@ static void conv2_taps_backward_member(const float *a1, const float *wt, const u
     for (int64_t pos = 0; pos < S; pos++) {
       const float *gsrc = ga2 + (m * n + b) * L * S + pos;
       u16 c8;
-      std::memcpy(&c8, idx + ((b * S + pos) * M + m) * L, sizeof c8);
-      const i16 wv = __builtin_convertvector(c8, i16);
+      ld(c8, idx + ((b * S + pos) * M + m) * L);
+      const i16 wv = widen(c8);
       v16 gv;
 #ifdef __AVX512F__
       const __m512 g = _mm512_i32gather_ps(strided, gsrc, 4);
-      std::memcpy(&gv, &g, sizeof gv);
+      ld(gv, &g);
 #else
       for (int64_t o = 0; o < L; o++) gv[o] = gsrc[o * S];
 #endif
-      bsum += wv < 4 ? gv : zero;
+      bsum += sel(lt(wv, splat(4)), gv, zero);
     }
-  std::memcpy(gb + m * L, &bsum, sizeof bsum);
+  st(gb + m * L, bsum);
   std::fill(gacc, gacc + T * L, 0.0f);
   for (int64_t b0 = 0; b0 < n; b0 += NB) {
     const int64_t nb = std::min(NB, n - b0);
@@ -589,13 +698,13 @@ static void conv2_taps_backward_member(const float *a1, const float *wt, const u
           const int64_t row = o * S + py * TAP_PW + px;
           v16 g;
           u16 c8;
-          std::memcpy(&g, G + row * NB, sizeof g);
-          std::memcpy(&c8, C + row * NB, sizeof c8);
-          const i16 c = __builtin_convertvector(c8, i16);
-          dtop[2 * px] = c == 0 ? g : zero;
-          dtop[2 * px + 1] = c == one ? g : zero;
-          dbot[2 * px] = c == two ? g : zero;
-          dbot[2 * px + 1] = c == three ? g : zero;
+          ld(g, G + row * NB);
+          ld(c8, C + row * NB);
+          const i16 c = widen(c8);
+          dtop[2 * px] = sel(eq(c, splat(0)), g, zero);
+          dtop[2 * px + 1] = sel(eq(c, one), g, zero);
+          dbot[2 * px] = sel(eq(c, two), g, zero);
+          dbot[2 * px + 1] = sel(eq(c, three), g, zero);
         }
         for (int64_t t = t0; t < t1; t++) {
           const int64_t k = taps[t], kk = k / Ci, ci = k - kk * Ci, ky = kk / 3, kx = kk - ky * 3;
@@ -604,21 +713,21 @@ static void conv2_taps_backward_member(const float *a1, const float *wt, const u
           float *dst = dA + off;
           const float f = wm[k * L + o];
           v16 acc;
-          std::memcpy(&acc, gacc + (t - om[0]) * L, sizeof acc);
+          ld(acc, gacc + (t - om[0]) * L);
           for (int64_t x = 0; x < CW; x++) {
             v16 p0, p1, q0, q1;
-            std::memcpy(&p0, src + x * Ci * NB, sizeof p0);
-            std::memcpy(&p1, src + RS + x * Ci * NB, sizeof p1);
+            ld(p0, src + x * Ci * NB);
+            ld(p1, src + RS + x * Ci * NB);
             acc += dtop[x] * p0;
             acc += dbot[x] * p1;
-            std::memcpy(&q0, dst + x * Ci * NB, sizeof q0);
-            std::memcpy(&q1, dst + RS + x * Ci * NB, sizeof q1);
+            ld(q0, dst + x * Ci * NB);
+            ld(q1, dst + RS + x * Ci * NB);
             q0 += f * dtop[x];
             q1 += f * dbot[x];
-            std::memcpy(dst + x * Ci * NB, &q0, sizeof q0);
-            std::memcpy(dst + RS + x * Ci * NB, &q1, sizeof q1);
+            st(dst + x * Ci * NB, q0);
+            st(dst + RS + x * Ci * NB, q1);
           }
-          std::memcpy(gacc + (t - om[0]) * L, &acc, sizeof acc);
+          st(gacc + (t - om[0]) * L, acc);
         }
       }
     member_unchunk(dA, b0, nb, HW, CS, m, Ci, da1);
@@ -627,7 +736,7 @@ static void conv2_taps_backward_member(const float *a1, const float *wt, const u
   for (int64_t o = 0; o < L; o++)
     for (int64_t t = om[o]; t < om[o + 1]; t++) {
       v16 acc;
-      std::memcpy(&acc, gacc + (t - om[0]) * L, sizeof acc);
+      ld(acc, gacc + (t - om[0]) * L);
       gw[taps[t] * L + o] = hsum(acc);
     }
 }
@@ -653,7 +762,7 @@ static void conv2_forward(const float *a1, const float *wt, const float *bias, f
           for (int64_t m = 0; m < M; m++) {
             if (on_taps(op, m)) continue;  // computed by conv2_taps_forward
             v16 r0, r1, r2, r3;
-            std::memcpy(&r0, bias + m * L, sizeof r0);
+            ld(r0, bias + m * L);
             r1 = r0; r2 = r0; r3 = r0;
             const float *w = wt + m * K * L;
             for (int64_t ky = 0; ky < 3; ky++)
@@ -661,7 +770,7 @@ static void conv2_forward(const float *a1, const float *wt, const float *bias, f
                 const float *p = a1 + ((b * H + 2 * i + ky) * W + 2 * j + kx) * MC + m * Ci;
                 for (int64_t ci = 0; ci < Ci; ci++, w += L) {
                   v16 f;
-                  std::memcpy(&f, w, sizeof f);
+                  ld(f, w);
                   r0 += p[ci] * f;
                   r1 += p[MC + ci] * f;
                   r2 += p[W * MC + ci] * f;
@@ -719,17 +828,15 @@ static void conv2_backward(const float *a1, const float *wx, const float *wt, co
           for (int64_t j = 0; j < PW; j++) {
             const float *gsrc = ga2 + (m * n + b) * L * S + i * PW + j;
             const uint8_t *code = idx + (((b * PH + i) * PW + j) * M + m) * L;
-            v16 gv;
-            i16 wv;
-            for (int64_t o = 0; o < L; o++) {
-              gv[o] = gsrc[o * S];
-              wv[o] = code[o];
-            }
-            const v16 live = wv < 4 ? gv : zero;  // the gradient where ReLU is active, 0 elsewhere
+            const v16 gv = strided16(gsrc, S);
+            u16 c8;
+            ld(c8, code);
+            const i16 wv = widen(c8);
+            const v16 live = sel(lt(wv, splat(4)), gv, zero);  // the gradient where ReLU is active, 0 elsewhere
             v16 bsum;
-            std::memcpy(&bsum, gb + m * L, sizeof bsum);
+            ld(bsum, gb + m * L);
             bsum += live;
-            std::memcpy(gb + m * L, &bsum, sizeof bsum);
+            st(gb + m * L, bsum);
             // the filters' gradients: each input value times the gradient of the window position it fed
             float *gw = gwt + m * K * L;
             for (int64_t ky = 0; ky < 3; ky++)
@@ -737,12 +844,12 @@ static void conv2_backward(const float *a1, const float *wx, const float *wt, co
                 const float *p = a1 + ((b * H + 2 * i + ky) * W + 2 * j + kx) * MC + m * Ci;
                 for (int64_t ci = 0; ci < Ci; ci++, gw += L) {
                   v16 acc, val = p[ci] + zero;  // each lane: the input value at the position that won it
-                  val = wv == 1 ? p[MC + ci] + zero : val;
-                  val = wv == 2 ? p[W * MC + ci] + zero : val;
-                  val = wv == 3 ? p[W * MC + MC + ci] + zero : val;
-                  std::memcpy(&acc, gw, sizeof acc);
+                  val = sel(eq(wv, splat(1)), p[MC + ci] + zero, val);
+                  val = sel(eq(wv, splat(2)), p[W * MC + ci] + zero, val);
+                  val = sel(eq(wv, splat(3)), p[W * MC + MC + ci] + zero, val);
+                  ld(acc, gw);
                   acc += live * val;
-                  std::memcpy(gw, &acc, sizeof acc);
+                  st(gw, acc);
                 }
               }
             // the input's gradient over the 4x4 block: each output channel's gradient times its filter, placed
@@ -755,8 +862,8 @@ static void conv2_backward(const float *a1, const float *wx, const float *wt, co
               const float *f = wm + (wv[o] * L + o) * B, *e = wm + (wv[o + 1] * L + o + 1) * B;
               for (int64_t v = 0; v < Ci; v++) {
                 v16 fv, ev;
-                std::memcpy(&fv, f + v * L, sizeof fv);
-                std::memcpy(&ev, e + v * L, sizeof ev);
+                ld(fv, f + v * L);
+                ld(ev, e + v * L);
                 loc[v] += g * fv;
                 odd[v] += h * ev;
               }
@@ -832,8 +939,8 @@ extern "C" void linear_sparse_forward(const float *x, const float *w, const floa
               const int64_t j = cols[e + u];
               const float f = wr[j];
               v16 p0, p1;
-              std::memcpy(&p0, xT + j * NP, sizeof p0);
-              std::memcpy(&p1, xT + j * NP + L, sizeof p1);
+              ld(p0, xT + j * NP);
+              ld(p1, xT + j * NP + L);
               a0[u] += f * p0;
               a1[u] += f * p1;
             }
@@ -841,15 +948,15 @@ extern "C" void linear_sparse_forward(const float *x, const float *w, const floa
             const int64_t j = cols[e];
             const float f = wr[j];
             v16 p0, p1;
-            std::memcpy(&p0, xT + j * NP, sizeof p0);
-            std::memcpy(&p1, xT + j * NP + L, sizeof p1);
+            ld(p0, xT + j * NP);
+            ld(p1, xT + j * NP + L);
             a0[u] += f * p0;
             a1[u] += f * p1;
           }
           v16 s0 = ((a0[0] + a0[1]) + (a0[2] + a0[3])) + bs[r];
           v16 s1 = ((a1[0] + a1[1]) + (a1[2] + a1[3])) + bs[r];
-          std::memcpy(yT + r * NP, &s0, sizeof s0);
-          std::memcpy(yT + r * NP + L, &s1, sizeof s1);
+          st(yT + r * NP, s0);
+          st(yT + r * NP + L, s1);
         }
         untranspose_chunk(yT, NP, OUT, b0, nb, ys);
       }
@@ -886,8 +993,8 @@ extern "C" void linear_sparse_backward(const float *x, const float *w, const flo
           v16 acc = zero;
           for (int64_t v = 0; v < NP; v += L) {
             v16 zv, xv;
-            std::memcpy(&zv, zr + v, sizeof zv);
-            std::memcpy(&xv, xj + v, sizeof xv);
+            ld(zv, zr + v);
+            ld(xv, xj + v);
             acc += zv * xv;
           }
           gr[j] = hsum(acc);
@@ -896,10 +1003,10 @@ extern "C" void linear_sparse_backward(const float *x, const float *w, const flo
             float *dj = dT + j * NP;
             for (int64_t v = 0; v < NP; v += L) {
               v16 zv, dv;
-              std::memcpy(&zv, zr + v, sizeof zv);
-              std::memcpy(&dv, dj + v, sizeof dv);
+              ld(zv, zr + v);
+              ld(dv, dj + v);
               dv += f * zv;
-              std::memcpy(dj + v, &dv, sizeof dv);
+              st(dj + v, dv);
             }
           }
         }
@@ -979,3 +1086,369 @@ extern "C" void masked_sgd(float *p, const float *grad, float *buf, const uint8_
   }
 }
 #pragma GCC pop_options
+
+// ---------------------------------------------------------------------------------------------------------------
+// Whole members on the sparse path (issue 19; members.Members calls it). One call trains every such member for one
+// step: forward, loss, backward and the SGD update, each member by one thread, over its surviving weights only.
+//
+// Layout: every activation of a member is (units, NP), the batch in the columns (NP = n rounded up to 16), so one
+// SIMD vector holds one unit of 16 images, from the input to the logits: no layer moves data between layouts
+// (what made per-layer sparse kernels pay a fixed cost as large as the arithmetic at LeNet's sizes). Each layer's
+// surviving weights are a CSR over its weight viewed as (out, in): rows are output channels or units, columns
+// the flat index of a conv tap (ci*9 + ky*3 + kx) or a linear input; rowptr (S, O+1) int64 holds offsets into the
+// layer's cols (int32), each row's columns increasing. So a conv layer's cost is its surviving taps times the
+// positions, a linear layer's its surviving weights, a pruned filter or unit costs its bias, for unstructured and
+// structured masks alike; per step a member also pays its pooling, ReLUs, the loss and the bias updates.
+//
+// conv: 3x3, stride 1, no padding, then 2x2 max pooling (conv rows and columns past 2*(H-2)/2 are not computed:
+// pooling drops them) and ReLU (pool_relu: the winner, 4 where inactive). The forward sums start from the bias
+// and add the taps in increasing order, one multiply-add each; the gradients sum over images, then positions in
+// a fixed order, then a fixed tree across the 16 lanes (hsum). Padding lanes (images >= n) get a zero gradient at
+// the loss, so they add exact zeros. Same values as the dense step up to float rounding; the bits depend on the
+// member's own mask and values only, not on the thread count or the other members.
+#ifdef __AVX512F__
+static const int64_t MK_PB = 4;  // pooled columns per register block (2*MK_PB conv columns x 2 conv rows)
+#else
+static const int64_t MK_PB = 2;  // AVX2: half the registers
+#endif
+
+template <int PB>
+static inline void mk_conv_block(const float *in, int64_t H, int64_t W, int64_t NP, const float *wo, float bias,
+                                 const int64_t t0, const int64_t t1, const int32_t *cols, int64_t py, int64_t px0,
+                                 int64_t c0, v16 *best, i16 *won) {
+  const v16 zero = {0};
+  v16 top[2 * PB], bot[2 * PB];
+  for (int x = 0; x < 2 * PB; x++) top[x] = bot[x] = bias + zero;
+  const int64_t RS = W * NP;
+  for (int64_t t = t0; t < t1; t++) {
+    const int64_t k = cols[t], ci = k / 9, r = k - ci * 9, ky = r / 3, kx = r - ky * 3;
+    const float f = wo[k];
+    const float *src = in + ((ci * H + 2 * py + ky) * W + 2 * px0 + kx) * NP + c0;
+    for (int x = 0; x < 2 * PB; x++) {
+      v16 p0, p1;
+      ld(p0, src + x * NP);
+      ld(p1, src + RS + x * NP);
+      top[x] += p0 * f;
+      bot[x] += p1 * f;
+    }
+  }
+  for (int px = 0; px < PB; px++) pool_relu(top[2 * px], top[2 * px + 1], bot[2 * px], bot[2 * px + 1], best[px], won[px]);
+}
+
+// in (Ci*H*W, NP) -> out (Co*PH*PW, NP) pooled and ReLU'd, code: the winners
+static void mk_conv_forward(const float *in, int64_t Ci, int64_t H, int64_t W, int64_t NP, const float *w,
+                            const float *b, int64_t Co, const int64_t *rp, const int32_t *cols, float *out,
+                            uint8_t *code) {
+  const int64_t K = Ci * 9, PH = (H - 2) / 2, PW = (W - 2) / 2;
+  for (int64_t c0 = 0; c0 < NP; c0 += L)
+    for (int64_t o = 0; o < Co; o++)
+      for (int64_t py = 0; py < PH; py++) {
+        int64_t px0 = 0;
+        auto put = [&](int64_t np, const v16 *best, const i16 *won) {
+          for (int64_t px = 0; px < np; px++) {
+            const int64_t row = (o * PH + py) * PW + px0 + px;
+            const u16 w8 = narrow(won[px]);
+            st(out + row * NP + c0, best[px]);
+            st(code + row * NP + c0, w8);
+          }
+        };
+        for (; px0 + MK_PB <= PW; px0 += MK_PB) {
+          v16 best[MK_PB];
+          i16 won[MK_PB];
+          mk_conv_block<MK_PB>(in, H, W, NP, w + o * K, b[o], rp[o], rp[o + 1], cols, py, px0, c0, best, won);
+          put(MK_PB, best, won);
+        }
+        for (; px0 < PW; px0++) {
+          v16 best[1];
+          i16 won[1];
+          mk_conv_block<1>(in, H, W, NP, w + o * K, b[o], rp[o], rp[o + 1], cols, py, px0, c0, best, won);
+          put(1, best, won);
+        }
+      }
+}
+
+// Its backward from gout (Co*PH*PW, NP), the gradient of out: gacc (one vector per tap, zeroed by the caller) and
+// gbias (Co vectors, zeroed) summed over the images' lanes, and gin (Ci*H*W, NP; zeroed by the caller) if not null.
+static void mk_conv_backward(const float *in, int64_t Ci, int64_t H, int64_t W, int64_t NP, const float *w,
+                             int64_t Co, const int64_t *rp, const int32_t *cols, const float *gout,
+                             const uint8_t *code, v16 *gacc, v16 *gbias, float *gin) {
+  const int64_t K = Ci * 9, PH = (H - 2) / 2, PW = (W - 2) / 2, RS = W * NP, t00 = rp[0];
+  const v16 zero = {0};
+  const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
+  for (int64_t c0 = 0; c0 < NP; c0 += L)
+    for (int64_t o = 0; o < Co; o++) {
+      const float *wo = w + o * K;
+      v16 bacc = gbias[o];
+      for (int64_t py = 0; py < PH; py++)
+        for (int64_t px0 = 0; px0 < PW; px0 += MK_PB) {
+          const int64_t np = std::min(MK_PB, PW - px0);
+          v16 dtop[2 * MK_PB], dbot[2 * MK_PB];
+          for (int64_t px = 0; px < MK_PB; px++) {
+            v16 g = zero;
+            i16 c = four;
+            if (px < np) {
+              const int64_t row = (o * PH + py) * PW + px0 + px;
+              u16 c8;
+              ld(g, gout + row * NP + c0);
+              ld(c8, code + row * NP + c0);
+              c = widen(c8);
+            }
+            bacc += sel(lt(c, four), g, zero);
+            dtop[2 * px] = sel(eq(c, splat(0)), g, zero);
+            dtop[2 * px + 1] = sel(eq(c, one), g, zero);
+            dbot[2 * px] = sel(eq(c, two), g, zero);
+            dbot[2 * px + 1] = sel(eq(c, three), g, zero);
+          }
+          const int64_t nx = 2 * np;
+          for (int64_t t = rp[o]; t < rp[o + 1]; t++) {
+            const int64_t k = cols[t], ci = k / 9, r = k - ci * 9, ky = r / 3, kx = r - ky * 3;
+            const int64_t off = ((ci * H + 2 * py + ky) * W + 2 * px0 + kx) * NP + c0;
+            const float *src = in + off;
+            v16 acc = gacc[t - t00];
+            if (nx == 2 * MK_PB) {
+              for (int64_t x = 0; x < 2 * MK_PB; x++) {
+                v16 p0, p1;
+                ld(p0, src + x * NP);
+                ld(p1, src + RS + x * NP);
+                acc += dtop[x] * p0;
+                acc += dbot[x] * p1;
+              }
+            } else {
+              for (int64_t x = 0; x < nx; x++) {
+                v16 p0, p1;
+                ld(p0, src + x * NP);
+                ld(p1, src + RS + x * NP);
+                acc += dtop[x] * p0;
+                acc += dbot[x] * p1;
+              }
+            }
+            gacc[t - t00] = acc;
+            if (gin) {
+              const float f = wo[k];
+              float *dst = gin + off;
+              for (int64_t x = 0; x < nx; x++) {
+                v16 q0, q1;
+                ld(q0, dst + x * NP);
+                ld(q1, dst + RS + x * NP);
+                q0 += f * dtop[x];
+                q1 += f * dbot[x];
+                st(dst + x * NP, q0);
+                st(dst + RS + x * NP, q1);
+              }
+            }
+          }
+        }
+      gbias[o] = bacc;
+    }
+}
+
+// in (K, NP) -> out (O, NP) = W in + b over the surviving weights, ReLU'd if relu
+static void mk_linear_forward(const float *in, int64_t NP, const float *w, const float *b, int64_t O, int64_t K,
+                              const int64_t *rp, const int32_t *cols, float *out, bool relu) {
+  const v16 zero = {0};
+  for (int64_t c0 = 0; c0 < NP; c0 += L)
+    for (int64_t o = 0; o < O; o++) {
+      const float *wo = w + o * K;
+      v16 a0 = b[o] + zero, a1 = zero;  // two chains, added at the end: a fixed order
+      int64_t t = rp[o];
+      for (; t + 1 < rp[o + 1]; t += 2) {
+        v16 p, q;
+        ld(p, in + (int64_t)cols[t] * NP + c0);
+        ld(q, in + (int64_t)cols[t + 1] * NP + c0);
+        a0 += p * wo[cols[t]];
+        a1 += q * wo[cols[t + 1]];
+      }
+      if (t < rp[o + 1]) {
+        v16 p;
+        ld(p, in + (int64_t)cols[t] * NP + c0);
+        a0 += p * wo[cols[t]];
+      }
+      v16 a = a0 + a1;
+      if (relu) a = sel(gt(a, zero), a, zero);
+      st(out + o * NP + c0, a);
+    }
+}
+
+// Its backward from gout (O, NP): gv (one float per surviving weight, in CSR order), gb (O), and gin (K, NP;
+// zeroed by the caller) if not null.
+static void mk_linear_backward(const float *in, int64_t NP, const float *w, int64_t O, int64_t K, const int64_t *rp,
+                               const int32_t *cols, const float *gout, float *gv, float *gb, float *gin) {
+  const v16 zero = {0};
+  const int64_t t00 = rp[0];
+  for (int64_t o = 0; o < O; o++) {
+    const float *wo = w + o * K;
+    v16 bacc = zero;
+    for (int64_t c0 = 0; c0 < NP; c0 += L) {
+      v16 g;
+      ld(g, gout + o * NP + c0);
+      bacc += g;
+    }
+    gb[o] = hsum(bacc);
+    for (int64_t t = rp[o]; t < rp[o + 1]; t++) {
+      const int64_t i = cols[t];
+      const float f = wo[i];
+      v16 acc = zero;
+      for (int64_t c0 = 0; c0 < NP; c0 += L) {
+        v16 g, p;
+        ld(g, gout + o * NP + c0);
+        ld(p, in + i * NP + c0);
+        acc += g * p;
+        if (gin) {
+          v16 q;
+          ld(q, gin + i * NP + c0);
+          q += f * g;
+          st(gin + i * NP + c0, q);
+        }
+      }
+      gv[t - t00] = hsum(acc);
+    }
+  }
+}
+
+static void mk_relu_backward(float *g, const float *a, int64_t n) {  // g = a > 0 ? g : 0, as threshold_backward
+  const v16 zero = {0};
+  for (int64_t i = 0; i < n; i += L) {
+    v16 gv, av;
+    ld(gv, g + i);
+    ld(av, a + i);
+    gv = sel(gt(av, zero), gv, zero);
+    st(g + i, gv);
+  }
+}
+
+struct MemberScratch {  // one thread's buffers, kept between calls
+  std::vector<float> act[5], grad[5], gv[5];
+  std::vector<uint8_t> code[2];
+  std::vector<v16> gacc, gbias;
+};
+
+static MemberScratch &member_scratch() {
+  static thread_local MemberScratch sc;
+  return sc;
+}
+
+// The SGD update of one parameter's surviving entries (idx: their flat indices, or all n if null), as masked_sgd
+// does it (torch.optim.SGD's order of operations and roundings). grad[j] belongs to entry idx[j] (or j).
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+static void mk_sgd(float *p, const float *grad, float *buf, const int64_t *rp, const int32_t *cols, int64_t K,
+                   int64_t n, float lr, float momentum, float wd, bool first) {
+  const int64_t t00 = rp ? rp[0] : 0;
+  auto one = [&](int64_t i, float g) {
+    if (wd != 0.0f) g = __builtin_fmaf(p[i], wd, g);
+    if (buf) {
+      if (!first) g = buf[i] * momentum + g;
+      buf[i] = g;
+    }
+    p[i] = __builtin_fmaf(g, -lr, p[i]);
+  };
+  if (!rp) {
+    for (int64_t i = 0; i < n; i++) one(i, grad[i]);
+    return;
+  }
+  for (int64_t o = 0; o < n; o++)
+    for (int64_t t = rp[o]; t < rp[o + 1]; t++) one(o * K + cols[t], grad[t - t00]);
+}
+#pragma GCC pop_options
+
+// x (n, C, H, W), y (n) int64; dims: C, H, W, then (O, K) of conv1, conv2, fc1, fc2, fc3. w, b, bw, bb: per layer,
+// the S members' stacked weights (S, O, K), biases (S, O) and their momentum buffers (null without momentum);
+// rp, cols: per layer, rowptr (S, O+1) and cols. xt: scratch (C*H*W, NP). loss (S): each member's mean loss.
+extern "C" void member_step(const float *x, const int64_t *y, int64_t n, const int64_t *dims, float *const *w,
+                            float *const *b, float *const *bw, float *const *bb, const int64_t *const *rp,
+                            const int32_t *const *cols, float *xt, float *loss, int64_t S, float lr, float momentum,
+                            float wd, int64_t first, int64_t threads) {
+  const int64_t C = dims[0], H = dims[1], W = dims[2];
+  const int64_t *O = dims + 3, *K = dims + 8;
+  const int64_t NP = (n + L - 1) / L * L, HW = H * W;
+  const int64_t H1 = (H - 2) / 2, W1 = (W - 2) / 2, H2 = (H1 - 2) / 2, W2 = (W1 - 2) / 2;
+  // the shared batch with the images in the columns (padding lanes 0)
+  for (int64_t u = 0; u < C * HW; u++) {
+    for (int64_t i = 0; i < n; i++) xt[u * NP + i] = x[i * C * HW + u];
+    for (int64_t i = n; i < NP; i++) xt[u * NP + i] = 0.0f;
+  }
+  const int64_t units[5] = {O[0] * H1 * W1, O[1] * H2 * W2, O[2], O[3], O[4]};
+  parallel(S, threads, [=](int64_t s0, int64_t s1) {
+    MemberScratch &sc = member_scratch();
+    for (int l = 0; l < 5; l++) {
+      sc.act[l].resize(units[l] * NP);
+      sc.grad[l].resize(units[l] * NP);
+    }
+    sc.code[0].resize(units[0] * NP);
+    sc.code[1].resize(units[1] * NP);
+    for (int64_t s = s0; s < s1; s++) {
+      const float *ws[5], *bs[5];
+      const int64_t *r[5];
+      for (int l = 0; l < 5; l++) {
+        ws[l] = w[l] + s * O[l] * K[l];
+        bs[l] = b[l] + s * O[l];
+        r[l] = rp[l] + s * (O[l] + 1);
+        const int64_t nnz = r[l][O[l]] - r[l][0];
+        sc.gv[l].resize(std::max<int64_t>(nnz, 1));
+      }
+      float *a1 = sc.act[0].data(), *a2 = sc.act[1].data(), *h1 = sc.act[2].data(), *h2 = sc.act[3].data(),
+            *z = sc.act[4].data();
+      float *g1 = sc.grad[0].data(), *g2 = sc.grad[1].data(), *gh1 = sc.grad[2].data(), *gh2 = sc.grad[3].data(),
+            *gz = sc.grad[4].data();
+      mk_conv_forward(xt, C, H, W, NP, ws[0], bs[0], O[0], r[0], cols[0], a1, sc.code[0].data());
+      mk_conv_forward(a1, O[0], H1, W1, NP, ws[1], bs[1], O[1], r[1], cols[1], a2, sc.code[1].data());
+      mk_linear_forward(a2, NP, ws[2], bs[2], O[2], K[2], r[2], cols[2], h1, true);
+      mk_linear_forward(h1, NP, ws[3], bs[3], O[3], K[3], r[3], cols[3], h2, true);
+      mk_linear_forward(h2, NP, ws[4], bs[4], O[4], K[4], r[4], cols[4], z, false);
+      // mean cross-entropy per member, as log_softmax: z - max - log(sum(exp(z - max))); its gradient
+      // (softmax - one-hot) / n, 0 in the padding lanes
+      float total = 0.0f;
+      for (int64_t i = 0; i < NP; i++) {
+        if (i >= n) {
+          for (int64_t j = 0; j < O[4]; j++) gz[j * NP + i] = 0.0f;
+          continue;
+        }
+        float mx = z[i];
+        for (int64_t j = 1; j < O[4]; j++) mx = std::max(mx, z[j * NP + i]);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < O[4]; j++) sum += std::exp(z[j * NP + i] - mx);
+        const float lse = std::log(sum);
+        for (int64_t j = 0; j < O[4]; j++) {
+          const float lp = z[j * NP + i] - mx - lse;
+          if (j == y[i]) total -= lp;
+          gz[j * NP + i] = (std::exp(lp) - (j == y[i] ? 1.0f : 0.0f)) / (float)n;
+        }
+      }
+      loss[s] = total / (float)n;
+      // backward: the gradients of surviving weights into sc.gv, of biases into gbs
+      std::vector<float> gbs[5];
+      for (int l = 0; l < 5; l++) gbs[l].assign(O[l], 0.0f);
+      std::fill(gh2, gh2 + units[3] * NP, 0.0f);
+      mk_linear_backward(h2, NP, ws[4], O[4], K[4], r[4], cols[4], gz, sc.gv[4].data(), gbs[4].data(), gh2);
+      mk_relu_backward(gh2, h2, units[3] * NP);
+      std::fill(gh1, gh1 + units[2] * NP, 0.0f);
+      mk_linear_backward(h1, NP, ws[3], O[3], K[3], r[3], cols[3], gh2, sc.gv[3].data(), gbs[3].data(), gh1);
+      mk_relu_backward(gh1, h1, units[2] * NP);
+      std::fill(g2, g2 + units[1] * NP, 0.0f);
+      mk_linear_backward(a2, NP, ws[2], O[2], K[2], r[2], cols[2], gh1, sc.gv[2].data(), gbs[2].data(), g2);
+      // conv2 (its input gradient g1), then conv1 (no input gradient)
+      for (int l = 1; l >= 0; l--) {
+        const int64_t nnz = r[l][O[l]] - r[l][0];
+        sc.gacc.assign(std::max<int64_t>(nnz, 1), v16{0});
+        sc.gbias.assign(O[l], v16{0});
+        if (l == 1) {
+          std::fill(g1, g1 + units[0] * NP, 0.0f);
+          mk_conv_backward(a1, O[0], H1, W1, NP, ws[1], O[1], r[1], cols[1], g2, sc.code[1].data(), sc.gacc.data(),
+                           sc.gbias.data(), g1);
+        } else {
+          mk_conv_backward(xt, C, H, W, NP, ws[0], O[0], r[0], cols[0], g1, sc.code[0].data(), sc.gacc.data(),
+                           sc.gbias.data(), nullptr);
+        }
+        for (int64_t t = 0; t < nnz; t++) sc.gv[l][t] = hsum(sc.gacc[t]);
+        for (int64_t o = 0; o < O[l]; o++) gbs[l][o] = hsum(sc.gbias[o]);
+      }
+      // the update: surviving weights and every bias
+      for (int l = 0; l < 5; l++) {
+        mk_sgd(w[l] + s * O[l] * K[l], sc.gv[l].data(), bw[l] ? bw[l] + s * O[l] * K[l] : nullptr, r[l], cols[l],
+               K[l], O[l], lr, momentum, wd, first);
+        mk_sgd(b[l] + s * O[l], gbs[l].data(), bb[l] ? bb[l] + s * O[l] : nullptr, nullptr, nullptr, 0, O[l], lr,
+               momentum, wd, first);
+      }
+    }
+  });
+}

@@ -31,6 +31,12 @@ layouts (with AVX-512 the inputs by gathers), and the inputs moved in the forwar
 its mask and then updating in torch, blocks of 64 weights whose mask is all 0 skipped, the same roundings as
 torch's update (so the same bits); 1.7x faster at M=18 and any density, measured in ``kernels.cpp``.
 
+**Whole members** (``member_step``, called by ``members.Members``): a sparse member's whole step in one call, the
+batch in the SIMD lanes from input to logits (see ``members``).
+
+**Without AVX-512** (AVX2 machines such as an AMD EPYC Milan) the kernels' 16-lane vectors are two 8-lane halves
+(``kernels.cpp``): GCC turned 16-lane comparisons and selects into scalar code there, and the step ran 3-6x slower.
+
 Each member is computed by one thread in a fixed order: its bits depend on its own mask and values only, not on
 the thread count, the other members, or the path they take.
 """
@@ -109,6 +115,7 @@ def library():
         lib.conv1_live_forward.argtypes = [ptr] * 6 + [i64] * 7
         lib.conv1_live_backward.argtypes = [ptr] * 7 + [i64] * 7
         lib.masked_sgd.argtypes = [ptr] * 4 + [i64] + [ctypes.c_float] * 3 + [i64] * 2
+        lib.member_step.argtypes = [ptr] * 2 + [i64] + [ptr] * 9 + [i64] + [ctypes.c_float] * 3 + [i64] * 2
     _loaded["lib"] = lib
     return lib
 

@@ -1,0 +1,100 @@
+"""Whole members on the sparse path: a member whose mask keeps few weights trains in one C++ call per step (issue 19).
+
+``kernels.cpp``'s ``member_step`` takes every such member through forward, loss, backward and its SGD update over
+its surviving weights only, with each activation kept as (units, batch): the batch in the SIMD lanes from the
+input to the logits, so no layer pays for moving data between layouts. Each layer's surviving weights are a CSR
+over the weight viewed as (out, in) (a conv filter's taps, a linear unit's inputs), built once from the mask: a
+member's mask does not change while it trains. A pruned filter or unit costs only its bias.
+
+Which members take it is a function of each member's own mask (``population.MEMBER_DENSITY``), and each member is
+computed by one thread in a fixed order, so its bits depend on its own mask and values only: not on the thread
+count, the other members, or how a seed's members are split over processes. Its values are the dense step's up to
+float rounding (``tests/test_members.py``).
+"""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from .kernels import library, pointers, threads
+
+LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
+# How often each layer's weights are applied per image in LeNet on 28x28 inputs: a conv tap at every conv position
+# pooling reads (26x26, then 10x10), a linear weight once. The step's multiply-adds are the weights times these.
+USES = {"conv1": 26 * 26, "conv2": 10 * 10, "fc1": 1, "fc2": 1, "fc3": 1}
+SHAPES = {"conv1": (6, 1, 3, 3), "conv2": (16, 6, 3, 3), "fc1": (120, 400), "fc2": (84, 120), "fc3": (10, 84)}
+
+
+def cost_density(mask: dict[str, torch.Tensor]) -> float:
+    """The share of a dense LeNet's multiply-adds per image that a member with ``mask`` (layer -> 0/1 tensor; a layer
+    not in it is unpruned) still does: surviving weights times their uses (``USES``) over all weights' uses. A
+    function of the mask alone (``population.MEMBER_DENSITY`` reads it)."""
+    total = live = 0.0
+    for layer, uses in USES.items():
+        n = mask[layer].numel() if layer in mask else torch.Size(SHAPES[layer]).numel()
+        total += n * uses
+        live += (int((mask[layer] != 0).sum()) if layer in mask else n) * uses
+    return live / total
+
+
+def csr(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mask`` (S, O, ...) -> rowptr (S, O + 1) int64 (offsets into one cols array for all S members) and cols
+    (int32): each row's surviving flat indices within its (in,) slice, increasing."""
+    live = mask.reshape(mask.shape[0], mask.shape[1], -1) != 0
+    counts = live.sum(2).flatten()
+    rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    starts = rowptr[:-1].view(live.shape[0], live.shape[1])
+    rowptr = torch.cat([starts, rowptr[1:].view(live.shape[0], live.shape[1])[:, -1:]], 1).contiguous()
+    cols = live.nonzero()[:, 2].to(torch.int32).contiguous()  # row-major: member, row, then increasing column
+    return rowptr, cols if len(cols) else torch.zeros(1, dtype=torch.int32)
+
+
+class Members:
+    """The ``S`` members at the end of a population's stacked parameters, trained by ``member_step``.
+
+    ``params``: name -> (S, ...) contiguous views (updated in place); ``masks``: layer -> (S, ...) 0/1 masks."""
+
+    def __init__(self, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
+        self.params = params
+        self.s = params["conv1.weight"].shape[0]
+        w = [params[f"{layer}.weight"] for layer in LAYERS]
+        if any(not t.is_contiguous() or t.device.type != "cpu" for t in params.values()):
+            raise ValueError("Members: the parameters must be contiguous CPU tensors")
+        self.csr = [csr(masks[layer]) for layer in LAYERS]
+        c, h, wd = w[0].shape[2], 0, 0
+        self.dims = [c, h, wd] + [t.shape[1] for t in w] + [t[0].numel() // t.shape[1] for t in w]
+        self.buffers: list[torch.Tensor] | None = None
+        arr = ctypes.c_void_p * 5
+        self._w = arr(*pointers(*w))  # the arrays of pointers are passed by address
+        self._b = arr(*pointers(*(params[f"{layer}.bias"] for layer in LAYERS)))
+        self._rp = arr(*pointers(*(r for r, _ in self.csr)))
+        self._cols = arr(*pointers(*(c for _, c in self.csr)))
+        self._none = arr(*([None] * 5))
+        self._xt: torch.Tensor | None = None
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, momentum: float, weight_decay: float) -> torch.Tensor:
+        """One SGD step of every member on the shared batch ``x`` (n, C, H, W), labels ``y`` (n,): each member's mean
+        loss (S,)."""
+        n, c, h, w = x.shape
+        if c != self.dims[0]:
+            raise ValueError("Members.step: the batch's channels do not match conv1")
+        first = False
+        if momentum and self.buffers is None:
+            self.buffers = [torch.zeros_like(self.params[f"{layer}.{kind}"]) for kind in ("weight", "bias")
+                            for layer in LAYERS]
+            arr = ctypes.c_void_p * 5
+            self._bw, self._bb = arr(*pointers(*self.buffers[:5])), arr(*pointers(*self.buffers[5:]))
+            first = True
+        npad = -(-n // 16) * 16
+        if self._xt is None or self._xt.shape != (c * h * w, npad):
+            self._xt = torch.empty(c * h * w, npad)
+        dims = torch.tensor([c, h, w, *self.dims[3:]], dtype=torch.int64)
+        x, y = x.contiguous().float(), y.contiguous().to(torch.int64)
+        loss = torch.empty(self.s)
+        bw, bb = (self._bw, self._bb) if momentum else (self._none, self._none)
+        addr = ctypes.addressof
+        library().member_step(*pointers(x, y), n, *pointers(dims), addr(self._w), addr(self._b), addr(bw), addr(bb),
+                              addr(self._rp), addr(self._cols),
+                              *pointers(self._xt, loss), self.s, lr, momentum, weight_decay, int(first), threads())
+        return loss
