@@ -6,8 +6,9 @@
 The config (default ``configs/paper_lenet_mnist_cpu.yaml``: nine techniques rewound and fine-tuned, 21 trainings)
 is cut to one seed and ``--epochs`` epochs per training, and trained twice with ``python -m pruning run`` into
 fresh folders under a temporary directory, one run after the other: first with ``PRUNING_KERNELS=dense`` (the
-fused kernels without any sparse path: the step before issue 19), then with the default step (conv2's tap kernels,
-fc1's sparse rows and the masked SGD update where a member's mask is sparse enough). Everything a run does is
+fused kernels without any sparse path: the step before issue 19), then with the default step (a member whose mask is sparse enough
+trains whole in the member kernel, ``members.Members``; others may take conv2's tap kernels, fc1's sparse rows and
+the masked SGD update). Everything a run does is
 timed: worker start-up, the shared dense training, every pruning iteration, evaluation and storage. Both train the
 same runs on the same masks up to float rounding; the script prints both wall times, their ratio, and both runs'
 mean test accuracy at the last iteration as a check that they trained the same thing.

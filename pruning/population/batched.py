@@ -94,10 +94,13 @@ CONV1_LIVE = 0.75
 # taps times the positions they are applied at, plus surviving linear weights, over the same for a dense LeNet)
 # trains whole in ``members.Members`` (one C++ call per step for all such members, forward, loss, backward and
 # update over its surviving weights, the batch in the SIMD lanes throughout) instead of the layer kernels above.
-# A function of the member's own mask. Measured side by side (M=10, batch 32, 1 thread, random unstructured masks,
-# 2026-12-02, AMD EPYC with AVX2): member kernel / dense fused step time 1.26 at density 1, 0.71 at 0.5, 0.34 at
-# 0.21, 0.21 at 0.05; against the layer-wise sparse step 0.90 at 0.5. -1: never.
-MEMBER_DENSITY = 0.5
+# A function of the member's own mask. Measured side by side (batch 32, 1 thread, 2026-12-02, AMD EPYC with AVX2
+# only, time per member): against the dense fused step at M=10, random unstructured masks, 1.04x the time at cost
+# density 0.82, 1.01x at 0.65, 0.80x at 0.52, 0.34x at 0.21, 0.21x at 0.05; fc-only masks (conv layers dense) 1.18x
+# at 0.84, 0.97x at 0.71, and 0.61x the dense step of a population of that member alone (M=1: a dense part's fixed
+# costs are shared by fewer members as the others leave it). So up to 0.75 the member kernel costs about what the
+# dense step does at M=10 and less at smaller M; not measured on an AVX-512 machine. -1: never.
+MEMBER_DENSITY = 0.75
 
 
 def check_arch(arch: str) -> None:
