@@ -155,7 +155,7 @@ def test_member_kernel_refuses_a_batch_of_the_wrong_channels(data):
     ref = population.Population(states, masks, "cpu", sparse=False)
     whole = Members(ref.params, ref.masks)
     x, y = batch(data, 0)
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="does not fit this LeNet"):
         whole.step(x.expand(-1, 3, -1, -1), y, 0.1, 0.0, 0.0)
 
 
@@ -195,3 +195,11 @@ def test_a_short_run_on_the_member_kernel_has_the_dense_paths_masks_and_resumes_
     assert not all(store.RunStore(folder, rc).is_done() for rc in cfg.runs())
     assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] > 0
     assert bitwise_equal(folder, tmp_path / "whole") == 6
+
+
+def test_member_kernel_refuses_images_of_another_size(data):
+    states, masks = edge_members()
+    ref = population.Population(states, masks, "cpu", sparse=False)
+    x, y = batch(data, 0)
+    with pytest.raises(ValueError, match="1x32x32 images does not fit"):
+        Members(ref.params, ref.masks).step(torch.nn.functional.pad(x, (2, 2, 2, 2)), y, 0.1, 0.0, 0.0)

@@ -42,10 +42,9 @@ def csr(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``mask`` (S, O, ...) -> rowptr (S, O + 1) int64 (offsets into one cols array for all S members) and cols
     (int32): each row's surviving flat indices within its (in,) slice, increasing."""
     live = mask.reshape(mask.shape[0], mask.shape[1], -1) != 0
-    counts = live.sum(2).flatten()
-    rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    starts = rowptr[:-1].view(live.shape[0], live.shape[1])
-    rowptr = torch.cat([starts, rowptr[1:].view(live.shape[0], live.shape[1])[:, -1:]], 1).contiguous()
+    members, rows = live.shape[:2]
+    bounds = torch.cat([torch.zeros(1, dtype=torch.int64), live.sum(2).flatten().cumsum(0)])
+    rowptr = bounds[torch.arange(members)[:, None] * rows + torch.arange(rows + 1)].contiguous()
     cols = live.nonzero()[:, 2].to(torch.int32).contiguous()  # row-major: member, row, then increasing column
     return rowptr, cols if len(cols) else torch.zeros(1, dtype=torch.int32)
 
@@ -62,8 +61,9 @@ class Members:
         if any(not t.is_contiguous() or t.device.type != "cpu" for t in params.values()):
             raise ValueError("Members: the parameters must be contiguous CPU tensors")
         self.csr = [csr(masks[layer]) for layer in LAYERS]
-        c, h, wd = w[0].shape[2], 0, 0
-        self.dims = [c, h, wd] + [t.shape[1] for t in w] + [t[0].numel() // t.shape[1] for t in w]
+        self.out = [t.shape[1] for t in w]  # each layer's output channels or units, then its inputs per output
+        self.inp = [t[0].numel() // t.shape[1] for t in w]
+        self._dims: dict[tuple, torch.Tensor] = {}
         self.buffers: list[torch.Tensor] | None = None
         arr = ctypes.c_void_p * 5
         self._w = arr(*pointers(*w))  # the arrays of pointers are passed by address
@@ -77,8 +77,13 @@ class Members:
         """One SGD step of every member on the shared batch ``x`` (n, C, H, W), labels ``y`` (n,): each member's mean
         loss (S,)."""
         n, c, h, w = x.shape
-        if c != self.dims[0]:
-            raise ValueError("Members.step: the batch's channels do not match conv1")
+        key = (c, h, w)
+        if key not in self._dims:
+            h2, w2 = ((h - 2) // 2 - 2) // 2, ((w - 2) // 2 - 2) // 2
+            if c * 9 != self.inp[0] or self.out[1] * h2 * w2 != self.inp[2]:
+                raise ValueError(f"Members.step: a batch of {c}x{h}x{w} images does not fit this LeNet (conv1 takes "
+                                 f"{self.inp[0] // 9} channels, fc1 {self.inp[2]} inputs)")
+            self._dims[key] = torch.tensor([c, h, w, *self.out, *self.inp], dtype=torch.int64)
         first = False
         if momentum and self.buffers is None:
             self.buffers = [torch.zeros_like(self.params[f"{layer}.{kind}"]) for kind in ("weight", "bias")
@@ -89,12 +94,11 @@ class Members:
         npad = -(-n // 16) * 16
         if self._xt is None or self._xt.shape != (c * h * w, npad):
             self._xt = torch.empty(c * h * w, npad)
-        dims = torch.tensor([c, h, w, *self.dims[3:]], dtype=torch.int64)
         x, y = x.contiguous().float(), y.contiguous().to(torch.int64)
         loss = torch.empty(self.s)
         bw, bb = (self._bw, self._bb) if momentum else (self._none, self._none)
         addr = ctypes.addressof
-        library().member_step(*pointers(x, y), n, *pointers(dims), addr(self._w), addr(self._b), addr(bw), addr(bb),
+        library().member_step(*pointers(x, y), n, *pointers(self._dims[key]), addr(self._w), addr(self._b), addr(bw), addr(bb),
                               addr(self._rp), addr(self._cols),
                               *pointers(self._xt, loss), self.s, lr, momentum, weight_decay, int(first), threads())
         return loss
