@@ -20,7 +20,7 @@ from pruning.nets.config import TrainingConfig
 from pruning.population import batched as population
 from pruning.population.members import Members, cost_density, csr
 from test_population import bitwise_equal, tiny_experiment, trainings
-from test_sparse import members
+from test_sparse import members, resumed_after_an_interrupt
 
 CFG = TrainingConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9, weight_decay=1e-3)
 
@@ -180,21 +180,7 @@ def test_a_short_run_on_the_member_kernel_has_the_dense_paths_masks_and_resumes_
             assert torch.equal(rec["masks"][layer], ref["masks"][layer]), (key, layer)
         for name in ref["weights"]:
             assert torch.allclose(rec["weights"][name], ref["weights"][name], rtol=0, atol=1e-4), (key, name)
-    folder, logged = tmp_path / "interrupted", []
-
-    def interrupt(msg):
-        logged.append(msg)
-        if len(logged) == 2:  # the dense training, then 1 of the 2 runs of iteration 1 stored
-            raise KeyboardInterrupt
-
-    store.write_experiment(folder, cfg, "", "cpu")
-    torch.set_num_threads(os.cpu_count())  # what run_experiment with one worker uses
-    with pytest.raises(KeyboardInterrupt):
-        for group in populations.groups(cfg.runs()):
-            populations.run_group(group, folder, "cpu", say=interrupt)
-    assert not all(store.RunStore(folder, rc).is_done() for rc in cfg.runs())
-    assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] > 0
-    assert bitwise_equal(folder, tmp_path / "whole") == 6
+    assert resumed_after_an_interrupt(cfg, tmp_path / "interrupted", tmp_path / "whole") == 6
 
 
 def test_member_kernel_refuses_images_of_another_size(data):

@@ -190,7 +190,13 @@ def test_a_short_run_on_the_sparse_path_has_the_dense_paths_masks_and_resumes_bi
             assert torch.equal(rec["masks"][layer], ref["masks"][layer]), (key, layer)
         for name in ref["weights"]:
             assert torch.allclose(rec["weights"][name], ref["weights"][name], rtol=0, atol=1e-4), (key, name)
-    folder, logged = tmp_path / "interrupted", []
+    assert resumed_after_an_interrupt(cfg, tmp_path / "interrupted", tmp_path / "sparse") == 6
+
+
+def resumed_after_an_interrupt(cfg, folder, reference) -> int:
+    """Runs ``cfg`` into ``folder``, killed after the dense training and one stored run of iteration 1, then resumes
+    it; returns how many trainings match ``reference`` bit for bit (``bitwise_equal``)."""
+    logged = []
 
     def interrupt(msg):
         logged.append(msg)
@@ -204,7 +210,7 @@ def test_a_short_run_on_the_sparse_path_has_the_dense_paths_masks_and_resumes_bi
             populations.run_group(group, folder, "cpu", say=interrupt)
     assert not all(store.RunStore(folder, rc).is_done() for rc in cfg.runs())
     assert runner.run_experiment(cfg, folder, quiet=True, device="cpu", workers=1)["trained"] > 0
-    assert bitwise_equal(folder, tmp_path / "sparse") == 6
+    return bitwise_equal(folder, reference)
 
 
 def conv2_case(n: int, seed: int = 0):
