@@ -99,7 +99,9 @@ CONV1_LIVE = 0.75
 # density 0.82, 1.01x at 0.65, 0.80x at 0.52, 0.34x at 0.21, 0.21x at 0.05; fc-only masks (conv layers dense) 1.18x
 # at 0.84, 0.97x at 0.71, and 0.61x the dense step of a population of that member alone (M=1: a dense part's fixed
 # costs are shared by fewer members as the others leave it). So up to 0.75 the member kernel costs about what the
-# dense step does at M=10 and less at smaller M; not measured on an AVX-512 machine. -1: never.
+# dense step does at M=10 and less at smaller M. On an AMD EPYC with AVX-512 (2026-12-03, benchmarks/sparse_step.py,
+# paper population, all 21 iterations) the dense step is relatively faster and the members at 0.51-0.64 lose
+# (0.68-0.81x), yet over a run 0.75 still beats 0.5 and 0.6 (1.80x, 1.61x, 1.58x the dense step). -1: never.
 MEMBER_DENSITY = 0.75
 
 
