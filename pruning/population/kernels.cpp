@@ -1112,18 +1112,32 @@ static const int64_t MK_PB = 4;  // pooled columns per register block (2*MK_PB c
 static const int64_t MK_PB = 2;  // AVX2: half the registers
 #endif
 
+// A conv layer's surviving taps as the kernels read them, built per step from the CSR (rp, cols) and the weights w
+// (O, K): wv[t] the tap's weight, toff[t] its offset ((ci*H + ky)*W + kx)*NP in the input (Ci*H*W, NP), t counted
+// from rp[0]. So the inner loops do no index arithmetic.
+static void mk_taps(const float *w, int64_t O, int64_t K, int64_t H, int64_t W, int64_t NP, const int64_t *rp,
+                    const int32_t *cols, float *wv, int64_t *toff) {
+  const int64_t t00 = rp[0];
+  for (int64_t o = 0; o < O; o++)
+    for (int64_t t = rp[o]; t < rp[o + 1]; t++) {
+      const int64_t k = cols[t], ci = k / 9, r = k - ci * 9, ky = r / 3, kx = r - ky * 3;
+      wv[t - t00] = w[o * K + k];
+      toff[t - t00] = ((ci * H + ky) * W + kx) * NP;
+    }
+}
+
+// One output channel at PB pooled positions of one pooled row (2*PB conv columns of 2 conv rows, 16 images): the
+// sums start from the bias and add the taps in order, one multiply-add each; then pooling and ReLU. base: the
+// input at the block's first conv position (lanes c0..), RS: one input row.
 template <int PB>
-static inline void mk_conv_block(const float *in, int64_t H, int64_t W, int64_t NP, const float *wo, float bias,
-                                 const int64_t t0, const int64_t t1, const int32_t *cols, int64_t py, int64_t px0,
-                                 int64_t c0, v16 *best, i16 *won) {
+static inline void mk_conv_block(const float *base, int64_t RS, int64_t NP, const float *wv, const int64_t *toff,
+                                 int64_t nt, float bias, v16 *best, i16 *won) {
   const v16 zero = {0};
   v16 top[2 * PB], bot[2 * PB];
   for (int x = 0; x < 2 * PB; x++) top[x] = bot[x] = bias + zero;
-  const int64_t RS = W * NP;
-  for (int64_t t = t0; t < t1; t++) {
-    const int64_t k = cols[t], ci = k / 9, r = k - ci * 9, ky = r / 3, kx = r - ky * 3;
-    const float f = wo[k];
-    const float *src = in + ((ci * H + 2 * py + ky) * W + 2 * px0 + kx) * NP + c0;
+  for (int64_t t = 0; t < nt; t++) {
+    const float f = wv[t];
+    const float *src = base + toff[t];
     for (int x = 0; x < 2 * PB; x++) {
       v16 p0, p1;
       ld(p0, src + x * NP);
@@ -1135,13 +1149,13 @@ static inline void mk_conv_block(const float *in, int64_t H, int64_t W, int64_t 
   for (int px = 0; px < PB; px++) pool_relu(top[2 * px], top[2 * px + 1], bot[2 * px], bot[2 * px + 1], best[px], won[px]);
 }
 
-// in (Ci*H*W, NP) -> out (Co*PH*PW, NP) pooled and ReLU'd, code: the winners
-static void mk_conv_forward(const float *in, int64_t Ci, int64_t H, int64_t W, int64_t NP, const float *w,
-                            const float *b, int64_t Co, const int64_t *rp, const int32_t *cols, float *out,
-                            uint8_t *code) {
-  const int64_t K = Ci * 9, PH = (H - 2) / 2, PW = (W - 2) / 2;
+// in (Ci*H*W, NP) -> out (Co*PH*PW, NP) pooled and ReLU'd, code: the winners; wv, toff from mk_taps
+static void mk_conv_forward(const float *in, int64_t H, int64_t W, int64_t NP, const float *wv, const int64_t *toff,
+                            const float *b, int64_t Co, const int64_t *rp, float *out, uint8_t *code) {
+  const int64_t PH = (H - 2) / 2, PW = (W - 2) / 2, RS = W * NP, t00 = rp[0];
   for (int64_t c0 = 0; c0 < NP; c0 += L)
-    for (int64_t o = 0; o < Co; o++)
+    for (int64_t o = 0; o < Co; o++) {
+      const int64_t t0 = rp[o] - t00, nt = rp[o + 1] - rp[o];
       for (int64_t py = 0; py < PH; py++) {
         int64_t px0 = 0;
         auto put = [&](int64_t np, const v16 *best, const i16 *won) {
@@ -1155,29 +1169,63 @@ static void mk_conv_forward(const float *in, int64_t Ci, int64_t H, int64_t W, i
         for (; px0 + MK_PB <= PW; px0 += MK_PB) {
           v16 best[MK_PB];
           i16 won[MK_PB];
-          mk_conv_block<MK_PB>(in, H, W, NP, w + o * K, b[o], rp[o], rp[o + 1], cols, py, px0, c0, best, won);
+          mk_conv_block<MK_PB>(in + (2 * py * W + 2 * px0) * NP + c0, RS, NP, wv + t0, toff + t0, nt, b[o], best, won);
           put(MK_PB, best, won);
         }
         for (; px0 < PW; px0++) {
           v16 best[1];
           i16 won[1];
-          mk_conv_block<1>(in, H, W, NP, w + o * K, b[o], rp[o], rp[o + 1], cols, py, px0, c0, best, won);
+          mk_conv_block<1>(in + (2 * py * W + 2 * px0) * NP + c0, RS, NP, wv + t0, toff + t0, nt, b[o], best, won);
           put(1, best, won);
         }
       }
+    }
 }
 
 // Its backward from gout (Co*PH*PW, NP), the gradient of out: gacc (one vector per tap, zeroed by the caller) and
 // gbias (Co vectors, zeroed) summed over the images' lanes, and gin (Ci*H*W, NP; zeroed by the caller) if not null.
-static void mk_conv_backward(const float *in, int64_t Ci, int64_t H, int64_t W, int64_t NP, const float *w,
-                             int64_t Co, const int64_t *rp, const int32_t *cols, const float *gout,
-                             const uint8_t *code, v16 *gacc, v16 *gbias, float *gin) {
-  const int64_t K = Ci * 9, PH = (H - 2) / 2, PW = (W - 2) / 2, RS = W * NP, t00 = rp[0];
+// Per block of pooled positions a tap's gradient is summed in four chains (top and bottom conv row, even and odd
+// column), added as (top even + top odd) + (bottom even + bottom odd), then to the tap's running sum.
+template <int PB>
+static inline void mk_conv_back_block(const float *base, float *gbase, int64_t RS, int64_t NP, const float *wv,
+                                      const int64_t *toff, int64_t nt, const v16 *dtop, const v16 *dbot, v16 *gacc) {
+  const v16 zero = {0};
+  for (int64_t t = 0; t < nt; t++) {
+    const float *src = base + toff[t];
+    v16 s[4] = {zero, zero, zero, zero};
+    for (int x = 0; x < 2 * PB; x++) {
+      v16 p0, p1;
+      ld(p0, src + x * NP);
+      ld(p1, src + RS + x * NP);
+      s[x & 1] += dtop[x] * p0;
+      s[2 + (x & 1)] += dbot[x] * p1;
+    }
+    gacc[t] += (s[0] + s[1]) + (s[2] + s[3]);
+    if (gbase) {
+      const float f = wv[t];
+      float *dst = gbase + toff[t];
+      for (int x = 0; x < 2 * PB; x++) {
+        v16 q0, q1;
+        ld(q0, dst + x * NP);
+        ld(q1, dst + RS + x * NP);
+        q0 += f * dtop[x];
+        q1 += f * dbot[x];
+        st(dst + x * NP, q0);
+        st(dst + RS + x * NP, q1);
+      }
+    }
+  }
+}
+
+static void mk_conv_backward(const float *in, int64_t H, int64_t W, int64_t NP, const float *wv, const int64_t *toff,
+                             int64_t Co, const int64_t *rp, const float *gout, const uint8_t *code, v16 *gacc,
+                             v16 *gbias, float *gin) {
+  const int64_t PH = (H - 2) / 2, PW = (W - 2) / 2, RS = W * NP, t00 = rp[0];
   const v16 zero = {0};
   const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
   for (int64_t c0 = 0; c0 < NP; c0 += L)
     for (int64_t o = 0; o < Co; o++) {
-      const float *wo = w + o * K;
+      const int64_t t0 = rp[o] - t00, nt = rp[o + 1] - rp[o];
       v16 bacc = gbias[o];
       for (int64_t py = 0; py < PH; py++)
         for (int64_t px0 = 0; px0 < PW; px0 += MK_PB) {
@@ -1199,57 +1247,88 @@ static void mk_conv_backward(const float *in, int64_t Ci, int64_t H, int64_t W, 
             dbot[2 * px] = sel(eq(c, two), g, zero);
             dbot[2 * px + 1] = sel(eq(c, three), g, zero);
           }
-          const int64_t nx = 2 * np;
-          for (int64_t t = rp[o]; t < rp[o + 1]; t++) {
-            const int64_t k = cols[t], ci = k / 9, r = k - ci * 9, ky = r / 3, kx = r - ky * 3;
-            const int64_t off = ((ci * H + 2 * py + ky) * W + 2 * px0 + kx) * NP + c0;
-            const float *src = in + off;
-            v16 acc = gacc[t - t00];
-            if (nx == 2 * MK_PB) {
-              for (int64_t x = 0; x < 2 * MK_PB; x++) {
-                v16 p0, p1;
-                ld(p0, src + x * NP);
-                ld(p1, src + RS + x * NP);
-                acc += dtop[x] * p0;
-                acc += dbot[x] * p1;
-              }
-            } else {
-              for (int64_t x = 0; x < nx; x++) {
-                v16 p0, p1;
-                ld(p0, src + x * NP);
-                ld(p1, src + RS + x * NP);
-                acc += dtop[x] * p0;
-                acc += dbot[x] * p1;
-              }
-            }
-            gacc[t - t00] = acc;
-            if (gin) {
-              const float f = wo[k];
-              float *dst = gin + off;
-              for (int64_t x = 0; x < nx; x++) {
-                v16 q0, q1;
-                ld(q0, dst + x * NP);
-                ld(q1, dst + RS + x * NP);
-                q0 += f * dtop[x];
-                q1 += f * dbot[x];
-                st(dst + x * NP, q0);
-                st(dst + RS + x * NP, q1);
-              }
-            }
-          }
+          const int64_t off = (2 * py * W + 2 * px0) * NP + c0;
+          float *gb = gin ? gin + off : nullptr;
+          if (np == MK_PB)
+            mk_conv_back_block<MK_PB>(in + off, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0);
+          else
+            for (int64_t px = 0; px < np; px++)  // one pooled column at a time
+              mk_conv_back_block<1>(in + off + 2 * px * NP, gb ? gb + 2 * px * NP : nullptr, RS, NP, wv + t0,
+                                    toff + t0, nt, dtop + 2 * px, dbot + 2 * px, gacc + t0);
         }
       gbias[o] = bacc;
     }
 }
 
-// in (K, NP) -> out (O, NP) = W in + b over the surviving weights, ReLU'd if relu
+// hsum of 16 vectors at once: lane j of the result is hsum(a[j]), by the same tree (lanes l and l+8, then l and
+// l+4, then (l and l+2) and (l+1 and l+3) added), so the same bits; with AVX-512 15 vector adds and 30 two-source
+// permutes for 16 sums, against 16 hsums of 8 operations each.
+static inline v16 hsum16(const v16 *a) {
+#ifdef __AVX512F__
+  v16 b[8], c[4], d[2];
+  for (int k = 0; k < 8; k++)
+    b[k] = __builtin_shufflevector(a[k], a[k + 8], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           __builtin_shufflevector(a[k], a[k + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  for (int k = 0; k < 4; k++)  // lanes: a[k], a[k+4], a[k+8], a[k+12], 4 partial sums each
+    c[k] = __builtin_shufflevector(b[k], b[k + 4], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+           __builtin_shufflevector(b[k], b[k + 4], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int k = 0; k < 2; k++)  // lanes: a[k], a[k+2], ..., a[k+14], 2 partial sums each
+    d[k] = __builtin_shufflevector(c[k], c[k + 2], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+           __builtin_shufflevector(c[k], c[k + 2], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  return __builtin_shufflevector(d[0], d[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
+         __builtin_shufflevector(d[0], d[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+#else
+  v16 r;
+  for (int j = 0; j < 16; j++) r[j] = hsum(a[j]);
+  return r;
+#endif
+}
+
+// in (K, NP) -> out (O, NP) = W in + b over the surviving weights, ReLU'd if relu. Per lane the sum starts from the
+// bias, adds the row's even-numbered surviving weights' products in one chain and the odd-numbered in another, then
+// the two chains; two vectors of the batch at a time, so four independent chains hide the multiply-add's latency.
 static void mk_linear_forward(const float *in, int64_t NP, const float *w, const float *b, int64_t O, int64_t K,
                               const int64_t *rp, const int32_t *cols, float *out, bool relu) {
   const v16 zero = {0};
-  for (int64_t c0 = 0; c0 < NP; c0 += L)
+  int64_t c0 = 0;
+  for (; c0 + 2 * L <= NP; c0 += 2 * L)
     for (int64_t o = 0; o < O; o++) {
       const float *wo = w + o * K;
-      v16 a0 = b[o] + zero, a1 = zero;  // two chains, added at the end: a fixed order
+      v16 a0 = b[o] + zero, a1 = zero, e0 = b[o] + zero, e1 = zero;
+      int64_t t = rp[o];
+      for (; t + 1 < rp[o + 1]; t += 2) {
+        const float *p = in + (int64_t)cols[t] * NP + c0, *q = in + (int64_t)cols[t + 1] * NP + c0;
+        const float f = wo[cols[t]], g = wo[cols[t + 1]];
+        v16 p0, p1, q0, q1;
+        ld(p0, p);
+        ld(p1, p + L);
+        ld(q0, q);
+        ld(q1, q + L);
+        a0 += p0 * f;
+        e0 += p1 * f;
+        a1 += q0 * g;
+        e1 += q1 * g;
+      }
+      if (t < rp[o + 1]) {
+        const float *p = in + (int64_t)cols[t] * NP + c0;
+        v16 p0, p1;
+        ld(p0, p);
+        ld(p1, p + L);
+        a0 += p0 * wo[cols[t]];
+        e0 += p1 * wo[cols[t]];
+      }
+      v16 a = a0 + a1, e = e0 + e1;
+      if (relu) {
+        a = sel(gt(a, zero), a, zero);
+        e = sel(gt(e, zero), e, zero);
+      }
+      st(out + o * NP + c0, a);
+      st(out + o * NP + c0 + L, e);
+    }
+  for (; c0 < NP; c0 += L)
+    for (int64_t o = 0; o < O; o++) {
+      const float *wo = w + o * K;
+      v16 a0 = b[o] + zero, a1 = zero;
       int64_t t = rp[o];
       for (; t + 1 < rp[o + 1]; t += 2) {
         v16 p, q;
@@ -1269,14 +1348,60 @@ static void mk_linear_forward(const float *in, int64_t NP, const float *w, const
     }
 }
 
-// Its backward from gout (O, NP): gv (one float per surviving weight, in CSR order), gb (O), and gin (K, NP;
-// zeroed by the caller) if not null.
-static void mk_linear_backward(const float *in, int64_t NP, const float *w, int64_t O, int64_t K, const int64_t *rp,
-                               const int32_t *cols, const float *gout, float *gv, float *gb, float *gin) {
+// Its backward from gout (O, NP): gv (one float per surviving weight, in CSR order: the lanes of sum over the
+// batch's vectors of gout * in, by hsum16 sixteen weights at a time), gb (O), and, if gin is not null, gin (K, NP)
+// = W^T gout over the surviving weights, column by column from the layer's CSC (cp (K+1) offsets into rows, each
+// column's surviving rows increasing): per lane the even-numbered rows' products in one chain, the odd-numbered in
+// another, then the two added; every entry of gin is written.
+// The weight gradients of mk_linear_backward; NV > 0: NP = NV * L known when compiling (the rows of gout kept in
+// registers), 0: any. The same sums in the same order either way.
+template <int NV>
+static void mk_linear_wgrad(const float *in, int64_t NP, int64_t O, const int64_t *rp, const int32_t *cols,
+                            const float *gout, float *gv) {
   const v16 zero = {0};
-  const int64_t t00 = rp[0];
+  v16 acc[16];
+  int64_t na = 0, done = 0;  // accumulators pending, gradients written
   for (int64_t o = 0; o < O; o++) {
-    const float *wo = w + o * K;
+    const float *go = gout + o * NP;
+    v16 g[NV > 0 ? NV : 1];
+    for (int j = 0; j < NV; j++) ld(g[j], go + j * L);
+    for (int64_t t = rp[o]; t < rp[o + 1]; t++) {
+      const float *p = in + (int64_t)cols[t] * NP;
+      v16 a = zero;
+      if (NV > 0) {
+        for (int j = 0; j < NV; j++) {
+          v16 x;
+          ld(x, p + j * L);
+          a += g[j] * x;
+        }
+      } else {
+        for (int64_t c0 = 0; c0 < NP; c0 += L) {
+          v16 gg, x;
+          ld(gg, go + c0);
+          ld(x, p + c0);
+          a += gg * x;
+        }
+      }
+      acc[na++] = a;
+      if (na == 16) {
+        st(gv + done, hsum16(acc));
+        done += 16;
+        na = 0;
+      }
+    }
+  }
+  if (na) {
+    for (int64_t j = na; j < 16; j++) acc[j] = zero;
+    const v16 r = hsum16(acc);
+    for (int64_t j = 0; j < na; j++) gv[done + j] = r[j];
+  }
+}
+
+static void mk_linear_backward(const float *in, int64_t NP, const float *w, int64_t O, int64_t K, const int64_t *rp,
+                               const int32_t *cols, const int64_t *cp, const int32_t *rows, const float *gout,
+                               float *gv, float *gb, float *gin) {
+  const v16 zero = {0};
+  for (int64_t o = 0; o < O; o++) {
     v16 bacc = zero;
     for (int64_t c0 = 0; c0 < NP; c0 += L) {
       v16 g;
@@ -1284,25 +1409,62 @@ static void mk_linear_backward(const float *in, int64_t NP, const float *w, int6
       bacc += g;
     }
     gb[o] = hsum(bacc);
-    for (int64_t t = rp[o]; t < rp[o + 1]; t++) {
-      const int64_t i = cols[t];
-      const float f = wo[i];
-      v16 acc = zero;
-      for (int64_t c0 = 0; c0 < NP; c0 += L) {
-        v16 g, p;
-        ld(g, gout + o * NP + c0);
-        ld(p, in + i * NP + c0);
-        acc += g * p;
-        if (gin) {
-          v16 q;
-          ld(q, gin + i * NP + c0);
-          q += f * g;
-          st(gin + i * NP + c0, q);
-        }
-      }
-      gv[t - t00] = hsum(acc);
-    }
   }
+  if (NP == 2 * L)
+    mk_linear_wgrad<2>(in, NP, O, rp, cols, gout, gv);
+  else if (NP == L)
+    mk_linear_wgrad<1>(in, NP, O, rp, cols, gout, gv);
+  else
+    mk_linear_wgrad<0>(in, NP, O, rp, cols, gout, gv);
+  if (!gin) return;
+  int64_t c0 = 0;
+  for (; c0 + 2 * L <= NP; c0 += 2 * L)
+    for (int64_t i = 0; i < K; i++) {
+      v16 a0 = zero, a1 = zero, e0 = zero, e1 = zero;
+      int64_t u = cp[i];
+      for (; u + 1 < cp[i + 1]; u += 2) {
+        const int64_t r = rows[u], r2 = rows[u + 1];
+        const float f = w[r * K + i], g = w[r2 * K + i];
+        v16 p0, p1, q0, q1;
+        ld(p0, gout + r * NP + c0);
+        ld(p1, gout + r * NP + c0 + L);
+        ld(q0, gout + r2 * NP + c0);
+        ld(q1, gout + r2 * NP + c0 + L);
+        a0 += p0 * f;
+        e0 += p1 * f;
+        a1 += q0 * g;
+        e1 += q1 * g;
+      }
+      if (u < cp[i + 1]) {
+        const int64_t r = rows[u];
+        const float f = w[r * K + i];
+        v16 p0, p1;
+        ld(p0, gout + r * NP + c0);
+        ld(p1, gout + r * NP + c0 + L);
+        a0 += p0 * f;
+        e0 += p1 * f;
+      }
+      st(gin + i * NP + c0, a0 + a1);
+      st(gin + i * NP + c0 + L, e0 + e1);
+    }
+  for (; c0 < NP; c0 += L)
+    for (int64_t i = 0; i < K; i++) {
+      v16 a0 = zero, a1 = zero;
+      int64_t u = cp[i];
+      for (; u + 1 < cp[i + 1]; u += 2) {
+        v16 p, q;
+        ld(p, gout + (int64_t)rows[u] * NP + c0);
+        ld(q, gout + (int64_t)rows[u + 1] * NP + c0);
+        a0 += p * w[(int64_t)rows[u] * K + i];
+        a1 += q * w[(int64_t)rows[u + 1] * K + i];
+      }
+      if (u < cp[i + 1]) {
+        v16 p;
+        ld(p, gout + (int64_t)rows[u] * NP + c0);
+        a0 += p * w[(int64_t)rows[u] * K + i];
+      }
+      st(gin + i * NP + c0, a0 + a1);
+    }
 }
 
 static void mk_relu_backward(float *g, const float *a, int64_t n) {  // g = a > 0 ? g : 0, as threshold_backward
@@ -1320,6 +1482,8 @@ struct MemberScratch {  // one thread's buffers, kept between calls
   std::vector<float> act[5], grad[5], gv[5];
   std::vector<uint8_t> code[2];
   std::vector<v16> gacc, gbias;
+  std::vector<float> tw[2];  // the conv layers' taps (mk_taps)
+  std::vector<int64_t> toff[2];
 };
 
 static MemberScratch &member_scratch() {
@@ -1353,10 +1517,11 @@ static void mk_sgd(float *p, const float *grad, float *buf, const int64_t *rp, c
 
 // x (n, C, H, W), y (n) int64; dims: C, H, W, then (O, K) of conv1, conv2, fc1, fc2, fc3. w, b, bw, bb: per layer,
 // the S members' stacked weights (S, O, K), biases (S, O) and their momentum buffers (null without momentum);
-// rp, cols: per layer, rowptr (S, O+1) and cols. xt: scratch (C*H*W, NP). loss (S): each member's mean loss.
+// rp, cols: per layer, rowptr (S, O+1) and cols; cp, rows: the linear layers' CSC (index 2-4; colptr (S, K+1) and
+// rows). xt: scratch (C*H*W, NP). loss (S): each member's mean loss.
 extern "C" void member_step(const float *x, const int64_t *y, int64_t n, const int64_t *dims, float *const *w,
                             float *const *b, float *const *bw, float *const *bb, const int64_t *const *rp,
-                            const int32_t *const *cols, float *xt, float *loss, int64_t S, float lr, float momentum,
+                            const int32_t *const *cols, const int64_t *const *cp, const int32_t *const *rows, float *xt, float *loss, int64_t S, float lr, float momentum,
                             float wd, int64_t first, int64_t threads) {
   const int64_t C = dims[0], H = dims[1], W = dims[2];
   const int64_t *O = dims + 3, *K = dims + 8;
@@ -1390,8 +1555,15 @@ extern "C" void member_step(const float *x, const int64_t *y, int64_t n, const i
             *z = sc.act[4].data();
       float *g1 = sc.grad[0].data(), *g2 = sc.grad[1].data(), *gh1 = sc.grad[2].data(), *gh2 = sc.grad[3].data(),
             *gz = sc.grad[4].data();
-      mk_conv_forward(xt, C, H, W, NP, ws[0], bs[0], O[0], r[0], cols[0], a1, sc.code[0].data());
-      mk_conv_forward(a1, O[0], H1, W1, NP, ws[1], bs[1], O[1], r[1], cols[1], a2, sc.code[1].data());
+      const int64_t ch[2] = {H, H1}, cw[2] = {W, W1};
+      for (int l = 0; l < 2; l++) {
+        const int64_t nnz = std::max<int64_t>(r[l][O[l]] - r[l][0], 1);
+        sc.tw[l].resize(nnz);
+        sc.toff[l].resize(nnz);
+        mk_taps(ws[l], O[l], K[l], ch[l], cw[l], NP, r[l], cols[l], sc.tw[l].data(), sc.toff[l].data());
+      }
+      mk_conv_forward(xt, H, W, NP, sc.tw[0].data(), sc.toff[0].data(), bs[0], O[0], r[0], a1, sc.code[0].data());
+      mk_conv_forward(a1, H1, W1, NP, sc.tw[1].data(), sc.toff[1].data(), bs[1], O[1], r[1], a2, sc.code[1].data());
       mk_linear_forward(a2, NP, ws[2], bs[2], O[2], K[2], r[2], cols[2], h1, true);
       mk_linear_forward(h1, NP, ws[3], bs[3], O[3], K[3], r[3], cols[3], h2, true);
       mk_linear_forward(h2, NP, ws[4], bs[4], O[4], K[4], r[4], cols[4], z, false);
@@ -1418,14 +1590,16 @@ extern "C" void member_step(const float *x, const int64_t *y, int64_t n, const i
       // backward: the gradients of surviving weights into sc.gv, of biases into gbs
       std::vector<float> gbs[5];
       for (int l = 0; l < 5; l++) gbs[l].assign(O[l], 0.0f);
-      std::fill(gh2, gh2 + units[3] * NP, 0.0f);
-      mk_linear_backward(h2, NP, ws[4], O[4], K[4], r[4], cols[4], gz, sc.gv[4].data(), gbs[4].data(), gh2);
+      const int64_t *c[5];
+      for (int l = 2; l < 5; l++) c[l] = cp[l] + s * (K[l] + 1);
+      mk_linear_backward(h2, NP, ws[4], O[4], K[4], r[4], cols[4], c[4], rows[4], gz, sc.gv[4].data(), gbs[4].data(),
+                         gh2);
       mk_relu_backward(gh2, h2, units[3] * NP);
-      std::fill(gh1, gh1 + units[2] * NP, 0.0f);
-      mk_linear_backward(h1, NP, ws[3], O[3], K[3], r[3], cols[3], gh2, sc.gv[3].data(), gbs[3].data(), gh1);
+      mk_linear_backward(h1, NP, ws[3], O[3], K[3], r[3], cols[3], c[3], rows[3], gh2, sc.gv[3].data(), gbs[3].data(),
+                         gh1);
       mk_relu_backward(gh1, h1, units[2] * NP);
-      std::fill(g2, g2 + units[1] * NP, 0.0f);
-      mk_linear_backward(a2, NP, ws[2], O[2], K[2], r[2], cols[2], gh1, sc.gv[2].data(), gbs[2].data(), g2);
+      mk_linear_backward(a2, NP, ws[2], O[2], K[2], r[2], cols[2], c[2], rows[2], gh1, sc.gv[2].data(), gbs[2].data(),
+                         g2);
       // conv2 (its input gradient g1), then conv1 (no input gradient)
       for (int l = 1; l >= 0; l--) {
         const int64_t nnz = r[l][O[l]] - r[l][0];
@@ -1433,11 +1607,11 @@ extern "C" void member_step(const float *x, const int64_t *y, int64_t n, const i
         sc.gbias.assign(O[l], v16{0});
         if (l == 1) {
           std::fill(g1, g1 + units[0] * NP, 0.0f);
-          mk_conv_backward(a1, O[0], H1, W1, NP, ws[1], O[1], r[1], cols[1], g2, sc.code[1].data(), sc.gacc.data(),
-                           sc.gbias.data(), g1);
+          mk_conv_backward(a1, H1, W1, NP, sc.tw[1].data(), sc.toff[1].data(), O[1], r[1], g2, sc.code[1].data(),
+                           sc.gacc.data(), sc.gbias.data(), g1);
         } else {
-          mk_conv_backward(xt, C, H, W, NP, ws[0], O[0], r[0], cols[0], g1, sc.code[0].data(), sc.gacc.data(),
-                           sc.gbias.data(), nullptr);
+          mk_conv_backward(xt, H, W, NP, sc.tw[0].data(), sc.toff[0].data(), O[0], r[0], g1, sc.code[0].data(),
+                           sc.gacc.data(), sc.gbias.data(), nullptr);
         }
         for (int64_t t = 0; t < nnz; t++) sc.gv[l][t] = hsum(sc.gacc[t]);
         for (int64_t o = 0; o < O[l]; o++) gbs[l][o] = hsum(sc.gbias[o]);

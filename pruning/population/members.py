@@ -61,6 +61,8 @@ class Members:
         if any(not t.is_contiguous() or t.device.type != "cpu" for t in params.values()):
             raise ValueError("Members: the parameters must be contiguous CPU tensors")
         self.csr = [csr(masks[layer]) for layer in LAYERS]
+        # the linear layers' CSC (their input gradient is summed column by column): the CSR of the transposed mask
+        self.csc = [csr(masks[layer].transpose(1, 2)) for layer in LAYERS[2:]]
         self.out = [t.shape[1] for t in w]  # each layer's output channels or units, then its inputs per output
         self.inp = [t[0].numel() // t.shape[1] for t in w]
         self._dims: dict[tuple, torch.Tensor] = {}
@@ -70,6 +72,8 @@ class Members:
         self._b = arr(*pointers(*(params[f"{layer}.bias"] for layer in LAYERS)))
         self._rp = arr(*pointers(*(r for r, _ in self.csr)))
         self._cols = arr(*pointers(*(c for _, c in self.csr)))
+        self._cp = arr(None, None, *pointers(*(r for r, _ in self.csc)))
+        self._rows = arr(None, None, *pointers(*(c for _, c in self.csc)))
         self._none = arr(*([None] * 5))
         self._xt: torch.Tensor | None = None
 
@@ -99,6 +103,6 @@ class Members:
         bw, bb = (self._bw, self._bb) if momentum else (self._none, self._none)
         addr = ctypes.addressof
         library().member_step(*pointers(x, y), n, *pointers(self._dims[key]), addr(self._w), addr(self._b), addr(bw), addr(bb),
-                              addr(self._rp), addr(self._cols),
+                              addr(self._rp), addr(self._cols), addr(self._cp), addr(self._rows),
                               *pointers(self._xt, loss), self.s, lr, momentum, weight_decay, int(first), threads())
         return loss
