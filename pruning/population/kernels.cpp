@@ -1106,10 +1106,14 @@ extern "C" void masked_sgd(float *p, const float *grad, float *buf, const uint8_
 // a fixed order, then a fixed tree across the 16 lanes (hsum). Padding lanes (images >= n) get a zero gradient at
 // the loss, so they add exact zeros. Same values as the dense step up to float rounding; the bits depend on the
 // member's own mask and values only, not on the thread count or the other members.
+// Pooled columns per register block (2 per pooled column x 2 conv rows accumulators): 4, or 5 where that ends a row
+// (LeNet's conv2 rows are 5 pooled columns, conv1's 13 = 4 + 4 + 5), so no block of one is left; AVX2 half that.
 #ifdef __AVX512F__
-static const int64_t MK_PB = 4;  // pooled columns per register block (2*MK_PB conv columns x 2 conv rows)
+static const int64_t MK_PB = 5;  // the largest block
+static inline int64_t mk_block(int64_t left) { return left == 5 ? 5 : std::min<int64_t>(left, 4); }
 #else
-static const int64_t MK_PB = 2;  // AVX2: half the registers
+static const int64_t MK_PB = 2;
+static inline int64_t mk_block(int64_t left) { return std::min<int64_t>(left, 2); }
 #endif
 
 // A conv layer's surviving taps as the kernels read them, built per step from the CSR (rp, cols) and the weights w
@@ -1157,26 +1161,27 @@ static void mk_conv_forward(const float *in, int64_t H, int64_t W, int64_t NP, c
     for (int64_t o = 0; o < Co; o++) {
       const int64_t t0 = rp[o] - t00, nt = rp[o + 1] - rp[o];
       for (int64_t py = 0; py < PH; py++) {
-        int64_t px0 = 0;
-        auto put = [&](int64_t np, const v16 *best, const i16 *won) {
+        for (int64_t px0 = 0; px0 < PW;) {
+          const int64_t np = mk_block(PW - px0);
+          const float *base = in + (2 * py * W + 2 * px0) * NP + c0;
+          v16 best[MK_PB];
+          i16 won[MK_PB];
+          switch (np) {
+            case 1: mk_conv_block<1>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+            case 2: mk_conv_block<2>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+#ifdef __AVX512F__
+            case 3: mk_conv_block<3>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+            case 4: mk_conv_block<4>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+            case 5: mk_conv_block<5>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+#endif
+          }
           for (int64_t px = 0; px < np; px++) {
             const int64_t row = (o * PH + py) * PW + px0 + px;
             const u16 w8 = narrow(won[px]);
             st(out + row * NP + c0, best[px]);
             st(code + row * NP + c0, w8);
           }
-        };
-        for (; px0 + MK_PB <= PW; px0 += MK_PB) {
-          v16 best[MK_PB];
-          i16 won[MK_PB];
-          mk_conv_block<MK_PB>(in + (2 * py * W + 2 * px0) * NP + c0, RS, NP, wv + t0, toff + t0, nt, b[o], best, won);
-          put(MK_PB, best, won);
-        }
-        for (; px0 < PW; px0++) {
-          v16 best[1];
-          i16 won[1];
-          mk_conv_block<1>(in + (2 * py * W + 2 * px0) * NP + c0, RS, NP, wv + t0, toff + t0, nt, b[o], best, won);
-          put(1, best, won);
+          px0 += np;
         }
       }
     }
@@ -1228,19 +1233,16 @@ static void mk_conv_backward(const float *in, int64_t H, int64_t W, int64_t NP, 
       const int64_t t0 = rp[o] - t00, nt = rp[o + 1] - rp[o];
       v16 bacc = gbias[o];
       for (int64_t py = 0; py < PH; py++)
-        for (int64_t px0 = 0; px0 < PW; px0 += MK_PB) {
-          const int64_t np = std::min(MK_PB, PW - px0);
+        for (int64_t px0 = 0; px0 < PW;) {
+          const int64_t np = mk_block(PW - px0);
           v16 dtop[2 * MK_PB], dbot[2 * MK_PB];
-          for (int64_t px = 0; px < MK_PB; px++) {
-            v16 g = zero;
-            i16 c = four;
-            if (px < np) {
-              const int64_t row = (o * PH + py) * PW + px0 + px;
-              u16 c8;
-              ld(g, gout + row * NP + c0);
-              ld(c8, code + row * NP + c0);
-              c = widen(c8);
-            }
+          for (int64_t px = 0; px < np; px++) {
+            const int64_t row = (o * PH + py) * PW + px0 + px;
+            v16 g;
+            u16 c8;
+            ld(g, gout + row * NP + c0);
+            ld(c8, code + row * NP + c0);
+            const i16 c = widen(c8);
             bacc += sel(lt(c, four), g, zero);
             dtop[2 * px] = sel(eq(c, splat(0)), g, zero);
             dtop[2 * px + 1] = sel(eq(c, one), g, zero);
@@ -1248,13 +1250,18 @@ static void mk_conv_backward(const float *in, int64_t H, int64_t W, int64_t NP, 
             dbot[2 * px + 1] = sel(eq(c, three), g, zero);
           }
           const int64_t off = (2 * py * W + 2 * px0) * NP + c0;
+          const float *src = in + off;
           float *gb = gin ? gin + off : nullptr;
-          if (np == MK_PB)
-            mk_conv_back_block<MK_PB>(in + off, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0);
-          else
-            for (int64_t px = 0; px < np; px++)  // one pooled column at a time
-              mk_conv_back_block<1>(in + off + 2 * px * NP, gb ? gb + 2 * px * NP : nullptr, RS, NP, wv + t0,
-                                    toff + t0, nt, dtop + 2 * px, dbot + 2 * px, gacc + t0);
+          switch (np) {
+            case 1: mk_conv_back_block<1>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+            case 2: mk_conv_back_block<2>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+#ifdef __AVX512F__
+            case 3: mk_conv_back_block<3>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+            case 4: mk_conv_back_block<4>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+            case 5: mk_conv_back_block<5>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+#endif
+          }
+          px0 += np;
         }
       gbias[o] = bacc;
     }
