@@ -23,6 +23,7 @@
 #endif
 #include <thread>
 #include <vector>
+#include <type_traits>
 
 typedef uint8_t u16 __attribute__((vector_size(16)));
 static const int64_t L = 16;
@@ -1294,7 +1295,7 @@ static inline v16 hsum16(const v16 *a) {
 // in (K, NP) -> out (O, NP) = W in + b over the surviving weights, ReLU'd if relu. Per lane the sum starts from the
 // bias, adds the row's even-numbered surviving weights' products in one chain and the odd-numbered in another, then
 // the two chains; two vectors of the batch at a time, so four independent chains hide the multiply-add's latency.
-static void mk_linear_forward(const float *in, int64_t NP, const float *w, const float *b, int64_t O, int64_t K,
+static void mk_linear_sparse_forward(const float *in, int64_t NP, const float *w, const float *b, int64_t O, int64_t K,
                               const int64_t *rp, const int32_t *cols, float *out, bool relu) {
   const v16 zero = {0};
   int64_t c0 = 0;
@@ -1353,6 +1354,79 @@ static void mk_linear_forward(const float *in, int64_t NP, const float *w, const
       if (relu) a = sel(gt(a, zero), a, zero);
       st(out + o * NP + c0, a);
     }
+}
+
+// A linear layer whose mask keeps more than this share of its weights is multiplied densely in the member kernel
+// (mk_linear_dense_forward, mk_linear_dense_gin): a pruned weight is exactly 0 and adds exact zeros, and blocks of 8
+// rows (or inputs) share each load of the batch's vectors. A function of the member's mask.
+static const double MK_LINEAR_DENSE = 0.25;
+
+// out (O, NP) = W in + b over every weight, ReLU'd if relu; NP = 2L. Per lane: the bias, then the inputs in order.
+static void mk_linear_dense_forward(const float *in, const float *w, const float *b, int64_t O, int64_t K,
+                                    float *out, bool relu) {
+  const v16 zero = {0};
+  int64_t o0 = 0;
+  auto block = [&](auto R) {
+    constexpr int NR = decltype(R)::value;
+    v16 a[NR][2];
+    for (int r = 0; r < NR; r++) a[r][0] = a[r][1] = b[o0 + r] + zero;
+    const float *wr = w + o0 * K;
+    for (int64_t i = 0; i < K; i++) {
+      v16 x0, x1;
+      ld(x0, in + i * 2 * L);
+      ld(x1, in + i * 2 * L + L);
+      for (int r = 0; r < NR; r++) {
+        const float f = wr[r * K + i];
+        a[r][0] += x0 * f;
+        a[r][1] += x1 * f;
+      }
+    }
+    for (int r = 0; r < NR; r++)
+      for (int j = 0; j < 2; j++) {
+        v16 v = a[r][j];
+        if (relu) v = sel(gt(v, zero), v, zero);
+        st(out + (o0 + r) * 2 * L + j * L, v);
+      }
+  };
+  for (; o0 + 8 <= O; o0 += 8) block(std::integral_constant<int, 8>());
+  for (; o0 + 2 <= O; o0 += 2) block(std::integral_constant<int, 2>());
+  for (; o0 < O; o0++) block(std::integral_constant<int, 1>());
+}
+
+// gin (K, NP) = W^T gout over every weight; NP = 2L. Per lane: the rows in order.
+static void mk_linear_dense_gin(const float *w, const float *gout, int64_t O, int64_t K, float *gin) {
+  const v16 zero = {0};
+  int64_t i0 = 0;
+  auto block = [&](auto R) {
+    constexpr int NR = decltype(R)::value;
+    v16 a[NR][2];
+    for (int r = 0; r < NR; r++) a[r][0] = a[r][1] = zero;
+    for (int64_t o = 0; o < O; o++) {
+      v16 g0, g1;
+      ld(g0, gout + o * 2 * L);
+      ld(g1, gout + o * 2 * L + L);
+      const float *wr = w + o * K + i0;
+      for (int r = 0; r < NR; r++) {
+        a[r][0] += g0 * wr[r];
+        a[r][1] += g1 * wr[r];
+      }
+    }
+    for (int r = 0; r < NR; r++) {
+      st(gin + (i0 + r) * 2 * L, a[r][0]);
+      st(gin + (i0 + r) * 2 * L + L, a[r][1]);
+    }
+  };
+  for (; i0 + 8 <= K; i0 += 8) block(std::integral_constant<int, 8>());
+  for (; i0 + 2 <= K; i0 += 2) block(std::integral_constant<int, 2>());
+  for (; i0 < K; i0++) block(std::integral_constant<int, 1>());
+}
+
+static void mk_linear_forward(const float *in, int64_t NP, const float *w, const float *b, int64_t O, int64_t K,
+                              const int64_t *rp, const int32_t *cols, float *out, bool relu) {
+  if (NP == 2 * L && (double)(rp[O] - rp[0]) > MK_LINEAR_DENSE * (double)(O * K))
+    mk_linear_dense_forward(in, w, b, O, K, out, relu);
+  else
+    mk_linear_sparse_forward(in, NP, w, b, O, K, rp, cols, out, relu);
 }
 
 // Its backward from gout (O, NP): gv (one float per surviving weight, in CSR order: the lanes of sum over the
@@ -1424,6 +1498,10 @@ static void mk_linear_backward(const float *in, int64_t NP, const float *w, int6
   else
     mk_linear_wgrad<0>(in, NP, O, rp, cols, gout, gv);
   if (!gin) return;
+  if (NP == 2 * L && (double)(rp[O] - rp[0]) > MK_LINEAR_DENSE * (double)(O * K)) {
+    mk_linear_dense_gin(w, gout, O, K, gin);
+    return;
+  }
   int64_t c0 = 0;
   for (; c0 + 2 * L <= NP; c0 += 2 * L)
     for (int64_t i = 0; i < K; i++) {
