@@ -1134,9 +1134,10 @@ static void mk_taps(const float *w, int64_t O, int64_t K, int64_t H, int64_t W, 
 // One output channel at PB pooled positions of one pooled row (2*PB conv columns of 2 conv rows, 16 images): the
 // sums start from the bias and add the taps in order, one multiply-add each; then pooling and ReLU. base: the
 // input at the block's first conv position (lanes c0..), RS: one input row.
-template <int PB>
-static inline void mk_conv_block(const float *base, int64_t RS, int64_t NP, const float *wv, const int64_t *toff,
+template <int PB, int NPC, int WC>  // NPC, WC > 0: NP and W known when compiling (constant displacements)
+static inline void mk_conv_block(const float *base, int64_t RS_, int64_t NP_, const float *wv, const int64_t *toff,
                                  int64_t nt, float bias, v16 *best, i16 *won) {
+  const int64_t NP = NPC ? NPC : NP_, RS = WC ? WC * NP : RS_;
   const v16 zero = {0};
   v16 top[2 * PB], bot[2 * PB];
   for (int x = 0; x < 2 * PB; x++) top[x] = bot[x] = bias + zero;
@@ -1155,8 +1156,10 @@ static inline void mk_conv_block(const float *base, int64_t RS, int64_t NP, cons
 }
 
 // in (Ci*H*W, NP) -> out (Co*PH*PW, NP) pooled and ReLU'd, code: the winners; wv, toff from mk_taps
-static void mk_conv_forward(const float *in, int64_t H, int64_t W, int64_t NP, const float *wv, const int64_t *toff,
-                            const float *b, int64_t Co, const int64_t *rp, float *out, uint8_t *code) {
+template <int NPC, int WC>
+static void mk_conv_forward_t(const float *in, int64_t H, int64_t W_, int64_t NP_, const float *wv, const int64_t *toff,
+                              const float *b, int64_t Co, const int64_t *rp, float *out, uint8_t *code) {
+  const int64_t NP = NPC ? NPC : NP_, W = WC ? WC : W_;
   const int64_t PH = (H - 2) / 2, PW = (W - 2) / 2, RS = W * NP, t00 = rp[0];
   for (int64_t c0 = 0; c0 < NP; c0 += L)
     for (int64_t o = 0; o < Co; o++) {
@@ -1168,12 +1171,12 @@ static void mk_conv_forward(const float *in, int64_t H, int64_t W, int64_t NP, c
           v16 best[MK_PB];
           i16 won[MK_PB];
           switch (np) {
-            case 1: mk_conv_block<1>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
-            case 2: mk_conv_block<2>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+            case 1: mk_conv_block<1, NPC, WC>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+            case 2: mk_conv_block<2, NPC, WC>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
 #ifdef __AVX512F__
-            case 3: mk_conv_block<3>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
-            case 4: mk_conv_block<4>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
-            case 5: mk_conv_block<5>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+            case 3: mk_conv_block<3, NPC, WC>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+            case 4: mk_conv_block<4, NPC, WC>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
+            case 5: mk_conv_block<5, NPC, WC>(base, RS, NP, wv + t0, toff + t0, nt, b[o], best, won); break;
 #endif
           }
           for (int64_t px = 0; px < np; px++) {
@@ -1192,9 +1195,10 @@ static void mk_conv_forward(const float *in, int64_t H, int64_t W, int64_t NP, c
 // gbias (Co vectors, zeroed) summed over the images' lanes, and gin (Ci*H*W, NP; zeroed by the caller) if not null.
 // Per block of pooled positions a tap's gradient is summed in four chains (top and bottom conv row, even and odd
 // column), added as (top even + top odd) + (bottom even + bottom odd), then to the tap's running sum.
-template <int PB>
-static inline void mk_conv_back_block(const float *base, float *gbase, int64_t RS, int64_t NP, const float *wv,
+template <int PB, int NPC, int WC>
+static inline void mk_conv_back_block(const float *base, float *gbase, int64_t RS_, int64_t NP_, const float *wv,
                                       const int64_t *toff, int64_t nt, const v16 *dtop, const v16 *dbot, v16 *gacc) {
+  const int64_t NP = NPC ? NPC : NP_, RS = WC ? WC * NP : RS_;
   const v16 zero = {0};
   for (int64_t t = 0; t < nt; t++) {
     const float *src = base + toff[t];
@@ -1223,9 +1227,11 @@ static inline void mk_conv_back_block(const float *base, float *gbase, int64_t R
   }
 }
 
-static void mk_conv_backward(const float *in, int64_t H, int64_t W, int64_t NP, const float *wv, const int64_t *toff,
-                             int64_t Co, const int64_t *rp, const float *gout, const uint8_t *code, v16 *gacc,
-                             v16 *gbias, float *gin) {
+template <int NPC, int WC>
+static void mk_conv_backward_t(const float *in, int64_t H, int64_t W_, int64_t NP_, const float *wv, const int64_t *toff,
+                               int64_t Co, const int64_t *rp, const float *gout, const uint8_t *code, v16 *gacc,
+                               v16 *gbias, float *gin) {
+  const int64_t NP = NPC ? NPC : NP_, W = WC ? WC : W_;
   const int64_t PH = (H - 2) / 2, PW = (W - 2) / 2, RS = W * NP, t00 = rp[0];
   const v16 zero = {0};
   const i16 one = splat(1), two = splat(2), three = splat(3), four = splat(4);
@@ -1254,18 +1260,40 @@ static void mk_conv_backward(const float *in, int64_t H, int64_t W, int64_t NP, 
           const float *src = in + off;
           float *gb = gin ? gin + off : nullptr;
           switch (np) {
-            case 1: mk_conv_back_block<1>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
-            case 2: mk_conv_back_block<2>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+            case 1: mk_conv_back_block<1, NPC, WC>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+            case 2: mk_conv_back_block<2, NPC, WC>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
 #ifdef __AVX512F__
-            case 3: mk_conv_back_block<3>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
-            case 4: mk_conv_back_block<4>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
-            case 5: mk_conv_back_block<5>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+            case 3: mk_conv_back_block<3, NPC, WC>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+            case 4: mk_conv_back_block<4, NPC, WC>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
+            case 5: mk_conv_back_block<5, NPC, WC>(src, gb, RS, NP, wv + t0, toff + t0, nt, dtop, dbot, gacc + t0); break;
 #endif
           }
           px0 += np;
         }
       gbias[o] = bacc;
     }
+}
+
+// LeNet on MNIST with a batch of 32: NP = 32 and rows of 28 (conv1) or 13 (conv2) known when compiling.
+static void mk_conv_forward(const float *in, int64_t H, int64_t W, int64_t NP, const float *wv, const int64_t *toff,
+                            const float *b, int64_t Co, const int64_t *rp, float *out, uint8_t *code) {
+  if (NP == 2 * L && W == 28)
+    mk_conv_forward_t<2 * L, 28>(in, H, W, NP, wv, toff, b, Co, rp, out, code);
+  else if (NP == 2 * L && W == 13)
+    mk_conv_forward_t<2 * L, 13>(in, H, W, NP, wv, toff, b, Co, rp, out, code);
+  else
+    mk_conv_forward_t<0, 0>(in, H, W, NP, wv, toff, b, Co, rp, out, code);
+}
+
+static void mk_conv_backward(const float *in, int64_t H, int64_t W, int64_t NP, const float *wv, const int64_t *toff,
+                             int64_t Co, const int64_t *rp, const float *gout, const uint8_t *code, v16 *gacc,
+                             v16 *gbias, float *gin) {
+  if (NP == 2 * L && W == 28)
+    mk_conv_backward_t<2 * L, 28>(in, H, W, NP, wv, toff, Co, rp, gout, code, gacc, gbias, gin);
+  else if (NP == 2 * L && W == 13)
+    mk_conv_backward_t<2 * L, 13>(in, H, W, NP, wv, toff, Co, rp, gout, code, gacc, gbias, gin);
+  else
+    mk_conv_backward_t<0, 0>(in, H, W, NP, wv, toff, Co, rp, gout, code, gacc, gbias, gin);
 }
 
 // hsum of 16 vectors at once: lane j of the result is hsum(a[j]), by the same tree (lanes l and l+8, then l and
