@@ -150,6 +150,27 @@ def test_member_bits_do_not_depend_on_threads_or_on_the_other_members(data):
     assert torch.equal(la[:, 0], l1[:, 3]) and all(torch.equal(alone[0][k], one[3][k]) for k in alone[0])
 
 
+def test_member_logits_equal_the_dense_forward_and_their_bits_are_each_members_own(data):
+    """Evaluation on the member kernel (``Members.logits``, 32 images at a time): within float32 rounding of the dense
+    kernels' logits, for a count of images that leaves a partial chunk; a member's bits the same alone, beside the
+    others and at 2 threads."""
+    states, masks = edge_members()
+    dense = population.Population(states, masks, "cpu", sparse=False)
+    whole = Members(dense.params, dense.masks)
+    x = data.test_x[:45]
+    got = whole.logits(x)
+    assert got.shape == (len(states), 45, 10)
+    assert torch.allclose(dense.logits(x), got, rtol=0, atol=1e-4)
+    alone = Members({n: t[3:4] for n, t in dense.params.items()}, {k: m[3:4] for k, m in dense.masks.items()})
+    assert torch.equal(alone.logits(x)[0], got[3])
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert torch.equal(whole.logits(x), got)
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_member_kernel_refuses_a_batch_of_the_wrong_channels(data):
     states, masks = edge_members()
     ref = population.Population(states, masks, "cpu", sparse=False)

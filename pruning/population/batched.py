@@ -157,7 +157,7 @@ class Population:
         self.buffers: list[torch.Tensor] | None = None  # momentum buffers, created at the first step
         self._grads: dict[str, torch.Tensor] | None = None  # gradient buffers, created at the first step
         self.convs = convs  # conv blocks: fused or torch
-        self._eval_convs = None  # every member's forward pass, for evaluation, when some train whole
+        self._eval_convs = None  # the dense slots' forward pass for evaluation, when some members train whole
         # The sparse members (fused path only): linear layer -> (SparseRows, the dense slots as ranges); conv2's in
         # self.convs.taps
         self.sparse: dict[str, tuple[SparseRows, list[tuple[int, int]]]] = {}
@@ -180,13 +180,13 @@ class Population:
         self.mask_bytes = ({layer: (mk != 0).to(torch.uint8) for layer, mk in self.dmasks.items()}
                            if sparse and isinstance(self.convs, lenet_convs.Fused) else None)
 
-    def _forward(self, x: torch.Tensor, train: bool = False, every: bool = False):
-        """The dense part's logits (md, n, classes) and what the backward pass needs; with ``every``, every slot's
-        logits (M, n, classes) by the dense kernels (evaluation)."""
-        if every and self.whole is not None:
+    def _forward(self, x: torch.Tensor, train: bool = False, evaluate: bool = False):
+        """The dense part's logits (md, n, classes) and what the backward pass needs; with ``evaluate``, by the dense
+        kernels without sparse paths (no training buffers)."""
+        if evaluate and self.whole is not None:
             if self._eval_convs is None:
                 self._eval_convs = lenet_convs.make(x.device, self.params["conv2.weight"].shape[1])
-            p, m, conv_path, sparse = self.params, self.m, self._eval_convs, {}
+            p, m, conv_path, sparse = self.dp, self.md, self._eval_convs, {}
         else:
             p, m, conv_path, sparse = self.dp, self.md, self.convs, self.sparse
         h, convs = conv_path.forward(p, m, x, train)  # (M, n, 16*5*5)
@@ -210,7 +210,11 @@ class Population:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (b, C, H, W): the batch every member sees. Returns logits (M, b, classes), members in the order
         given."""
-        logits = self._forward(x, every=True)[0]
+        if self.whole is None:
+            logits = self._forward(x)[0]
+        else:  # the dense slots, then the members that train whole, each by the forward pass it trains with
+            parts = [self._forward(x, evaluate=True)[0]] if self.md else []
+            logits = torch.cat(parts + [self.whole.logits(x)])
         return logits[self.slot] if self._reordered else logits
 
     def _backward(self, dz: torch.Tensor, saved, masked: bool = True) -> list[torch.Tensor]:

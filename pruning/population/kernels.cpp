@@ -1628,6 +1628,73 @@ static void mk_sgd(float *p, const float *grad, float *buf, const int64_t *rp, c
 }
 #pragma GCC pop_options
 
+// A member's forward pass (member_step's and member_logits'): xt (C*H*W, NP) the batch, images in the columns;
+// the activations into sc.act (the logits (O4, NP) in sc.act[4]), conv winners into sc.code, the conv taps into
+// sc.tw and sc.toff. ws, bs, r: this member's weights, biases and rowptrs per layer.
+static void mk_member_forward(MemberScratch &sc, const float *xt, int64_t NP, const int64_t *dims,
+                              const float *const *ws, const float *const *bs, const int64_t *const *r,
+                              const int32_t *const *cols) {
+  const int64_t H = dims[1], W = dims[2];
+  const int64_t *O = dims + 3, *K = dims + 8;
+  const int64_t H1 = (H - 2) / 2, W1 = (W - 2) / 2, H2 = (H1 - 2) / 2, W2 = (W1 - 2) / 2;
+  const int64_t units[5] = {O[0] * H1 * W1, O[1] * H2 * W2, O[2], O[3], O[4]};
+  for (int l = 0; l < 5; l++) sc.act[l].resize(units[l] * NP);
+  sc.code[0].resize(units[0] * NP);
+  sc.code[1].resize(units[1] * NP);
+  const int64_t ch[2] = {H, H1}, cw[2] = {W, W1};
+  for (int l = 0; l < 2; l++) {
+    const int64_t nnz = std::max<int64_t>(r[l][O[l]] - r[l][0], 1);
+    sc.tw[l].resize(nnz);
+    sc.toff[l].resize(nnz);
+    mk_taps(ws[l], O[l], K[l], ch[l], cw[l], NP, r[l], cols[l], sc.tw[l].data(), sc.toff[l].data());
+  }
+  float *a1 = sc.act[0].data(), *a2 = sc.act[1].data(), *h1 = sc.act[2].data(), *h2 = sc.act[3].data(),
+        *z = sc.act[4].data();
+  mk_conv_forward(xt, H, W, NP, sc.tw[0].data(), sc.toff[0].data(), bs[0], O[0], r[0], a1, sc.code[0].data());
+  mk_conv_forward(a1, H1, W1, NP, sc.tw[1].data(), sc.toff[1].data(), bs[1], O[1], r[1], a2, sc.code[1].data());
+  mk_linear_forward(a2, NP, ws[2], bs[2], O[2], K[2], r[2], cols[2], h1, true);
+  mk_linear_forward(h1, NP, ws[3], bs[3], O[3], K[3], r[3], cols[3], h2, true);
+  mk_linear_forward(h2, NP, ws[4], bs[4], O[4], K[4], r[4], cols[4], z, false);
+}
+
+// x rows b0 .. b0+nb-1 of (n, C*H*W) into xt (C*H*W, NP), the images in the columns, padding lanes 0
+static void mk_transpose_batch(const float *x, int64_t b0, int64_t nb, int64_t CHW, int64_t NP, float *xt) {
+  for (int64_t u = 0; u < CHW; u++) {
+    for (int64_t i = 0; i < nb; i++) xt[u * NP + i] = x[(b0 + i) * CHW + u];
+    for (int64_t i = nb; i < NP; i++) xt[u * NP + i] = 0.0f;
+  }
+}
+
+// The logits (S, n, O4) of S members on x (n, C, H, W), 32 images at a time (evaluation; members.Members.logits):
+// each member's forward pass as in member_step, so the same values as its training step computes. xt: scratch
+// (C*H*W, 32).
+extern "C" void member_logits(const float *x, int64_t n, const int64_t *dims, float *const *w, float *const *b,
+                              const int64_t *const *rp, const int32_t *const *cols, float *xt, float *out, int64_t S,
+                              int64_t threads) {
+  const int64_t CHW = dims[0] * dims[1] * dims[2], NP = 2 * L, O4 = dims[7];
+  const int64_t *O = dims + 3, *K = dims + 8;
+  for (int64_t b0 = 0; b0 < n; b0 += NP) {
+    const int64_t nb = std::min(NP, n - b0);
+    mk_transpose_batch(x, b0, nb, CHW, NP, xt);
+    parallel(S, threads, [=](int64_t s0, int64_t s1) {
+      MemberScratch &sc = member_scratch();
+      for (int64_t s = s0; s < s1; s++) {
+        const float *ws[5], *bs[5];
+        const int64_t *r[5];
+        for (int l = 0; l < 5; l++) {
+          ws[l] = w[l] + s * O[l] * K[l];
+          bs[l] = b[l] + s * O[l];
+          r[l] = rp[l] + s * (O[l] + 1);
+        }
+        mk_member_forward(sc, xt, NP, dims, ws, bs, r, cols);
+        const float *z = sc.act[4].data();
+        for (int64_t i = 0; i < nb; i++)
+          for (int64_t j = 0; j < O4; j++) out[(s * n + b0 + i) * O4 + j] = z[j * NP + i];
+      }
+    });
+  }
+}
+
 // x (n, C, H, W), y (n) int64; dims: C, H, W, then (O, K) of conv1, conv2, fc1, fc2, fc3. w, b, bw, bb: per layer,
 // the S members' stacked weights (S, O, K), biases (S, O) and their momentum buffers (null without momentum);
 // rp, cols: per layer, rowptr (S, O+1) and cols; cp, rows: the linear layers' CSC (index 2-4; colptr (S, K+1) and
@@ -1640,20 +1707,11 @@ extern "C" void member_step(const float *x, const int64_t *y, int64_t n, const i
   const int64_t *O = dims + 3, *K = dims + 8;
   const int64_t NP = (n + L - 1) / L * L, HW = H * W;
   const int64_t H1 = (H - 2) / 2, W1 = (W - 2) / 2, H2 = (H1 - 2) / 2, W2 = (W1 - 2) / 2;
-  // the shared batch with the images in the columns (padding lanes 0)
-  for (int64_t u = 0; u < C * HW; u++) {
-    for (int64_t i = 0; i < n; i++) xt[u * NP + i] = x[i * C * HW + u];
-    for (int64_t i = n; i < NP; i++) xt[u * NP + i] = 0.0f;
-  }
+  mk_transpose_batch(x, 0, n, C * HW, NP, xt);  // the shared batch, images in the columns
   const int64_t units[5] = {O[0] * H1 * W1, O[1] * H2 * W2, O[2], O[3], O[4]};
   parallel(S, threads, [=](int64_t s0, int64_t s1) {
     MemberScratch &sc = member_scratch();
-    for (int l = 0; l < 5; l++) {
-      sc.act[l].resize(units[l] * NP);
-      sc.grad[l].resize(units[l] * NP);
-    }
-    sc.code[0].resize(units[0] * NP);
-    sc.code[1].resize(units[1] * NP);
+    for (int l = 0; l < 5; l++) sc.grad[l].resize(units[l] * NP);
     for (int64_t s = s0; s < s1; s++) {
       const float *ws[5], *bs[5];
       const int64_t *r[5];
@@ -1664,22 +1722,11 @@ extern "C" void member_step(const float *x, const int64_t *y, int64_t n, const i
         const int64_t nnz = r[l][O[l]] - r[l][0];
         sc.gv[l].resize(std::max<int64_t>(nnz, 1));
       }
+      mk_member_forward(sc, xt, NP, dims, ws, bs, r, cols);
       float *a1 = sc.act[0].data(), *a2 = sc.act[1].data(), *h1 = sc.act[2].data(), *h2 = sc.act[3].data(),
             *z = sc.act[4].data();
       float *g1 = sc.grad[0].data(), *g2 = sc.grad[1].data(), *gh1 = sc.grad[2].data(), *gh2 = sc.grad[3].data(),
             *gz = sc.grad[4].data();
-      const int64_t ch[2] = {H, H1}, cw[2] = {W, W1};
-      for (int l = 0; l < 2; l++) {
-        const int64_t nnz = std::max<int64_t>(r[l][O[l]] - r[l][0], 1);
-        sc.tw[l].resize(nnz);
-        sc.toff[l].resize(nnz);
-        mk_taps(ws[l], O[l], K[l], ch[l], cw[l], NP, r[l], cols[l], sc.tw[l].data(), sc.toff[l].data());
-      }
-      mk_conv_forward(xt, H, W, NP, sc.tw[0].data(), sc.toff[0].data(), bs[0], O[0], r[0], a1, sc.code[0].data());
-      mk_conv_forward(a1, H1, W1, NP, sc.tw[1].data(), sc.toff[1].data(), bs[1], O[1], r[1], a2, sc.code[1].data());
-      mk_linear_forward(a2, NP, ws[2], bs[2], O[2], K[2], r[2], cols[2], h1, true);
-      mk_linear_forward(h1, NP, ws[3], bs[3], O[3], K[3], r[3], cols[3], h2, true);
-      mk_linear_forward(h2, NP, ws[4], bs[4], O[4], K[4], r[4], cols[4], z, false);
       // mean cross-entropy per member, as log_softmax: z - max - log(sum(exp(z - max))); its gradient
       // (softmax - one-hot) / n, 0 in the padding lanes
       float total = 0.0f;

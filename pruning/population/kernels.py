@@ -116,6 +116,7 @@ def library():
         lib.conv1_live_backward.argtypes = [ptr] * 7 + [i64] * 7
         lib.masked_sgd.argtypes = [ptr] * 4 + [i64] + [ctypes.c_float] * 3 + [i64] * 2
         lib.member_step.argtypes = [ptr] * 2 + [i64] + [ptr] * 11 + [i64] + [ctypes.c_float] * 3 + [i64] * 2
+        lib.member_logits.argtypes = [ptr, i64] + [ptr] * 7 + [i64] * 2
     _loaded["lib"] = lib
     return lib
 

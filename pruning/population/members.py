@@ -77,9 +77,7 @@ class Members:
         self._none = arr(*([None] * 5))
         self._xt: torch.Tensor | None = None
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, momentum: float, weight_decay: float) -> torch.Tensor:
-        """One SGD step of every member on the shared batch ``x`` (n, C, H, W), labels ``y`` (n,): each member's mean
-        loss (S,)."""
+    def _dims_of(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         key = (c, h, w)
         if key not in self._dims:
@@ -88,6 +86,25 @@ class Members:
                 raise ValueError(f"Members.step: a batch of {c}x{h}x{w} images does not fit this LeNet (conv1 takes "
                                  f"{self.inp[0] // 9} channels, fc1 {self.inp[2]} inputs)")
             self._dims[key] = torch.tensor([c, h, w, *self.out, *self.inp], dtype=torch.int64)
+        return self._dims[key]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's logits on ``x`` (N, C, H, W): (S, N, classes), by the forward pass that ``step`` trains
+        with (32 images at a time), so evaluation costs what the surviving weights cost."""
+        dims = self._dims_of(x)
+        x = x.contiguous().float()
+        out = torch.empty(self.s, x.shape[0], self.out[4])
+        xt = torch.empty(x[0].numel(), 32)
+        library().member_logits(*pointers(x), x.shape[0], *pointers(dims), ctypes.addressof(self._w),
+                                ctypes.addressof(self._b), ctypes.addressof(self._rp), ctypes.addressof(self._cols),
+                                *pointers(xt, out), self.s, threads())
+        return out
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, momentum: float, weight_decay: float) -> torch.Tensor:
+        """One SGD step of every member on the shared batch ``x`` (n, C, H, W), labels ``y`` (n,): each member's mean
+        loss (S,)."""
+        n, c, h, w = x.shape
+        dims = self._dims_of(x)
         first = False
         if momentum and self.buffers is None:
             self.buffers = [torch.zeros_like(self.params[f"{layer}.{kind}"]) for kind in ("weight", "bias")
@@ -102,7 +119,7 @@ class Members:
         loss = torch.empty(self.s)
         bw, bb = (self._bw, self._bb) if momentum else (self._none, self._none)
         addr = ctypes.addressof
-        library().member_step(*pointers(x, y), n, *pointers(self._dims[key]), addr(self._w), addr(self._b), addr(bw), addr(bb),
+        library().member_step(*pointers(x, y), n, *pointers(dims), addr(self._w), addr(self._b), addr(bw), addr(bb),
                               addr(self._rp), addr(self._cols), addr(self._cp), addr(self._rows),
                               *pointers(self._xt, loss), self.s, lr, momentum, weight_decay, int(first), threads())
         return loss
