@@ -102,7 +102,7 @@ CONV1_LIVE = 0.75
 # dense step does at M=10 and less at smaller M. On an AMD EPYC with AVX-512 (2026-12-03, benchmarks/sparse_step.py,
 # paper population, all 21 iterations) the dense step is relatively faster and the members at 0.51-0.64 lose
 # (0.68-0.81x), yet over a run 0.75 still beats 0.5 and 0.6 (1.80x, 1.61x, 1.58x the dense step). -1: never.
-MEMBER_DENSITY = 0.75
+MEMBER_DENSITY = 0.9
 
 
 def check_arch(arch: str) -> None:
