@@ -271,16 +271,24 @@ def test_groups_are_one_per_seed_and_training_setup_in_config_order(tmp_path):
     assert {rc.seed for rc in groups[0]} == {0} and {rc.seed for rc in groups[1]} == {1}
 
 
-def test_split_cuts_groups_into_contiguous_parts_so_that_every_worker_trains(tmp_path):
+def test_split_cuts_groups_into_interleaved_parts_so_that_every_worker_trains_every_technique(tmp_path):
     cfg = tiny_experiment(tmp_path, techniques=["l1_us", "hybrid", "random_s"], reinit=["rewind", "finetune"],
                           seeds=[0, 1, 2])
-    groups = populations.groups(cfg.runs())  # 3 seeds x 6 runs
-    assert populations.split(groups[:1], 2) == [groups[0][:3], groups[0][3:]]  # one seed, 2 workers: halves
+    groups = populations.groups(cfg.runs())  # 3 seeds x 6 runs, each technique's reinit modes together
+    halves = populations.split(groups[:1], 2)  # one seed, 2 workers: runs 0, 2, 4 and 1, 3, 5
+    assert halves == [groups[0][0::2], groups[0][1::2]]
+    for part in halves:  # every technique once in each part, so the parts cost the same
+        assert sorted(rc.technique for rc in part) == ["hybrid", "l1_us", "random_s"]
+    assert [{rc.reinit for rc in part} for part in halves] == [{"rewind"}, {"finetune"}]
     assert [len(p) for p in populations.split(groups, 2)] == [3] * 6  # 3 seeds on 2 workers: 3 parts each
     assert populations.split(groups[:2], 2) == groups[:2]  # as many seeds as workers: no cut
     assert populations.split(groups[:1], 1) == groups[:1]
     assert [len(p) for p in populations.split([groups[0][:3]], 4)] == [1, 1, 1]  # at most one part per run
-    assert [rc for p in populations.split(groups, 2) for rc in p] == [rc for g in groups for rc in g]  # order kept
+    assert [len(p) for p in populations.split([groups[0][:5]], 2)] == [3, 2]
+    parts = populations.split(groups, 2)  # every run once, each part in config order
+    assert sorted(id(rc) for p in parts for rc in p) == sorted(id(rc) for g in groups for rc in g)
+    order = {id(rc): i for i, rc in enumerate(rc for g in groups for rc in g)}
+    assert all([order[id(rc)] for rc in p] == sorted(order[id(rc)] for rc in p) for p in parts)
 
 
 @pytest.mark.slow

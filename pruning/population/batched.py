@@ -94,14 +94,14 @@ CONV1_LIVE = 0.75
 # taps times the positions they are applied at, plus surviving linear weights, over the same for a dense LeNet)
 # trains whole in ``members.Members`` (one C++ call per step for all such members, forward, loss, backward and
 # update over its surviving weights, the batch in the SIMD lanes throughout) instead of the layer kernels above.
-# A function of the member's own mask. Measured side by side (batch 32, 1 thread, 2026-12-02, AMD EPYC with AVX2
-# only, time per member): against the dense fused step at M=10, random unstructured masks, 1.04x the time at cost
-# density 0.82, 1.01x at 0.65, 0.80x at 0.52, 0.34x at 0.21, 0.21x at 0.05; fc-only masks (conv layers dense) 1.18x
-# at 0.84, 0.97x at 0.71, and 0.61x the dense step of a population of that member alone (M=1: a dense part's fixed
-# costs are shared by fewer members as the others leave it). So up to 0.75 the member kernel costs about what the
-# dense step does at M=10 and less at smaller M. On an AMD EPYC with AVX-512 (2026-12-03, benchmarks/sparse_step.py,
-# paper population, all 21 iterations) the dense step is relatively faster and the members at 0.51-0.64 lose
-# (0.68-0.81x), yet over a run 0.75 still beats 0.5 and 0.6 (1.80x, 1.61x, 1.58x the dense step). -1: never.
+# A function of the member's own mask. Measured (benchmarks/sparse_step.py, paper population, M=10, 1 thread,
+# 2026-12-03, AMD EPYC with AVX-512, the member kernel of that day): at cost density 1 the member kernel costs about
+# what the dense fused step does (0.93-1.07x its speed), so the threshold only decides where a member leaves the
+# dense step. 0.9 against 0.75, iterations 2-6 in one session: 1.35-2.26x the dense step against 1.04-1.61x, because
+# the fc-only member (its conv layers dense: cost density 0.93 at iteration 1, 0.88 at 2, never below 0.68) then
+# joins the others instead of paying a dense step of its own at M=1; 1.0 (every member, even unpruned) was no
+# faster than 0.9 at iterations 0-1 (0.96x and 1.05x). Earlier, slower member kernels (2026-12-02, AVX2 only:
+# 1.01x the dense step's time at cost density 0.65, 0.80x at 0.52) had it at 0.75. -1: never.
 MEMBER_DENSITY = 0.9
 
 

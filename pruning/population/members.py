@@ -4,7 +4,14 @@
 its surviving weights only, with each activation kept as (units, batch): the batch in the SIMD lanes from the
 input to the logits, so no layer pays for moving data between layouts. Each layer's surviving weights are a CSR
 over the weight viewed as (out, in) (a conv filter's taps, a linear unit's inputs), built once from the mask: a
-member's mask does not change while it trains. A pruned filter or unit costs only its bias.
+member's mask does not change while it trains. A pruned filter or unit costs only its bias. The linear layers also
+get a CSC (their input gradient is summed input by input, no read-modify-write), and a linear layer that keeps
+more than 25% of its weights is multiplied densely (its pruned weights are exactly 0; blocks of 8 rows share each
+load of the batch, which beats skipping above that density). Evaluation (:meth:`Members.logits`, ``member_logits``)
+runs the same forward pass, 32 images at a time.
+
+Speed (issue 19, ``benchmarks/sparse_step.py``, docs/benchmarks.md): about the dense fused step's per member at cost
+density 1, and the work falls with the mask from there.
 
 Which members take it is a function of each member's own mask (``population.MEMBER_DENSITY``), and each member is
 computed by one thread in a fixed order, so its bits depend on its own mask and values only: not on the thread
