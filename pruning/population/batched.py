@@ -91,17 +91,17 @@ SPARSE_DENSITY = {"fc1": 0.05, "fc2": -1.0, "fc3": -1.0, "conv2": 0.35}
 CONV1_LIVE = 0.75
 
 # A member whose mask keeps at most this share of the step's multiply-adds (``members.cost_density``: surviving conv
-# taps times the positions they are applied at, plus surviving linear weights, over the same for a dense LeNet)
-# trains whole in ``members.Members`` (one C++ call per step for all such members, forward, loss, backward and
-# update over its surviving weights, the batch in the SIMD lanes throughout) instead of the layer kernels above.
-# A function of the member's own mask. Measured (benchmarks/sparse_step.py, paper population, M=10, 1 thread,
-# 2026-12-03, AMD EPYC with AVX-512, the member kernel of that day): at cost density 1 the member kernel costs about
-# what the dense fused step does (the paper population at iteration 0 with every member on it: 0.96x the dense step's
-# speed), so the threshold only decides where a member leaves the dense step. 0.9 against 0.75, iterations 2-6 in
-# one session: 1.35-2.26x the dense step against 1.04-1.61x, because the fc-only member (its conv layers dense:
-# cost density 0.93 at iteration 1, 0.88 at 2, never below 0.68) then joins the others instead of paying a dense step of its own at M=1; 1.0 (every member, even unpruned) was no
-# faster than 0.9 at iterations 0-1 (0.96x and 1.05x). Earlier, slower member kernels (2026-12-02, AVX2 only:
-# 1.01x the dense step's time at cost density 0.65, 0.80x at 0.52) had it at 0.75. -1: never.
+# taps times the positions they are applied at, plus surviving linear weights, over the same for a dense LeNet) trains
+# whole in ``members.Members`` (one C++ call per step for all such members, forward, loss, backward and update over
+# its surviving weights, the batch in the SIMD lanes throughout) instead of the layer kernels above. A function of the
+# member's own mask. Measured (benchmarks/sparse_step.py, paper population, M=10, 1 thread, 2026-12-03, AMD EPYC with
+# AVX-512, the member kernel of that day): at cost density 1 the member kernel costs about what the dense fused step
+# does (the paper population at iteration 0 with every member on it: 0.96x the dense step's speed), so the threshold
+# only decides where a member leaves the dense step. 0.9 against 0.75, iterations 2-6 in one session: 1.35-2.26x the
+# dense step against 1.04-1.61x, because the fc-only member (its conv layers dense: cost density 0.93 at iteration 1,
+# 0.88 at 2, never below 0.68) then joins the others instead of paying a dense step of its own at M=1; 1.0 (every
+# member, even unpruned) was no faster than 0.9 at iterations 0-1 (0.96x and 1.05x). Earlier, slower member kernels
+# (2026-12-02, AVX2 only: 1.01x the dense step's time at cost density 0.65, 0.80x at 0.52) had it at 0.75. -1: never.
 MEMBER_DENSITY = 0.9
 
 
