@@ -1638,6 +1638,20 @@ static void mk_sgd(float *p, const float *grad, float *buf, const int64_t *rp, c
 }
 #pragma GCC pop_options
 
+// Member s's weights, biases and rowptrs per layer, out of the S members' stacked arrays.
+struct MemberView {
+  const float *w[5], *b[5];
+  const int64_t *r[5];
+  MemberView(float *const *w_, float *const *b_, const int64_t *const *rp, const int64_t *O, const int64_t *K,
+             int64_t s) {
+    for (int l = 0; l < 5; l++) {
+      w[l] = w_[l] + s * O[l] * K[l];
+      b[l] = b_[l] + s * O[l];
+      r[l] = rp[l] + s * (O[l] + 1);
+    }
+  }
+};
+
 // A member's forward pass (member_step's and member_logits'): xt (C*H*W, NP) the batch, images in the columns;
 // the activations into sc.act (the logits (O4, NP) in sc.act[4]), conv winners into sc.code, the conv taps into
 // sc.tw and sc.toff. ws, bs, r: this member's weights, biases and rowptrs per layer.
@@ -1689,14 +1703,8 @@ extern "C" void member_logits(const float *x, int64_t n, const int64_t *dims, fl
     parallel(S, threads, [=](int64_t s0, int64_t s1) {
       MemberScratch &sc = member_scratch();
       for (int64_t s = s0; s < s1; s++) {
-        const float *ws[5], *bs[5];
-        const int64_t *r[5];
-        for (int l = 0; l < 5; l++) {
-          ws[l] = w[l] + s * O[l] * K[l];
-          bs[l] = b[l] + s * O[l];
-          r[l] = rp[l] + s * (O[l] + 1);
-        }
-        mk_member_forward(sc, xt, NP, dims, ws, bs, r, cols);
+        const MemberView v(w, b, rp, O, K, s);
+        mk_member_forward(sc, xt, NP, dims, v.w, v.b, v.r, cols);
         const float *z = sc.act[4].data();
         for (int64_t i = 0; i < nb; i++)
           for (int64_t j = 0; j < O4; j++) out[(s * n + b0 + i) * O4 + j] = z[j * NP + i];
@@ -1711,8 +1719,9 @@ extern "C" void member_logits(const float *x, int64_t n, const int64_t *dims, fl
 // rows). xt: scratch (C*H*W, NP). loss (S): each member's mean loss.
 extern "C" void member_step(const float *x, const int64_t *y, int64_t n, const int64_t *dims, float *const *w,
                             float *const *b, float *const *bw, float *const *bb, const int64_t *const *rp,
-                            const int32_t *const *cols, const int64_t *const *cp, const int32_t *const *rows, float *xt, float *loss, int64_t S, float lr, float momentum,
-                            float wd, int64_t first, int64_t threads) {
+                            const int32_t *const *cols, const int64_t *const *cp, const int32_t *const *rows,
+                            float *xt, float *loss, int64_t S, float lr, float momentum, float wd, int64_t first,
+                            int64_t threads) {
   const int64_t C = dims[0], H = dims[1], W = dims[2];
   const int64_t *O = dims + 3, *K = dims + 8;
   const int64_t NP = (n + L - 1) / L * L, HW = H * W;
@@ -1723,16 +1732,11 @@ extern "C" void member_step(const float *x, const int64_t *y, int64_t n, const i
     MemberScratch &sc = member_scratch();
     for (int l = 0; l < 5; l++) sc.grad[l].resize(units[l] * NP);
     for (int64_t s = s0; s < s1; s++) {
-      const float *ws[5], *bs[5];
-      const int64_t *r[5];
-      for (int l = 0; l < 5; l++) {
-        ws[l] = w[l] + s * O[l] * K[l];
-        bs[l] = b[l] + s * O[l];
-        r[l] = rp[l] + s * (O[l] + 1);
-        const int64_t nnz = r[l][O[l]] - r[l][0];
-        sc.gv[l].resize(std::max<int64_t>(nnz, 1));
-      }
-      mk_member_forward(sc, xt, NP, dims, ws, bs, r, cols);
+      const MemberView v(w, b, rp, O, K, s);
+      const float *const *ws = v.w;
+      const int64_t *const *r = v.r;
+      for (int l = 0; l < 5; l++) sc.gv[l].resize(std::max<int64_t>(r[l][O[l]] - r[l][0], 1));
+      mk_member_forward(sc, xt, NP, dims, v.w, v.b, v.r, cols);
       float *a1 = sc.act[0].data(), *a2 = sc.act[1].data(), *h1 = sc.act[2].data(), *h2 = sc.act[3].data(),
             *z = sc.act[4].data();
       float *g1 = sc.grad[0].data(), *g2 = sc.grad[1].data(), *gh1 = sc.grad[2].data(), *gh2 = sc.grad[3].data(),
