@@ -1331,72 +1331,61 @@ static inline v16 hsum16(const v16 *a) {
 
 // in (K, NP) -> out (O, NP) = W in + b over the surviving weights, ReLU'd if relu. Per lane the sum starts from the
 // bias, adds the row's even-numbered surviving weights' products in one chain and the odd-numbered in another, then
-// the two chains; two vectors of the batch at a time, so four independent chains hide the multiply-add's latency.
-static void mk_linear_sparse_forward(const float *in, int64_t NP, const float *w, const float *b, int64_t O, int64_t K,
-                              const int64_t *rp, const int32_t *cols, float *out, bool relu) {
+// the two chains; NV vectors of the batch at a time (lanes c0 ..), so with NV = 2 four independent chains hide the
+// multiply-add's latency.
+template <int NV>
+static void mk_linear_sparse_rows(const float *in, int64_t NP, int64_t c0, const float *w, const float *b, int64_t O,
+                                  int64_t K, const int64_t *rp, const int32_t *cols, float *out, bool relu) {
   const v16 zero = {0};
+  for (int64_t o = 0; o < O; o++) {
+    const float *wo = w + o * K;
+    v16 a[NV][2];
+    for (int j = 0; j < NV; j++) a[j][0] = b[o] + zero, a[j][1] = zero;
+    int64_t t = rp[o];
+    for (; t + 1 < rp[o + 1]; t += 2) {
+      const float *p = in + (int64_t)cols[t] * NP + c0, *q = in + (int64_t)cols[t + 1] * NP + c0;
+      const float f = wo[cols[t]], g = wo[cols[t + 1]];
+      for (int j = 0; j < NV; j++) {
+        v16 pj, qj;
+        ld(pj, p + j * L);
+        ld(qj, q + j * L);
+        a[j][0] += pj * f;
+        a[j][1] += qj * g;
+      }
+    }
+    if (t < rp[o + 1]) {
+      const float *p = in + (int64_t)cols[t] * NP + c0;
+      for (int j = 0; j < NV; j++) {
+        v16 pj;
+        ld(pj, p + j * L);
+        a[j][0] += pj * wo[cols[t]];
+      }
+    }
+    for (int j = 0; j < NV; j++) {
+      v16 v = a[j][0] + a[j][1];
+      if (relu) v = sel(gt(v, zero), v, zero);
+      st(out + o * NP + c0 + j * L, v);
+    }
+  }
+}
+
+static void mk_linear_sparse_forward(const float *in, int64_t NP, const float *w, const float *b, int64_t O, int64_t K,
+                                     const int64_t *rp, const int32_t *cols, float *out, bool relu) {
   int64_t c0 = 0;
-  for (; c0 + 2 * L <= NP; c0 += 2 * L)
-    for (int64_t o = 0; o < O; o++) {
-      const float *wo = w + o * K;
-      v16 a0 = b[o] + zero, a1 = zero, e0 = b[o] + zero, e1 = zero;
-      int64_t t = rp[o];
-      for (; t + 1 < rp[o + 1]; t += 2) {
-        const float *p = in + (int64_t)cols[t] * NP + c0, *q = in + (int64_t)cols[t + 1] * NP + c0;
-        const float f = wo[cols[t]], g = wo[cols[t + 1]];
-        v16 p0, p1, q0, q1;
-        ld(p0, p);
-        ld(p1, p + L);
-        ld(q0, q);
-        ld(q1, q + L);
-        a0 += p0 * f;
-        e0 += p1 * f;
-        a1 += q0 * g;
-        e1 += q1 * g;
-      }
-      if (t < rp[o + 1]) {
-        const float *p = in + (int64_t)cols[t] * NP + c0;
-        v16 p0, p1;
-        ld(p0, p);
-        ld(p1, p + L);
-        a0 += p0 * wo[cols[t]];
-        e0 += p1 * wo[cols[t]];
-      }
-      v16 a = a0 + a1, e = e0 + e1;
-      if (relu) {
-        a = sel(gt(a, zero), a, zero);
-        e = sel(gt(e, zero), e, zero);
-      }
-      st(out + o * NP + c0, a);
-      st(out + o * NP + c0 + L, e);
-    }
-  for (; c0 < NP; c0 += L)
-    for (int64_t o = 0; o < O; o++) {
-      const float *wo = w + o * K;
-      v16 a0 = b[o] + zero, a1 = zero;
-      int64_t t = rp[o];
-      for (; t + 1 < rp[o + 1]; t += 2) {
-        v16 p, q;
-        ld(p, in + (int64_t)cols[t] * NP + c0);
-        ld(q, in + (int64_t)cols[t + 1] * NP + c0);
-        a0 += p * wo[cols[t]];
-        a1 += q * wo[cols[t + 1]];
-      }
-      if (t < rp[o + 1]) {
-        v16 p;
-        ld(p, in + (int64_t)cols[t] * NP + c0);
-        a0 += p * wo[cols[t]];
-      }
-      v16 a = a0 + a1;
-      if (relu) a = sel(gt(a, zero), a, zero);
-      st(out + o * NP + c0, a);
-    }
+  for (; c0 + 2 * L <= NP; c0 += 2 * L) mk_linear_sparse_rows<2>(in, NP, c0, w, b, O, K, rp, cols, out, relu);
+  for (; c0 < NP; c0 += L) mk_linear_sparse_rows<1>(in, NP, c0, w, b, O, K, rp, cols, out, relu);
 }
 
 // A linear layer whose mask keeps more than this share of its weights is multiplied densely in the member kernel
 // (mk_linear_dense_forward, mk_linear_dense_gin): a pruned weight is exactly 0 and adds exact zeros, and blocks of 8
 // rows (or inputs) share each load of the batch's vectors. A function of the member's mask.
 static const double MK_LINEAR_DENSE = 0.25;
+
+// Whether a member's linear layer (rowptr rp over O rows of K weights) is multiplied densely: a batch of 32 and more
+// than MK_LINEAR_DENSE of its weights kept.
+static inline bool mk_linear_is_dense(const int64_t *rp, int64_t O, int64_t K, int64_t NP) {
+  return NP == 2 * L && (double)(rp[O] - rp[0]) > MK_LINEAR_DENSE * (double)(O * K);
+}
 
 // out (O, NP) = W in + b over every weight, ReLU'd if relu; NP = 2L. Per lane: the bias, then the inputs in order.
 static void mk_linear_dense_forward(const float *in, const float *w, const float *b, int64_t O, int64_t K,
@@ -1460,10 +1449,44 @@ static void mk_linear_dense_gin(const float *w, const float *gout, int64_t O, in
 
 static void mk_linear_forward(const float *in, int64_t NP, const float *w, const float *b, int64_t O, int64_t K,
                               const int64_t *rp, const int32_t *cols, float *out, bool relu) {
-  if (NP == 2 * L && (double)(rp[O] - rp[0]) > MK_LINEAR_DENSE * (double)(O * K))
+  if (mk_linear_is_dense(rp, O, K, NP))
     mk_linear_dense_forward(in, w, b, O, K, out, relu);
   else
     mk_linear_sparse_forward(in, NP, w, b, O, K, rp, cols, out, relu);
+}
+
+// gin (K, NP) = W^T gout over the surviving weights at lanes c0 .. c0 + NV*L, input by input from the CSC (cp, rows):
+// per lane the even-numbered rows' products in one chain, the odd-numbered in another, then the two added.
+template <int NV>
+static void mk_linear_csc_gin(const float *w, const float *gout, int64_t NP, int64_t c0, int64_t K, const int64_t *cp,
+                              const int32_t *rows, float *gin) {
+  const v16 zero = {0};
+  for (int64_t i = 0; i < K; i++) {
+    v16 a[NV][2];
+    for (int j = 0; j < NV; j++) a[j][0] = a[j][1] = zero;
+    int64_t u = cp[i];
+    for (; u + 1 < cp[i + 1]; u += 2) {
+      const int64_t r = rows[u], r2 = rows[u + 1];
+      const float f = w[r * K + i], g = w[r2 * K + i];
+      for (int j = 0; j < NV; j++) {
+        v16 pj, qj;
+        ld(pj, gout + r * NP + c0 + j * L);
+        ld(qj, gout + r2 * NP + c0 + j * L);
+        a[j][0] += pj * f;
+        a[j][1] += qj * g;
+      }
+    }
+    if (u < cp[i + 1]) {
+      const int64_t r = rows[u];
+      const float f = w[r * K + i];
+      for (int j = 0; j < NV; j++) {
+        v16 pj;
+        ld(pj, gout + r * NP + c0 + j * L);
+        a[j][0] += pj * f;
+      }
+    }
+    for (int j = 0; j < NV; j++) st(gin + i * NP + c0 + j * L, a[j][0] + a[j][1]);
+  }
 }
 
 // Its backward from gout (O, NP): gv (one float per surviving weight, in CSR order: the lanes of sum over the
@@ -1535,58 +1558,13 @@ static void mk_linear_backward(const float *in, int64_t NP, const float *w, int6
   else
     mk_linear_wgrad<0>(in, NP, O, rp, cols, gout, gv);
   if (!gin) return;
-  if (NP == 2 * L && (double)(rp[O] - rp[0]) > MK_LINEAR_DENSE * (double)(O * K)) {
+  if (mk_linear_is_dense(rp, O, K, NP)) {
     mk_linear_dense_gin(w, gout, O, K, gin);
     return;
   }
   int64_t c0 = 0;
-  for (; c0 + 2 * L <= NP; c0 += 2 * L)
-    for (int64_t i = 0; i < K; i++) {
-      v16 a0 = zero, a1 = zero, e0 = zero, e1 = zero;
-      int64_t u = cp[i];
-      for (; u + 1 < cp[i + 1]; u += 2) {
-        const int64_t r = rows[u], r2 = rows[u + 1];
-        const float f = w[r * K + i], g = w[r2 * K + i];
-        v16 p0, p1, q0, q1;
-        ld(p0, gout + r * NP + c0);
-        ld(p1, gout + r * NP + c0 + L);
-        ld(q0, gout + r2 * NP + c0);
-        ld(q1, gout + r2 * NP + c0 + L);
-        a0 += p0 * f;
-        e0 += p1 * f;
-        a1 += q0 * g;
-        e1 += q1 * g;
-      }
-      if (u < cp[i + 1]) {
-        const int64_t r = rows[u];
-        const float f = w[r * K + i];
-        v16 p0, p1;
-        ld(p0, gout + r * NP + c0);
-        ld(p1, gout + r * NP + c0 + L);
-        a0 += p0 * f;
-        e0 += p1 * f;
-      }
-      st(gin + i * NP + c0, a0 + a1);
-      st(gin + i * NP + c0 + L, e0 + e1);
-    }
-  for (; c0 < NP; c0 += L)
-    for (int64_t i = 0; i < K; i++) {
-      v16 a0 = zero, a1 = zero;
-      int64_t u = cp[i];
-      for (; u + 1 < cp[i + 1]; u += 2) {
-        v16 p, q;
-        ld(p, gout + (int64_t)rows[u] * NP + c0);
-        ld(q, gout + (int64_t)rows[u + 1] * NP + c0);
-        a0 += p * w[(int64_t)rows[u] * K + i];
-        a1 += q * w[(int64_t)rows[u + 1] * K + i];
-      }
-      if (u < cp[i + 1]) {
-        v16 p;
-        ld(p, gout + (int64_t)rows[u] * NP + c0);
-        a0 += p * w[(int64_t)rows[u] * K + i];
-      }
-      st(gin + i * NP + c0, a0 + a1);
-    }
+  for (; c0 + 2 * L <= NP; c0 += 2 * L) mk_linear_csc_gin<2>(w, gout, NP, c0, K, cp, rows, gin);
+  for (; c0 < NP; c0 += L) mk_linear_csc_gin<1>(w, gout, NP, c0, K, cp, rows, gin);
 }
 
 static void mk_relu_backward(float *g, const float *a, int64_t n) {  // g = a > 0 ? g : 0, as threshold_backward
