@@ -105,13 +105,18 @@ PINNED = {
 
 # The 10-seed paper CPU config's runs, all 180: sha256 of the JSON list of (technique, reinit, seed, hash), its first
 # 16 hex digits, recorded when the config grew to seeds 0-9 with fine-tuning for all nine techniques (2026-12-01).
-DIGEST = {"paper_lenet_mnist_cpu": ("7b2b98bd26566aa1", 180)}
+DIGEST = {"paper_lenet_mnist_cpu": ("7b2b98bd26566aa1", 180),
+          # the released code's profiles: every run, by a digest of (technique, reinit, seed, hash) in order
+          "authors_lenet_mnist": ("3c16fd94bd4e2319", 105),
+          "authors_lenet_mnist_l1us_recipe": ("6f5e6bc015bee889", 5)}
 EARLIER = {"paper_lenet_mnist_cpu"}  # PINNED holds a part of its runs, in order
 
 # seed -> hash of its shared dense training (store.dense_config), the dense_<hash> folders
 DENSE = {
     "paper_lenet_mnist_cpu": {0: "0b97512a7df26da2", 1: "42093f87b666206b", 2: "3fa69194759be6e4"},
     "smoke": {0: "17c08942601aca44", 1: "d59764c0df63feb8"},
+    "authors_lenet_mnist": {0: "9cfcaaaca1b4ea34", 4: "e581b25b1da5ef2f"},
+    "authors_lenet_mnist_l1us_recipe": {0: "2355a9e7f29ba15b", 4: "234029f8f16df22e"},
 }
 
 PUBLISHED = ("paper_lenet_mnist_cpu", "alexnet_mnist_cpu", "vgg11_mnist_cpu")
@@ -131,6 +136,13 @@ def test_run_hashes_of_the_committed_configs_are_pinned(name):
         assert len(runs) == n and hashlib.sha256(json.dumps(runs).encode()).hexdigest()[:16] == digest
     else:
         assert runs == PINNED[name]
+
+
+@pytest.mark.parametrize("name", ["authors_lenet_mnist", "authors_lenet_mnist_l1us_recipe"])
+def test_the_released_code_profiles_are_pinned(name):
+    runs = _runs(name)
+    digest, n = DIGEST[name]
+    assert len(runs) == n and hashlib.sha256(json.dumps(runs).encode()).hexdigest()[:16] == digest
 
 
 @pytest.mark.parametrize("name", PUBLISHED)

@@ -138,8 +138,11 @@ def finish(run: Run, model, stats: dict, say=print, evaluated=None) -> dict:
     """Evaluate and store ``run``'s training ``run.next``; move the run on. ``model``: the trained net (masks
     attached), or None when ``evaluated`` already holds ``describe``'s (state, record, metrics)."""
     k = run.next
+    source = stats.pop("prune_source", None)
     run.trained, record, metrics = (evaluated if evaluated is not None else
                                      metrics_.evaluate(run.rc, model, run.rd, stats, k))
+    if source is not None:  # training.prune_from_epoch: the next mask reads these weights, not the stored net's
+        run.trained = source
     run.masks = record["masks"]  # every layer's mask, exactly what a resumed run reads from the checkpoint
     run.st.save_training(k, run.trained, run.masks, record, metrics)
     say(metrics_.log_line(run.rc, metrics))
@@ -163,8 +166,16 @@ def train_one(run: Run, say=print, bar=None, stop: int | None = None) -> None:
             def on_epoch(epoch, m):  # noqa: E306
                 if epoch == rc.rewind_epoch:
                     run.st.save_rewind_point({key: v.cpu() for key, v in techniques.effective_state(m).items()})
+        source = {}
+        if rc.training.prune_from_epoch is not None:
+            def on_epoch(epoch, m, late=on_epoch):  # noqa: E306
+                if late is not None:
+                    late(epoch, m)
+                if epoch == rc.training.prune_from_epoch:
+                    source["prune_source"] = {key: v.cpu() for key, v in techniques.effective_state(m).items()}
         stats = training.train(model, run.rd.data, run.rd.split, rc.training, seed=rc.seed, iteration=k,
                                on_epoch_end=on_epoch)
+        stats.update(source)
         if k == 0 and rc.reinit == "late_rewind":
             run.rewind_point = run.st.load_rewind_point()
         finish(run, model, stats, say)

@@ -28,9 +28,9 @@ def describe(rc: RunConfig, state: dict, masks: dict, rd, val_logits: torch.Tens
     validation and test logits (CPU): what both trainers store."""
     val_y = rd.data.train_y[rd.split.val_idx.to(rd.data.train_y.device)].cpu()  # labels only: no image gather
     test_y = rd.test_y.cpu()
-    val_loss = torch.nn.functional.cross_entropy(val_logits, val_y).item()
+    val_loss = torch.nn.functional.cross_entropy(val_logits, val_y).item() if len(val_y) else None
     test_loss = torch.nn.functional.cross_entropy(test_logits, test_y).item()
-    val_acc = int((val_logits.argmax(1) == val_y).sum()) / len(val_y)
+    val_acc = int((val_logits.argmax(1) == val_y).sum()) / len(val_y) if len(val_y) else None
     test_acc = int((test_logits.argmax(1) == test_y).sum()) / len(test_y)
     remaining = techniques.remaining(masks)
     total = sum(m.numel() for m in masks.values())
@@ -52,7 +52,7 @@ def describe(rc: RunConfig, state: dict, masks: dict, rd, val_logits: torch.Tens
         "weights_remaining": sum(remaining.values()),
         "params_remaining": sum(remaining.values()) + n_bias,
         "remaining": remaining,
-        "val_acc": round(100.0 * val_acc, 6), "val_loss": val_loss,
+        "val_acc": None if val_acc is None else round(100.0 * val_acc, 6), "val_loss": val_loss,
         "test_acc": round(100.0 * test_acc, 6), "test_loss": test_loss,
         "train_loss": stats["train_loss"], "seconds": stats["seconds"],
     }
@@ -62,5 +62,6 @@ def describe(rc: RunConfig, state: dict, masks: dict, rd, val_logits: torch.Tens
 def log_line(rc: RunConfig, metrics: dict) -> str:
     name = "dense" if rc.technique == store.DENSE else rc.technique
     return (f"{name:>13} {rc.reinit:<8} s{rc.seed} it {metrics['iteration']:02d}/{rc.iterations:02d}"
-            f"  {100 * (1 - metrics['sparsity']):5.1f}% left  val {metrics['val_acc']:5.2f}"
-            f"  test {metrics['test_acc']:5.2f}  loss {metrics['train_loss']:.3f}  {metrics['seconds']:.1f}s")
+            f"  {100 * (1 - metrics['sparsity']):5.1f}% left"
+            + (f"  val {metrics['val_acc']:5.2f}" if metrics["val_acc"] is not None else "")
+            + f"  test {metrics['test_acc']:5.2f}  loss {metrics['train_loss']:.3f}  {metrics['seconds']:.1f}s")

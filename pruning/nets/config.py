@@ -56,12 +56,29 @@ class TrainingConfig:
     lr: float = _field(0.01, gt=0.0, doc="learning rate of SGD")
     momentum: float = _field(0.0, ge=0.0)
     weight_decay: float = _field(0.0, ge=0.0)
-    augment: bool = _field(False, noop=True, doc="random crop (pad 2) + horizontal flip [F]")
+    augment: bool = _field(False, noop=True, doc="random crop + horizontal flip [F]")
+    augment_padding: int = _field(2, noop=True, ge=0, lt=28,
+                                  doc="pixels of padding on each side before the random crop (the released code: 4)")
+    augment_flip: bool = _field(True, noop=True, doc="flip half the images horizontally")
+    augment_fill: str = _field("mean", noop=True, choices=("mean", "black"),
+                               doc="'mean': flip, then pad with the training set's mean pixel (0 after "
+                                   "normalising) and crop; 'black': crop with a black border (raw pixel 0), then "
+                                   "flip, as torchvision's RandomCrop and RandomHorizontalFlip before Normalize "
+                                   "(the released code)")
+    prune_from_epoch: int | None = _field(None, noop=True, ge=1,
+                                          doc="the next pruning step reads the weights after this many epochs of "
+                                              "each training, not its last; the stored network is the last "
+                                              "epoch's (the released L1 US recipe: 1)")
+    data_order: str = _field("per_training", noop=True, choices=("per_training", "same_every_round"),
+                             doc="'per_training': a new batch order for every training; 'same_every_round': "
+                                 "epoch e has the same order in every pruning round of a seed (the released code "
+                                 "calls torch.manual_seed(seed) before each training)")
 
 
 @dataclass
 class DataConfig:
-    val_size: int = _field(12000, ge=1, doc="validation images taken from the official training set")
+    val_size: int = _field(12000, ge=0, doc="validation images taken from the official training set (0: train on "
+                                            "all of it, no validation accuracy)")
     train_subset: int | None = _field(None, noop=True, ge=1, doc="use only the first n images of the training split")
     val_subset: int | None = _field(None, noop=True, ge=1, doc="use only the first n images of the validation split")
     test_subset: int | None = _field(None, noop=True, ge=1, doc="use only the first n test images")
@@ -351,6 +368,17 @@ def validate(cfg: ExperimentConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: 'seeds' and 'techniques' must not repeat an entry")
     if "late_rewind" in cfg.reinit and not 0 < cfg.rewind_epoch <= cfg.training.epochs:
         raise ConfigError(f"{source}: late_rewind needs 0 < rewind_epoch <= training.epochs, got {cfg.rewind_epoch}")
+    t = cfg.training
+    if not t.augment and (t.augment_padding, t.augment_flip, t.augment_fill) != (2, True, "mean"):
+        raise ConfigError(f"{source}: training.augment_padding, augment_flip and augment_fill shape the "
+                          f"augmentation, which is off; set training.augment: true or remove them")
+    if t.prune_from_epoch is not None:
+        if not t.prune_from_epoch < t.epochs:
+            raise ConfigError(f"{source}: training.prune_from_epoch must be below training.epochs ({t.epochs}), got "
+                              f"{t.prune_from_epoch}")
+        if set(cfg.reinit) - {"rewind", "random_reinit"}:
+            raise ConfigError(f"{source}: training.prune_from_epoch works with reinit rewind or random_reinit only "
+                              f"(the next training must not start from the pruned network); remove it or the others")
     native_channels, native_side = datasets.NATIVE_SHAPE[cfg.dataset]
     channels, side = cfg.data.channels or native_channels, cfg.data.input_size or native_side
     if channels != native_channels and native_channels != 1:

@@ -48,10 +48,11 @@ class Tensors:
     test_x: torch.Tensor
     test_y: torch.Tensor
     num_classes: int = 10
+    black: torch.Tensor | None = None  # (C,): a raw pixel of 0 as the images hold it (after normalising)
 
     def to(self, device) -> "Tensors":
         return Tensors(self.train_x.to(device), self.train_y.to(device), self.test_x.to(device),
-                       self.test_y.to(device), self.num_classes)
+                       self.test_y.to(device), self.num_classes, self.black)
 
 
 @dataclass
@@ -121,6 +122,7 @@ def _normalise(t: Tensors) -> Tensors:
     std = t.train_x.std(dim=dims, keepdim=True)
     t.train_x = (t.train_x - mean) / std
     t.test_x = (t.test_x - mean) / std
+    t.black = (-mean / std).flatten()
     return t
 
 
@@ -191,7 +193,10 @@ def load(name: str, device: str | torch.device = "cpu", input_size: int | None =
         t = DATASETS[name](root)
         if normalize:
             t = _normalise(t)
+        if t.black is None:
+            t.black = torch.zeros(t.train_x.shape[1])
         if channels and t.train_x.shape[1] != channels:
+            t.black = t.black.expand(channels).contiguous()
             t.train_x = t.train_x.expand(-1, channels, -1, -1).contiguous()
             t.test_x = t.test_x.expand(-1, channels, -1, -1).contiguous()
         if input_size and t.train_x.shape[-1] != input_size:
@@ -205,9 +210,13 @@ def load(name: str, device: str | torch.device = "cpu", input_size: int | None =
 
 def split(n_train: int, val_size: int, seed: int, train_subset: int | None = None,
           val_subset: int | None = None) -> Split:
-    """Seeded train/validation split of the official training set (torch.utils.data.random_split)."""
-    if not 0 < val_size < n_train:
-        raise DataError(f"data.val_size must lie in (0, {n_train}), got {val_size}")
+    """Seeded train/validation split of the official training set (torch.utils.data.random_split); with
+    ``val_size`` 0, every training image in its stored order and an empty validation set."""
+    if not 0 <= val_size < n_train:
+        raise DataError(f"data.val_size must lie in [0, {n_train}), got {val_size}")
+    if val_size == 0:
+        train_idx = torch.arange(n_train)
+        return Split(train_idx[:train_subset] if train_subset else train_idx, torch.zeros(0, dtype=torch.long))
     parts = torch.utils.data.random_split(range(n_train), [n_train - val_size, val_size],
                                           generator=generator(seed, "split"))
     train_idx = torch.tensor(parts[0].indices, dtype=torch.long)

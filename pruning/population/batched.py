@@ -313,7 +313,8 @@ def train_population(states: list[dict], masks: list[dict | None], data: Tensors
 
     Every member draws the batches of ``train_idx`` in the order ``training.epoch_order(seed, iteration,
     epoch, ...)``. Returns each member's trained state (CPU, masks applied) and its stats:
-    ``train_loss`` (mean loss of the last epoch) and ``seconds`` (the population's wall time / M); and, if
+    ``train_loss`` (mean loss of the last epoch) and ``seconds`` (the population's wall time / M), and with
+    ``cfg.prune_from_epoch`` ``prune_source`` (the member's state after that epoch); and, if
     ``evaluate_on`` lists image tensors, the trained members' logits on each ((M, N, classes), CPU).
     """
     m = len(states)
@@ -326,17 +327,23 @@ def train_population(states: list[dict], masks: list[dict | None], data: Tensors
     start = time.perf_counter()
     totals = torch.full((m,), float("nan"), device=device)
     for epoch in range(cfg.epochs):
-        order = training.epoch_order(seed, iteration, epoch, idx)
+        order = training.epoch_order(seed, iteration, training.order_epoch(cfg, epoch), idx, cfg.data_order)
         totals = torch.zeros(m, device=device)
         for step, i in enumerate(range(0, n, bs)):
             batch = order[i:i + bs]
             x = data.train_x[batch]
-            if cfg.augment:  # drawn for (seed, iteration, epoch, step): the same for every member, so once
-                x = training.augment(x, seed, iteration, epoch, step)
+            # drawn for (seed, iteration, epoch, step): the same for every member, so once
+            x = training.augment_batch(x, data, cfg, seed, iteration, epoch, step)
             totals += pop.train_step(x, data.train_y[batch], cfg) * batch.shape[0]
+        if epoch + 1 == cfg.prune_from_epoch:
+            sources = pop.states()
     train_loss = (totals / n).tolist()
     seconds = (time.perf_counter() - start) / m
     stats = [{"train_loss": loss, "seconds": seconds} for loss in train_loss]
+    if cfg.prune_from_epoch is not None:  # what the next pruning step reads (``lifecycle.finish``)
+        for member_stats, source in zip(stats, sources):
+            member_stats["prune_source"] = source
     if evaluate_on:
-        return pop.states(), stats, [pop.logits(x) for x in evaluate_on]
+        return pop.states(), stats, [pop.logits(x) if len(x) else torch.zeros(m, 0, data.num_classes)
+                                     for x in evaluate_on]  # no validation set: no logits
     return pop.states(), stats
