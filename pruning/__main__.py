@@ -28,7 +28,9 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
 
 def results_folder(cfg_name: str, given: str | None) -> Path:
     """The results folder: ``--results`` if given, else results/<config name>; an existing file is an error."""
-    folder = Path(given) if given else REPO_ROOT / "results" / cfg_name
+    from .core import paths
+
+    folder = Path(given) if given else paths.named_folder(paths.RESULTS, cfg_name, "the config's name")
     if folder.exists() and not folder.is_dir():
         from .store import StoreError
 
@@ -56,9 +58,17 @@ def parse_seeds(text: str | None) -> list[int] | None:
     for part in text.split(","):
         lo, sep, hi = part.strip().partition("-")
         if not lo.isdigit() or (sep and not hi.isdigit()) or (sep and int(hi) < int(lo)):
-            raise ConfigError(f"--seeds {text!r} is not a list of seeds; write e.g. 3, 3-5 or 0,2,7-9")
+            raise ConfigError(f"--seeds {text[:40]!r} is not a list of seeds; write e.g. 3, 3-5 or 0,2,7-9")
+        if sep and int(hi) - int(lo) >= MAX_SEEDS:
+            raise ConfigError(f"--seeds {text[:40]!r} names more than {MAX_SEEDS:,} seeds; name the config's seeds, "
+                              f"e.g. 0-4")
         seeds.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        if len(seeds) > MAX_SEEDS:
+            raise ConfigError(f"--seeds names more than {MAX_SEEDS:,} seeds; name the config's seeds, e.g. 0-4")
     return seeds
+
+
+MAX_SEEDS = 10_000  # --seeds is checked against the config's seeds: a longer list names seeds no config has
 
 
 def _executor(args) -> dict:
@@ -226,6 +236,11 @@ def main(argv=None) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(2)
+        return 2
+    except OSError as exc:  # a read-only folder, a full disk, a file-size limit: atomic writes left no half file
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: cannot write{where}: {exc.strerror or exc}; free disk space or fix the folder's permissions, "
+              f"then run the same command again (finished trainings are kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished trainings are kept; run the same command again to resume", file=sys.stderr)

@@ -46,7 +46,7 @@ def _one_line_error(result, *needles):
     ({"training": {"lr": -0.1}}, ["'training.lr' must be > 0.0, got -0.1"]),
     ({"training": {"momentum": float("inf")}}, ["'training.momentum' must be a finite number"]),
     ({"data": {"train_subset": 0}}, ["'data.train_subset' must be >= 1, got 0"]),
-    ({"iterations": -1}, ["'iterations' must be >= 0, got -1"]),
+    ({"iterations": -1}, ["'iterations' must be >= 0 and < 1000, got -1"]),
     ({"device": "gpu"}, ["unknown device 'gpu'", "choose from: auto, cpu, cuda"]),
     ({"name": "../../x"}, ["'name' must be a plain folder name", "'../../x'"]),
 ])

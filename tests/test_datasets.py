@@ -42,7 +42,9 @@ def test_idx_reader_rejects_truncated_files(tmp_path):
     assert datasets.read_idx(path).tolist() == [1, 2, 3]
 
 
-def _write_cifar(folder, n_per_batch=4):
+def _write_cifar(folder, n_per_batch=4, monkeypatch=None):
+    """Batch files in CIFAR's format; with ``monkeypatch``, their MD5s stand in for the official ones, so that the
+    loader parses them (the real files are not reachable here)."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     written = {}
@@ -52,11 +54,13 @@ def _write_cifar(folder, n_per_batch=4):
         with open(folder / name, "wb") as f:
             pickle.dump({"data": data, "labels": labels, "batch_label": name.encode()}, f)
         written[name] = (data, labels)
+    if monkeypatch is not None:
+        monkeypatch.setattr(datasets, "CIFAR10_MD5", {name: datasets.md5(folder / name) for name in written})
     return written
 
 
-def test_cifar10_loader_reads_the_python_batch_format(tmp_path):
-    written = _write_cifar(tmp_path / "cifar10" / "cifar-10-batches-py")
+def test_cifar10_loader_reads_the_python_batch_format(tmp_path, monkeypatch):
+    written = _write_cifar(tmp_path / "cifar10" / "cifar-10-batches-py", monkeypatch=monkeypatch)
     x, y = datasets.read_cifar_batches(tmp_path / "cifar10" / "cifar-10-batches-py", ["data_batch_2"])
     data, labels = written["data_batch_2"]
     assert x.shape == (4, 3, 32, 32) and y.tolist() == labels
@@ -66,16 +70,45 @@ def test_cifar10_loader_reads_the_python_batch_format(tmp_path):
     assert t.train_x.shape == (20, 3, 32, 32) and t.test_x.shape == (4, 3, 32, 32)
 
 
-def test_cifar10_corrupt_batch_is_reported(tmp_path):
+def test_cifar10_corrupt_batch_is_reported(tmp_path, monkeypatch):
     folder = tmp_path / "cifar10" / "cifar-10-batches-py"
-    _write_cifar(folder)
+    _write_cifar(folder, monkeypatch=monkeypatch)
     (folder / "data_batch_3").write_bytes(b"\x80\x04garbage")
     with pytest.raises(datasets.DataError, match="data_batch_3 is corrupt.*fetch cifar10"):
         datasets.load("cifar10", root=tmp_path)
 
 
-def test_input_size_and_channels_options(tmp_path):
-    _write_cifar(tmp_path / "cifar10" / "cifar-10-batches-py")
+class _Payload:
+    """A pickle that runs a command when it is loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar_batch_runs_no_code(tmp_path, monkeypatch):
+    folder = tmp_path / "cifar10" / "cifar-10-batches-py"
+    _write_cifar(folder)  # not the official files: their MD5s do not match
+    marker = tmp_path / "ran"
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({"data": _Payload(marker), "labels": [0]}, f)
+    with pytest.raises(datasets.DataError, match="data_batch_1 is corrupt.*md5.*fetch cifar10"):
+        datasets.load("cifar10", root=tmp_path)
+    with pytest.raises(datasets.DataError):  # fetch checks what is there by checksum, not by unpickling it
+        datasets.fetch("cifar10", root=tmp_path, quiet=True)
+    # even a file whose checksum was accepted names no function to call
+    monkeypatch.setattr(datasets, "CIFAR10_MD5", {**datasets.CIFAR10_MD5,
+                                                  "data_batch_1": datasets.md5(folder / "data_batch_1")})
+    with pytest.raises(datasets.DataError, match="data_batch_1 is corrupt"):
+        datasets.read_cifar_batches(folder, ["data_batch_1"])
+    assert not marker.exists()
+
+
+def test_input_size_and_channels_options(tmp_path, monkeypatch):
+    _write_cifar(tmp_path / "cifar10" / "cifar-10-batches-py", monkeypatch=monkeypatch)
     t = datasets.load("cifar10", root=tmp_path, input_size=64)
     assert t.train_x.shape == (20, 3, 64, 64)
     m = datasets.load("mnist", input_size=32, channels=3)

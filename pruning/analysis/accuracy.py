@@ -18,6 +18,8 @@ def accuracy_summary(table: pd.DataFrame, metric: str = "test_acc") -> pd.DataFr
         numeric = [c for c in ("test_acc", "val_acc", "test_loss", "val_loss", "train_loss") if c in table.columns]
         raise ParameterError(f"unknown metric '{metric}' (available: {', '.join(numeric)})")
     check(table)
+    if "diverged" in table.columns:  # a NaN network's accuracy is no result: left out of every mean
+        table = table[~table["diverged"].astype(bool)]
     g = table.groupby(["technique", "reinit", "iteration"])
     out = pd.DataFrame({"sparsity": g["sparsity"].mean(), "mean": g[metric].mean(), "std": g[metric].std(ddof=1),
                         "n": g[metric].count()}).reset_index()

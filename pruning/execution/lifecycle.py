@@ -91,11 +91,11 @@ def open_run(rc: RunConfig, root: Path, device: str, share_dense: bool = True, s
     st = store.RunStore(root, rc)
     st.begin()
     rd = run_data(rc, device)
-    ckpt = st.resume()
+    ckpt = st.resume(say)
     if ckpt is None and share_dense and store.dense_shareable(rc):
         dense = open_dense(rc, root, device, say, on_stored)
         st.link_dense(dense.st)
-        ckpt = st.resume()
+        ckpt = st.resume(say)
     if ckpt is None:
         init = initial_state(rc)
         st.save_init(init)

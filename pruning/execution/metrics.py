@@ -1,6 +1,8 @@
 """What a finished training stores and says: its record, its metrics and its log line, the same for both trainers."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import store
@@ -64,4 +66,6 @@ def log_line(rc: RunConfig, metrics: dict) -> str:
     return (f"{name:>13} {rc.reinit:<8} s{rc.seed} it {metrics['iteration']:02d}/{rc.iterations:02d}"
             f"  {100 * (1 - metrics['sparsity']):5.1f}% left"
             + (f"  val {metrics['val_acc']:5.2f}" if metrics["val_acc"] is not None else "")
-            + f"  test {metrics['test_acc']:5.2f}  loss {metrics['train_loss']:.3f}  {metrics['seconds']:.1f}s")
+            + f"  test {metrics['test_acc']:5.2f}  loss {metrics['train_loss']:.3f}  {metrics['seconds']:.1f}s"
+            + ("" if math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["test_loss"]) else
+               "  DIVERGED (a non-finite loss: flagged in the table, left out of the means; lower training.lr)"))

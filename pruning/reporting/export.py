@@ -22,6 +22,7 @@ import pandas as pd
 
 from .. import analysis, store
 from ..core.errors import ReportError
+from ..store.table import DERIVED_COLUMNS
 from ..store import layout, published
 from . import companions
 
@@ -108,7 +109,8 @@ def write_derived(results, target) -> None:
     merged = {**exp, "published_seeds": seeds}
     store.save_json(merged, target / layout.EXPERIMENT)
     table = store.load_results(target)
-    table.drop(columns=list(published.LOCAL_COLUMNS)).to_csv(target / "results.csv", index=False)
+    table.drop(columns=[c for c in (*published.LOCAL_COLUMNS, *DERIVED_COLUMNS) if c in table.columns]).to_csv(
+        target / "results.csv", index=False)
     (target / published.DATA / published.CARD).write_text(card(target, merged))
 
 

@@ -50,7 +50,8 @@ def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bo
     if published.is_published(results):
         target, source = results, None
     else:
-        target, source = docs / exp["name"], results
+        target, source = paths.named_folder(docs, exp.get("name"), f"the experiment name in {results}/experiment.json,"), \
+            results
         target.mkdir(parents=True, exist_ok=True)
         have = published.seeds(target)
         added = export.add_seeds(results, target)
@@ -88,7 +89,7 @@ def _render(target: Path, renderer: str, quiet: bool) -> dict[str, Path]:
 def _write_table(results: Path, folder: Path) -> None:
     """``results.csv`` (the tidy table, without local paths) and ``experiment.json`` of ``results`` into ``folder``."""
     table = store.load_results(results)
-    table.drop(columns=["run_dir", "file"]).to_csv(folder / "results.csv", index=False, float_format="%.6g")
+    table.drop(columns=["run_dir", "file", "diverged"]).to_csv(folder / "results.csv", index=False, float_format="%.6g")
     shutil.copyfile(Path(results) / layout.EXPERIMENT, folder / layout.EXPERIMENT)
 
 
@@ -96,9 +97,8 @@ def replicate(results, name: str, docs: Path | None = None) -> Path:
     """Keep ``results`` as a replicate in ``docs/replicates/<name>/``, where ``replicates.section`` finds it by its
     config hash (a second training of a published config): its table, ``experiment.json`` and, as for a published
     set, the data of its finished seeds (``data/``: masks, predictions, what ``analysis.noise`` compares)."""
-    _plain(name, "replicate", "paper_lenet_mnist_cpu_v2")
+    target = paths.named_folder(Path(docs if docs is not None else paths.DOCS) / "replicates", name, "replicate name")
     store.read_experiment(results)  # a missing results folder stops here with one line
-    target = Path(docs if docs is not None else paths.DOCS) / "replicates" / name
     target.mkdir(parents=True, exist_ok=True)
     export.add_seeds(Path(results), target)
     if published.seeds(target):
@@ -112,17 +112,12 @@ def sensitivity(results, name: str, docs: Path | None = None) -> Path:
     """Keep ``results`` as a variant of the sensitivity study in ``docs/sensitivity/<name>/``: its table and
     ``experiment.json``, which ``analysis.sensitivity`` compares with the set a paper is rendered for. A variant
     trained further is published again over its own files (the table grows; nothing else is kept there)."""
-    _plain(name, "sensitivity variant", "augment")
+    target = paths.named_folder(Path(docs if docs is not None else paths.DOCS) / "sensitivity", name,
+                                "sensitivity variant name")
     store.read_experiment(results)  # a missing results folder stops here with one line
-    target = Path(docs if docs is not None else paths.DOCS) / "sensitivity" / name
     target.mkdir(parents=True, exist_ok=True)
     _write_table(Path(results), target)
     return target
-
-
-def _plain(name: str, what: str, example: str) -> None:
-    if not name or Path(name).name != name or name.startswith("."):
-        raise ReportError(f"{what} name '{name}' must be a plain folder name, e.g. {example}")
 
 
 def _row(folder: Path) -> str:

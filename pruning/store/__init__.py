@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from .experiment import RUN_FACTS, peek, read_experiment, recorded_version, run_done, runs_finished, write_experiment
+from .experiment import RUN_FACTS, check_owner, peek, read_experiment, recorded_version, run_done, runs_finished, write_experiment
 from .files import StoreError, link, read_json, read_tensors, save_json, save_tensors, verify_sha256
 from .provenance import code_version, hardware
 from .runs import DENSE, RunStore, dense_config, dense_shareable, verify_finished

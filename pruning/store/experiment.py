@@ -35,6 +35,26 @@ def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: s
     save_json({**content, "updated": _now()}, path)
 
 
+def check_owner(folder: Path, cfg: ExperimentConfig) -> None:
+    """Refuse to train ``cfg`` into ``folder`` when the folder belongs to something else: a published set, another
+    config's run store (another name), or a non-empty folder that is no results folder. One line names both."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    exp = peek(folder)
+    fix = f"name a folder of its own with --results (default: results/{cfg.name})"
+    if published.is_published(folder):
+        name = exp.get("name") if isinstance(exp, dict) else folder.name
+        raise StoreError(f"{folder} is the published set '{name}', not a run store for '{cfg.name}'; {fix}")
+    if exp is None:
+        if any(folder.iterdir()):
+            raise StoreError(f"{folder} is not empty and holds no experiment.json (not a results folder), so config "
+                             f"'{cfg.name}' will not train into it; {fix}")
+        return
+    if exp.get("name") != cfg.name:
+        raise StoreError(f"{folder} holds the experiment '{exp.get('name')}', not '{cfg.name}'; {fix}")
+
+
 def recorded_version(folder: Path) -> str | None:
     """The code version ``experiment.json`` in ``folder`` records, or None."""
     try:

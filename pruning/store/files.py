@@ -33,14 +33,34 @@ def compact(obj):
     return obj
 
 
+# Every tensor file ends with this mark and the sha256 of the bytes before it, so that a file checks itself
+# when it is read (a checkpoint has no other record of its checksum). Files written before the mark existed
+# end as torch.save ends them, with a zip directory's end record; those are read unchecked.
+TRAILER = b"\x00pruning-sha256\x00"
+_ZIP_END = b"PK\x05\x06"
+
+
 def save_tensors(obj, path: Path) -> str:
-    """torch.save ``obj`` atomically, each tensor with only its own elements (``compact``); returns the sha256
-    of the bytes written."""
+    """torch.save ``obj`` atomically, each tensor with only its own elements (``compact``), followed by
+    ``TRAILER`` and the sha256 of what torch wrote; returns the sha256 of all the bytes written."""
     buf = io.BytesIO()
     torch.save(compact(obj), buf)
     data = buf.getvalue()
+    data += TRAILER + hashlib.sha256(data).digest()
     write_bytes(data, path)
     return hashlib.sha256(data).hexdigest()
+
+
+def _payload(data: bytes) -> bytes | None:
+    """What torch.save wrote, if ``data`` is intact: its checksum trailer verified, or a file written before
+    trailers whose zip end record is where torch puts it; None for a damaged file."""
+    n = len(TRAILER) + 32
+    if len(data) > n and data[-n:-32] == TRAILER:
+        payload = data[:-n]
+        return payload if hashlib.sha256(payload).digest() == data[-32:] else None
+    if len(data) >= 22 and data[-22:-18] == _ZIP_END:
+        return data
+    return None
 
 
 def read_json(path: Path, what_to_do: str):
@@ -62,14 +82,19 @@ def verify_sha256(path: Path, sha256: str | None, what_to_do: str) -> None:
 
 
 def read_tensors(path: Path, what_to_do: str, sha256: str | None = None):
+    """A tensor file's contents, read only once its bytes are verified: against ``sha256`` where the caller has
+    it, and always against the file's own trailer (``save_tensors``)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise StoreError(f"{path} is missing; {what_to_do}") from None
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise StoreError(f"{path} is damaged (checksum mismatch); {what_to_do}")
+    payload = _payload(data)
+    if payload is None:
+        raise StoreError(f"{path} is damaged (checksum mismatch); {what_to_do}")
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - any unpickling failure means a damaged file
         raise StoreError(f"{path} is damaged (cannot be read); {what_to_do}") from None
 

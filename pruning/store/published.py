@@ -128,7 +128,8 @@ def write_seed(folder, seed: int, table: pd.DataFrame, runs: dict[tuple[str, str
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        table.drop(columns=[c for c in LOCAL_COLUMNS if c in table.columns]).to_csv(tmp / TABLE, index=False)
+        table.drop(columns=[c for c in (*LOCAL_COLUMNS, "diverged") if c in table.columns]).to_csv(tmp / TABLE,
+                                                                                                  index=False)
         for (technique, reinit), arrays in runs.items():
             np.savez_compressed(tmp / run_file(technique, reinit), **arrays)
         np.savez_compressed(tmp / TEST, **test)

@@ -74,14 +74,44 @@ class RunStore:
         path = self.dir / layout.REWIND_POINT
         return read_tensors(path, self.redo) if path.exists() else None
 
-    def checkpoint(self) -> dict | None:
-        """The latest trained state: iteration, state, masks (every layer, unpacked), record (as stored), metrics."""
+    def checkpoint(self, say=None) -> dict | None:
+        """The latest trained state: iteration, state, masks (every layer, unpacked), record (as stored), metrics.
+
+        A damaged checkpoint is never used: it is set aside (``checkpoint.pt.damaged``) and rebuilt from the
+        newest verified training whose record holds the whole state (every weight and mask), which the run then
+        continues from; where no record does, one line says what to delete."""
         path = self.checkpoint_path
         if not path.exists():
             return None
-        ckpt = read_tensors(path, self.redo)
+        try:
+            ckpt = read_tensors(path, self.redo)
+        except StoreError:
+            ckpt = self._rebuild_checkpoint(say)
         if "packed_masks" in ckpt["masks"]:
             ckpt["masks"] = records.unpack_masks(ckpt["masks"])
+        return ckpt
+
+    def _rebuild_checkpoint(self, say=None) -> dict:
+        path, done = self.checkpoint_path, self.completed()
+        why = f"{path} is damaged and cannot be rebuilt from the run's records"
+        if not done:
+            raise StoreError(f"{why} (none is finished); {self.redo}")
+        if self.cfg.training.prune_from_epoch is not None:  # its next mask reads a state no record keeps
+            raise StoreError(f"{why} (training.prune_from_epoch: the records lack the state it prunes); {self.redo}")
+        k = done[-1]
+        meta = read_json(self.training_path(k).with_suffix(".json"), self.redo)
+        stored = read_tensors(self.training_path(k), self.redo, meta.get("sha256"))
+        if self.cfg.store.weights != "all" or self.cfg.store.masks != "all":
+            raise StoreError(f"{why} (they keep only some layers: store.weights or store.masks); {self.redo}")
+        masks = records.unpack_masks(stored) if "packed_masks" in stored else stored["masks"]
+        state = stored["weights"]
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        metrics = {key: value for key, value in meta.items() if key != "sha256"}
+        ckpt = {"iteration": k, "state": state, "masks": records.pack_masks(masks), "record": stored,
+                "metrics": metrics}
+        save_tensors(ckpt, path)
+        (say or print)(f"{path} was damaged: set aside as {aside.name}; the run continues from training {k}")
         return ckpt
 
     # trainings --------------------------------------------------------------
@@ -102,12 +132,12 @@ class RunStore:
         sha = save_tensors(stored, self.training_path(iteration))
         save_json({**metrics, "iteration": iteration, "sha256": sha}, self.training_path(iteration).with_suffix(".json"))
 
-    def resume(self) -> dict | None:
+    def resume(self, say=None) -> dict | None:
         """The latest checkpoint, after verifying every finished training and completing the last record.
 
         Returns None for a run with nothing trained yet.
         """
-        ckpt = self.checkpoint()
+        ckpt = self.checkpoint(say)
         done = self.completed()
         for it in done if self.verify_trainings else ():  # every finished training must be intact first
             meta = read_json(self.training_path(it).with_suffix(".json"), self.redo)

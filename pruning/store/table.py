@@ -27,7 +27,7 @@ def load_results(folder: str | Path, all_runs: bool = False) -> pd.DataFrame:
     (fraction of prunable weights removed), weights_remaining (prunable weights left),
     params_remaining (all weights and biases left), val_acc and test_acc (in %), val_loss, test_loss,
     train_loss, collapsed (final train loss within ``COLLAPSE_TOLERANCE`` of ln 10: the training learned
-    nothing), seconds (training time), run_hash, run_dir, file (the training's ``.pt``), and one
+    nothing; or diverged), diverged (a NaN or infinite loss; after the other columns), seconds (training time), run_hash, run_dir, file (the training's ``.pt``), and one
     ``remaining.<layer>`` column per prunable layer. Only the runs listed in ``experiment.json`` are
     read unless ``all_runs``; unfinished runs contribute the trainings they have.
     """
@@ -63,9 +63,26 @@ def load_results(folder: str | Path, all_runs: bool = False) -> pd.DataFrame:
     return _ordered(table)
 
 
+def diverged(table: pd.DataFrame) -> pd.Series:
+    """True for the trainings whose training or test loss is not finite (NaN or infinite): they diverged, and their
+    accuracy is that of whatever class NaN logits pick, not a result."""
+    losses = [table[c].astype(float) for c in ("train_loss", "test_loss") if c in table.columns]
+    bad = pd.Series(False, index=table.index)
+    for loss in losses:
+        bad |= ~loss.map(math.isfinite)
+    return bad
+
+
+# Columns the table derives when it is loaded; never written to a results.csv.
+DERIVED_COLUMNS = ("diverged",)
+
+
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=TABLE_COLUMNS)
+    table = table.copy()
+    table["diverged"] = diverged(table)
+    table["collapsed"] = table["collapsed"].astype(bool) | table["diverged"]  # neither learned anything
     extra = [c for c in table.columns if c not in TABLE_COLUMNS]
     return table[TABLE_COLUMNS + extra].sort_values(["technique", "reinit", "seed", "iteration"]).reset_index(drop=True)
 
