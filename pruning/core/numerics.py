@@ -55,5 +55,6 @@ def cpu_model() -> str:
 
 def describe() -> dict:
     """The numeric settings in effect: the mode and every variable that picks a code path or a thread count."""
-    keys = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+    keys = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_NUM_THREADS", "OMP_NUM_THREADS",
+            "OMP_WAIT_POLICY")
     return {"mode": mode(), "environment": {k: os.environ[k] for k in keys if k in os.environ}}
