@@ -10,6 +10,7 @@
                          from that data (paper, poster, table, experiment.json); `publish docs/<name>` re-renders it;
                          --replicate NAME: keep its table, experiment.json and data in docs/replicates/NAME/;
                          --sensitivity NAME: keep its table and experiment.json in docs/sensitivity/NAME/
+    readme               write the README's table of every published LeNet set against the poster (from docs/)
     all [CONFIG]         run, notebooks, report (the README's main job)
 
 Every error that a user can fix is printed as one line that says what to do; the exit code is 2.
@@ -137,6 +138,15 @@ def _cmd_publish(args) -> int:
     return 0
 
 
+def _cmd_readme(args) -> int:
+    from .reporting import poster_sets
+
+    changed = poster_sets.write_readme()
+    if not args.quiet:
+        print("README.md: the poster comparison " + ("rewritten from docs/" if changed else "already matches docs/"))
+    return 0
+
+
 def _cmd_all(args) -> int:
     from .nets import config
 
@@ -210,6 +220,10 @@ def parser() -> argparse.ArgumentParser:
                       "docs/sensitivity/NAME/ (a variant of a published config, for the sensitivity study)")
     common(pub)
     pub.set_defaults(func=_cmd_publish)
+
+    rd = sub.add_parser("readme", help="write the README's poster comparison from the published sets in docs/")
+    common(rd)
+    rd.set_defaults(func=_cmd_readme)
 
     a = sub.add_parser("all", help="run + notebooks + report")
     a.add_argument("config", type=Path, nargs="?", default=DEFAULT_CONFIG)

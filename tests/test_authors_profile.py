@@ -175,3 +175,17 @@ def test_the_l1_us_recipe_prunes_the_net_after_its_first_epoch(tmp_path):
     assert all(torch.equal(pruned["masks"][k], after_one[k]) for k in after_one)
     assert not all(torch.equal(pruned["masks"][k], after_all[k]) for k in after_all)
     assert not torch.equal(dense["weights"]["fc1.weight"], run.trained["fc1.weight"])  # stored: epoch 3's net
+
+
+def test_asking_a_set_without_validation_for_validation_accuracy_is_one_line():
+    import pandas as pd
+
+    from pruning import analysis
+    from pruning.analysis.table import ParameterError
+
+    table = pd.DataFrame({"technique": ["l1_us"] * 2, "reinit": ["rewind"] * 2, "seed": [0, 1], "iteration": [0, 0],
+                          "sparsity": [0.0, 0.0], "test_acc": [97.0, 98.0], "val_acc": [None, None],
+                          "train_loss": [0.1, 0.1], "test_loss": [0.1, 0.1], "collapsed": [False, False]})
+    assert list(analysis.accuracy_summary(table)["mean"]) == [97.5]
+    with pytest.raises(ParameterError, match="no validation accuracy; use metric 'test_acc'"):
+        analysis.accuracy_summary(table, "val_acc")

@@ -18,6 +18,9 @@ def accuracy_summary(table: pd.DataFrame, metric: str = "test_acc") -> pd.DataFr
         numeric = [c for c in ("test_acc", "val_acc", "test_loss", "val_loss", "train_loss") if c in table.columns]
         raise ParameterError(f"unknown metric '{metric}' (available: {', '.join(numeric)})")
     check(table)
+    if metric.startswith("val_") and len(table) and pd.to_numeric(table[metric], errors="coerce").isna().all():
+        raise ParameterError(f"metric '{metric}': this set trained on the whole training set (data.val_size 0), so it "
+                             f"has no validation accuracy; use metric 'test_acc'")
     if "diverged" in table.columns:  # a NaN network's accuracy is no result: left out of every mean
         table = table[~table["diverged"].astype(bool)]
     g = table.groupby(["technique", "reinit", "iteration"])

@@ -20,5 +20,5 @@ NOTEBOOK_LABELS = {
     "filters": ("fig-filters", "fig-empty-kernels"),
     "mask_similarity": ("fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune"),
     "findings": ("tbl-verdicts", "tbl-verdicts-by-iteration", "tbl-deviations", "tbl-poster", "tbl-collapsed"),
-    "sensitivity": ("tbl-sensitivity", "tbl-sensitivity-closest"),
+    "sensitivity": ("tbl-sensitivity", "tbl-sensitivity-closest", "tbl-poster-readings"),
 }

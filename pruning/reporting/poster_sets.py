@@ -1,0 +1,78 @@
+"""Which published sets answer the poster's LeNet row, and the comparison of all of them as a table and as text.
+
+Every published LeNet/MNIST set with data under ``docs/`` (the CPU profile, the released code's profile, the released
+L1 US recipe), then the sensitivity variants of a base set (``docs/sensitivity/``, tables only), each read at 18 and
+19 pruning steps (:mod:`pruning.analysis.poster`). The sensitivity notebook shows it in every LeNet paper and poster;
+``python -m pruning readme`` writes it into the README between its markers, and a test keeps the two equal.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .. import store
+from ..analysis import poster, sensitivity
+from ..core import paths
+
+START, END = "<!-- poster-comparison:start -->", "<!-- poster-comparison:end -->"
+
+
+def lenet_sets(docs: Path = paths.DOCS) -> dict[str, Path]:
+    """Published LeNet/MNIST sets with data in ``docs`` (name -> folder), in name order."""
+    found = {}
+    for exp_path in sorted(Path(docs).glob("*/experiment.json")):
+        try:
+            cfg = json.loads(exp_path.read_text())["config"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if cfg.get("arch") == "lenet" and cfg.get("dataset") == "mnist" and store.published.is_published(
+                exp_path.parent):
+            found[exp_path.parent.name] = exp_path.parent
+    return found
+
+
+def tables(base: Path | None = None, docs: Path = paths.DOCS) -> dict[str, pd.DataFrame]:
+    """The tables to compare: every published LeNet set, then the sensitivity variants of ``base`` (default: the
+    10-seed CPU profile), each named by its folder (variants as ``sensitivity/<name>``)."""
+    sets = lenet_sets(docs)
+    out = {name: store.load_results(folder) for name, folder in sets.items()}
+    base = Path(base) if base is not None else sets.get("paper_lenet_mnist_cpu")
+    if base is not None and (Path(docs) / "sensitivity").is_dir():
+        config = store.read_experiment(base)["config"]
+        for v in sensitivity.variants(config, Path(docs) / "sensitivity"):
+            out[f"sensitivity/{v['name']}"] = v["table"]
+    return out
+
+
+def markdown(long: pd.DataFrame) -> str:
+    """The comparison as a Markdown table (:func:`poster.wide`) and one sentence per set on the nearer reading."""
+    w = poster.wide(long)
+    head = "| " + " | ".join(w.columns) + " |\n|" + "---|" * len(w.columns) + "\n"
+    body = "".join("| " + " | ".join(str(v) for v in r) + " |\n" for r in w.itertuples(index=False))
+    near = poster.nearer_reading(long)
+    lines = [f"- {r.set}: RMS gap over its techniques of the seven {r.rms_18:.1f} points at 18 steps, {r.rms_19:.1f} at 19; "
+             f"{int(r.nearer)} steps is nearer." for r in near.itertuples(index=False) if r.nearer == r.nearer]
+    return head + body + "\n" + "\n".join(lines) + "\n"
+
+
+def readme_block(docs: Path = paths.DOCS) -> str:
+    """What the README holds between :data:`START` and :data:`END`."""
+    long = poster.comparison(tables(docs=docs))
+    return (f"{START}\nTest accuracy (%) under rewinding, mean over seeds; each set read at 18 and at 19 pruning "
+            f"steps (`python -m pruning readme` writes this block from `docs/`).\n\n{markdown(long)}{END}")
+
+
+def write_readme(readme: Path = paths.REPO_ROOT / "README.md", docs: Path = paths.DOCS) -> bool:
+    """Replace the README's block with :func:`readme_block`; True if it changed."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise store.StoreError(f"{readme} has no {START} ... {END} block; add the two markers where the table goes")
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    new = before + readme_block(docs) + after
+    if new == text:
+        return False
+    readme.write_text(new)
+    return True

@@ -1,0 +1,48 @@
+"""The poster comparison (analysis.poster) on hand-built tables, and the README's copy of it kept equal to the data."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from pruning.analysis import poster
+
+
+def _table(values: dict[tuple[str, int], list[float]], collapsed=()) -> pd.DataFrame:
+    rows = []
+    for (technique, it), accs in values.items():
+        for seed, acc in enumerate(accs):
+            rows.append({"technique": technique, "reinit": "rewind", "seed": seed, "iteration": it, "test_acc": acc,
+                         "collapsed": (technique, it, seed) in collapsed})
+    return pd.DataFrame(rows)
+
+
+def test_a_set_is_read_at_both_counts_with_per_seed_values_collapses_and_gaps():
+    t = _table({("hybrid", 18): [80.0, 84.0], ("hybrid", 19): [70.0, 72.0], ("random_s", 18): [11.35, 11.35],
+                ("random_s", 19): [11.35, 11.35]}, collapsed={("random_s", 18, 0), ("random_s", 19, 0),
+                                                              ("random_s", 19, 1)})
+    long = poster.comparison({"mine": t})
+    h18 = long[(long["column"] == "hybrid") & (long["steps"] == 18)].iloc[0]
+    assert h18["per_seed"] == [80.0, 84.0] and h18["mean"] == 82.0 and h18["poster"] == 81.8
+    assert h18["gap"] == pytest.approx(0.2) and h18["low"] < 82.0 < h18["high"]
+    r19 = long[(long["column"] == "random S") & (long["steps"] == 19)].iloc[0]
+    assert r19["collapsed"] == 2
+    assert set(long["column"]) == {"hybrid", "random S"}  # no ensemble without test predictions
+    rms = poster.rms(long).set_index("steps")["rms"]
+    assert rms[18] == pytest.approx(math.sqrt((0.2 ** 2 + 0.05 ** 2) / 2))
+    assert rms[19] == pytest.approx(math.sqrt((10.8 ** 2 + 0.05 ** 2) / 2))
+    near = poster.nearer_reading(long).iloc[0]
+    assert near["nearer"] == 18
+    w = poster.wide(long)
+    assert list(w["set"]) == ["poster", "mine", "mine"]
+    assert w.iloc[2]["random S"] == "11.3 (2/2 collapsed)" and w.iloc[1]["hybrid"] == "82.0"
+    assert w.iloc[1]["L1 US"] == "n/a"
+
+
+def test_the_readme_holds_the_comparison_that_the_published_data_give():
+    from pruning.reporting import poster_sets
+
+    text = (REPO / "README.md").read_text()
+    assert poster_sets.readme_block() in text, "run `python -m pruning readme` and commit README.md"
