@@ -34,7 +34,12 @@ from pruning.population import batched as population
 BATCH = 32
 PAPER = ["l1_us", "l1_us", "random_us", "l1_s", "l2_s", "linf_s", "lneginf_s", "random_s", "hybrid",
          "fc_only_l1_us"]  # one seed's runs of paper_lenet_mnist_cpu (L1 US twice: rewound and fine-tuned)
-POPULATIONS = {"unstructured": ["l1_us"], "structured": ["l1_s"], "hybrid": ["hybrid"], "paper": PAPER}
+# one seed's runs of authors_lenet_mnist, interleaved as populations.split cuts them for 2 workers (one part):
+# nine techniques rewound and fine-tuned, and L1 US, hybrid and fc-only L1 US randomly reinitialised
+AUTHORS = ["l1_us", "l1_us", "random_us", "l1_s", "l2_s", "linf_s", "lneginf_s", "random_s", "hybrid",
+           "fc_only_l1_us", "hybrid"]
+POPULATIONS = {"unstructured": ["l1_us"], "structured": ["l1_s"], "hybrid": ["hybrid"], "paper": PAPER,
+               "authors": AUTHORS}
 REST = [t for t in PAPER if not t.endswith("_s")]  # the paper population less its five structured members
 
 
@@ -47,13 +52,14 @@ def trained_state(data, steps: int) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def mask_sequences(state, iterations: int) -> dict[str, list[dict[str, torch.Tensor]]]:
+def mask_sequences(state, iterations: int, structured_dim: int = 0) -> dict[str, list[dict[str, torch.Tensor]]]:
     """technique -> the masks of iterations 0..iterations (prune 20% of what remains, per layer, each time)."""
     out = {}
     for tech in dict.fromkeys(PAPER):
         masks, seq = None, [None]
         for k in range(1, iterations + 1):
-            masks = techniques.prune_step("lenet", state, masks, tech, 0.2, seed=0, iteration=k)
+            masks = techniques.prune_step("lenet", state, masks, tech, 0.2, seed=0, iteration=k,
+                                          structured_dim=structured_dim)
             seq.append(masks)
         out[tech] = seq
     return out
@@ -106,12 +112,15 @@ def main(argv=None) -> None:
     ap.add_argument("--ceiling", action="store_true",
                     help="also time the paper population without its structured members (sparse step): the most "
                          "that making structured members free (e.g. as smaller dense nets) could give")
+    ap.add_argument("--structured-dim", type=int, default=0, choices=(0, 1),
+                    help="what structured techniques remove: 0 output channels/units (the CPU profile), 1 inputs "
+                         "(the released code: configs/authors_lenet_mnist.yaml)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     m = args.members
     data = datasets.load("mnist", "cpu")
     state = trained_state(data, args.train_steps)
-    seqs = mask_sequences(state, 20)
+    seqs = mask_sequences(state, 20, args.structured_dim)
     cfg = TrainingConfig(epochs=1, batch_size=BATCH, lr=0.01)
     idx = datasets.split(60000, 12000, 0).train_idx
     batches = [(data.train_x[idx[i * BATCH:(i + 1) * BATCH]], data.train_y[idx[i * BATCH:(i + 1) * BATCH]])
@@ -119,7 +128,8 @@ def main(argv=None) -> None:
     shown = [int(k) for k in args.iterations.split(",")]
     cases = [(name, k) for name in args.populations.split(",") for k in shown]
     if args.all_iterations:
-        cases += [("paper", k) for k in range(21) if k not in shown]
+        cases += [(name, k) for name in args.populations.split(",") if name in ("paper", "authors")
+                  for k in range(21) if k not in shown]
     paper_ks = sorted(k for name, k in cases if name == "paper")
     best: dict[tuple, float] = {}
     pops = {}
@@ -146,7 +156,8 @@ def main(argv=None) -> None:
     gemm = sgemm_gflops()
     onenet_rate = 1 / min(one_net.values())
     print(f"torch {torch.__version__}, {args.threads} thread(s), M={m}, batch {BATCH}, best of {args.repeat} x "
-          f"{args.steps} steps; masks of a LeNet trained {args.train_steps} steps")
+          f"{args.steps} steps; masks of a LeNet trained {args.train_steps} steps; structured along dim "
+          f"{args.structured_dim}")
     print(f"one-net loop: {1 / one_net[0]:.0f} model-steps/s at iteration 0, {1 / one_net[10]:.0f} at 10 (L1 US "
           f"masks); sgemm 2048x2048: {gemm:.1f} GFLOP/s")
     print(f"{'population':<13} {'iter':>4} {'density':>8} {'dense m-steps/s':>16} {'sparse m-steps/s':>17} "

@@ -189,3 +189,17 @@ def test_asking_a_set_without_validation_for_validation_accuracy_is_one_line():
     assert list(analysis.accuracy_summary(table)["mean"]) == [97.5]
     with pytest.raises(ParameterError, match="no validation accuracy; use metric 'test_acc'"):
         analysis.accuracy_summary(table, "val_acc")
+
+
+def test_each_command_records_its_seeds_wall_time_code_version_and_machine(tmp_path):
+    cfg = load_experiment(write_config(tmp_path / "two.yaml", techniques=["l1_us"], reinit=["rewind"], seeds=[0, 1],
+                                       iterations=1, data={"train_subset": 100, "val_subset": 50, "test_subset": 100}))
+    out = tmp_path / "two"
+    runner.run_experiment(cfg, out, quiet=True, device="cpu", workers=1, seeds=[1])
+    runner.run_experiment(cfg, out, quiet=True, device="cpu", workers=1, seeds=[0])
+    runner.run_experiment(cfg, out, quiet=True, device="cpu", workers=1)  # nothing left: records nothing
+    seed_runs = store.read_experiment(out)["seed_runs"]
+    assert sorted(seed_runs) == ["0", "1"] and all(len(v) == 1 for v in seed_runs.values())
+    entry = seed_runs["1"][0]
+    assert entry["seeds_together"] == [1] and entry["seconds"] > 0 and entry["code_version"]
+    assert entry["hardware"] == store.hardware("cpu")

@@ -184,12 +184,15 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
                 ex.close()
     seconds = time.perf_counter() - start
     if pending:
+        trained_seeds = sorted({rc.seed for rc in pending})
+        entry = {"seconds": round(seconds, 1), "seeds_together": trained_seeds, "code_version": version,
+                 "hardware": store.hardware(device), "workers": n_workers, "finished": store.provenance.now()}
         store.write_experiment(results, cfg, source, device, {
             "last_run_seconds": round(seconds, 1), "trainer": trainer, "workers": n_workers,
             "threads_per_worker": threads, "executor": executor, "numerics": numerics.describe(),
             **({"cuda": settings} if settings else {}),
             **({"population_convs": lenet_convs.describe(device)} if trainer == "population" else {})},
-            version=version)
+            version=version, seed_runs={seed: entry for seed in trained_seeds})
     say(f"{cfg.name}: done in {seconds:.1f}s -> {results}")
     return {"runs": len(runs), "trained": len(pending), "seconds": seconds, "trainer": trainer,
             "workers": n_workers, "executor": executor}

@@ -94,6 +94,7 @@ def add_seeds(results, target) -> list[int]:
         provenance = {k: exp[k] for k in ("code_version", "hardware", "numerics", "trainer", "population_convs",
                                           "config_hash", "started", "updated", "last_run_seconds") if k in exp}
         provenance["runs"] = [r for r in exp["runs"] if int(r["seed"]) == seed]
+        provenance["seed_runs"] = exp.get("seed_runs", {}).get(str(seed), [])  # each command that trained it
         provenance["source"] = results.name
         if published.write_seed(target, seed, sel, runs, test, provenance) is not None:
             added.append(seed)
@@ -106,7 +107,11 @@ def write_derived(results, target) -> None:
     target = Path(target)
     exp = store.read_experiment(results) if results is not None else store.read_experiment(target)
     seeds = published.seeds(target)
+    kept = (store.peek(target) or {}).get("seed_runs", {})  # seeds published from earlier run stores keep theirs
+    by_seed = {str(s): exp.get("seed_runs", {}).get(str(s)) or kept.get(str(s)) for s in seeds}
     merged = {**exp, "published_seeds": seeds}
+    if any(by_seed.values()):
+        merged["seed_runs"] = {s: v for s, v in by_seed.items() if v}
     store.save_json(merged, target / layout.EXPERIMENT)
     table = store.load_results(target)
     table.drop(columns=[c for c in (*published.LOCAL_COLUMNS, *DERIVED_COLUMNS) if c in table.columns]).to_csv(

@@ -18,10 +18,12 @@ RUN_FACTS = ("last_run_seconds", "trainer", "workers", "threads_per_worker", "ex
 
 
 def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: str, extra: dict | None = None,
-                     version: str | None = None) -> None:
+                     version: str | None = None, seed_runs: dict | None = None) -> None:
     """Write ``experiment.json``; left untouched when nothing but its timestamps would change, so that
     a re-run that trains nothing leaves the results' fingerprint (and the executed notebooks) as they are.
-    ``version``: the code version to record (default: the checkout's now)."""
+    ``version``: the code version to record (default: the checkout's now). ``seed_runs``: {seed: what one command
+    that trained it recorded}, appended to the seed's list (``seed_runs``: every command that trained the seed, with
+    its code version, machine and wall time)."""
     path = Path(folder) / layout.EXPERIMENT
     runs = [{"hash": r.run_hash(), "technique": r.technique, "reinit": r.reinit, "seed": r.seed} for r in cfg.runs()]
     previous = peek(folder) or {}
@@ -30,6 +32,11 @@ def write_experiment(folder: Path, cfg: ExperimentConfig, source: str, device: s
                "code_version": version or provenance.code_version(), "hardware": hardware(device),
                "started": previous.get("started", _now())}
     content.update(extra or {k: previous[k] for k in RUN_FACTS if k in previous})
+    runs_by_seed = {k: list(v) for k, v in previous.get("seed_runs", {}).items()}
+    for seed, entry in (seed_runs or {}).items():
+        runs_by_seed.setdefault(str(seed), []).append(entry)
+    if runs_by_seed:
+        content["seed_runs"] = runs_by_seed
     if {k: v for k, v in previous.items() if k != "updated"} == json.loads(json.dumps(content)):
         return
     save_json({**content, "updated": _now()}, path)
