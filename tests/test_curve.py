@@ -50,3 +50,10 @@ def test_the_ticket_test_pairs_by_seed_and_leaves_collapsed_pairs_out():
     same = curve.ticket_test(_ticket_table([97.0, 97.1, 96.9], [97.05, 97.0, 96.95])).iloc[0]
     assert same["verdict"] == "no difference"
     assert curve.ticket_test(_ticket_table([97.0], [96.0]).query("reinit == 'rewind'")).empty
+
+
+def test_ties_under_one_condition_make_the_finding_a_tie_unless_another_is_not_supported():
+    assert curve._combine_with_ties(["supported", "no difference"]) == "no difference"
+    assert curve._combine_with_ties(["not supported", "no difference"]) == "not supported"
+    assert curve._combine_with_ties(["supported", "supported"]) == "supported"
+    assert curve._combine_with_ties(["supported", "inconclusive"]) == "inconclusive"

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -84,3 +85,65 @@ def ticket_test(table: pd.DataFrame, techniques=TICKET_TECHNIQUES, margin: float
                      "verdict": verdict_with_margin(s, 0.0, True, margin)})
     cols = ["technique", "iteration", "seeds", "per_seed", "mean", "low", "high", "collapsed", "verdict"]
     return pd.DataFrame(rows, columns=cols)
+
+
+# Findings whose claim is a difference of accuracies in points (random S minus random US, an ensemble minus its
+# best member): a tie within the margin is "no difference".
+DIFFERENCE_FINDINGS = ("random", "ensembles")
+
+
+def verdict_curve(table: pd.DataFrame, iterations=None, main_reinit: str = "rewind",
+                  margin: float = EQUIVALENCE_MARGIN) -> pd.DataFrame:
+    """Every finding at every iteration (default: 1 to the last every run of ``main_reinit`` reached): one row per
+    finding, iteration and condition (``measure``: its place in the finding; ``series``: its name without the
+    iteration, the same along the curve), with the condition's mean, 95% interval, threshold, side and verdict, and the
+    finding's verdict at that iteration (the margin applied to :data:`DIFFERENCE_FINDINGS`)."""
+    from . import findings as _findings
+    from .table import last_iteration
+
+    last = last_iteration(table[table["reinit"] == main_reinit])
+    its = range(1, last + 1) if iterations is None else [int(i) for i in iterations if 0 < int(i) <= last]
+    rows = []
+    for it in its:
+        for f in _findings.findings(table, it, main_reinit):
+            per = []
+            for index, m in enumerate(f.measures):
+                v = (verdict_with_margin(m.summary, m.threshold, m.above, margin) if f.key in DIFFERENCE_FINDINGS
+                     else m.verdict)
+                per.append(v)
+                rows.append({"finding": f.key, "short": f.short, "iteration": it, "measure": index,
+                             "series": re.sub(r",? ?iterations? [\d–-]+", "", m.condition).strip(", "),
+                             "condition": m.condition,
+                             "quantity": m.quantity, "mean": m.summary.mean, "low": m.summary.low,
+                             "high": m.summary.high, "n": m.summary.n, "threshold": m.threshold, "above": m.above,
+                             "measure_verdict": v})
+            overall = _combine_with_ties(per) if per else f.verdict
+            for r in rows[len(rows) - len(per):]:
+                r["verdict"] = overall
+            if not per:
+                rows.append({"finding": f.key, "short": f.short, "iteration": it, "measure": -1, "series": "",
+                             "condition": "", "quantity": "",
+                             "mean": math.nan, "low": math.nan, "high": math.nan, "n": 0, "threshold": math.nan,
+                             "above": True, "measure_verdict": f.verdict, "verdict": f.verdict})
+    return pd.DataFrame(rows)
+
+
+def _combine_with_ties(verdicts) -> str:
+    """The rule's combination over conditions, where "no difference" under any condition (and not supported under
+    none) makes the finding a tie."""
+    verdicts = list(verdicts)
+    if NOT_SUPPORTED in verdicts:
+        return NOT_SUPPORTED
+    if NO_DIFFERENCE in verdicts:
+        return NO_DIFFERENCE
+    if all(v == SUPPORTED for v in verdicts):
+        return SUPPORTED
+    return INCONCLUSIVE
+
+
+def finding_ranges(curve_: pd.DataFrame) -> pd.DataFrame:
+    """:func:`ranges` of :func:`verdict_curve`, one row per finding (its verdict per iteration), with its claim."""
+    per = curve_.drop_duplicates(["finding", "iteration"])[["finding", "short", "iteration", "verdict"]]
+    out = ranges(per, key="finding")
+    out.insert(1, "claim", [per.loc[per["finding"] == k, "short"].iloc[0] for k in out["finding"]])
+    return out
