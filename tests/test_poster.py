@@ -46,3 +46,12 @@ def test_the_readme_holds_the_comparison_that_the_published_data_give():
 
     text = (REPO / "README.md").read_text()
     assert poster_sets.readme_block() in text, "run `python -m pruning readme` and commit README.md"
+
+
+@pytest.mark.slow
+def test_the_readme_holds_the_findings_that_the_published_data_give():
+    """Each finding's verdict ranges per published LeNet set, recomputed (about a minute per set)."""
+    from pruning.reporting import poster_sets
+
+    text = (REPO / "README.md").read_text()
+    assert poster_sets.findings_block() in text, "run `python -m pruning readme` and commit README.md"

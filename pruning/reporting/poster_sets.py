@@ -17,6 +17,7 @@ from ..analysis import poster, sensitivity
 from ..core import paths
 
 START, END = "<!-- poster-comparison:start -->", "<!-- poster-comparison:end -->"
+FINDINGS_START, FINDINGS_END = "<!-- findings:start -->", "<!-- findings:end -->"
 
 
 def lenet_sets(docs: Path = paths.DOCS) -> dict[str, Path]:
@@ -64,14 +65,43 @@ def readme_block(docs: Path = paths.DOCS) -> str:
             f"steps (`python -m pruning readme` writes this block from `docs/`).\n\n{markdown(long)}{END}")
 
 
+def findings_block(docs: Path = paths.DOCS) -> str:
+    """What the README holds between :data:`FINDINGS_START` and :data:`FINDINGS_END`: per published LeNet set, each
+    finding's verdict at 18 and 19 pruning steps and the iterations where it holds (``analysis.curve``)."""
+    from ..analysis import curve
+
+    parts = [FINDINGS_START]
+    for name, folder in lenet_sets(docs).items():
+        table = store.load_results(folder)
+        exp = store.read_experiment(folder)
+        cfg = exp["config"]
+        seeds = exp.get("published_seeds", sorted(set(table["seed"])))
+        c = curve.verdict_curve(table)
+        spans_ = curve.finding_ranges(c)
+        at = c.drop_duplicates(["finding", "iteration"]).set_index(["finding", "iteration"])["verdict"]
+        parts.append(f"\n**{name}** ({cfg['training']['epochs']} epochs, seeds {curve.spans(seeds)}; "
+                     f"[paper]({folder.relative_to(paths.REPO_ROOT)}/paper.html)):\n")
+        parts.append("| finding | at 18 steps | at 19 | supported at | not supported at | tie at |\n"
+                     "|---|---|---|---|---|---|")
+        for _, r in spans_.iterrows():
+            parts.append(f"| {r['claim']} | {at.get((r['finding'], 18), 'n/a')} | {at.get((r['finding'], 19), 'n/a')} | "
+                         f"{r['supported']} | {r['not supported']} | {r['no difference']} |")
+    parts.append(FINDINGS_END)
+    return "\n".join(parts)
+
+
+def _replace(text: str, start: str, end: str, block: str, readme: Path) -> str:
+    if start not in text or end not in text:
+        raise store.StoreError(f"{readme} has no {start} ... {end} block; add the two markers where it goes")
+    before, rest = text.split(start, 1)
+    return before + block + rest.split(end, 1)[1]
+
+
 def write_readme(readme: Path = paths.REPO_ROOT / "README.md", docs: Path = paths.DOCS) -> bool:
-    """Replace the README's block with :func:`readme_block`; True if it changed."""
+    """Replace the README's two computed blocks (the findings, the poster comparison); True if it changed."""
     text = readme.read_text()
-    if START not in text or END not in text:
-        raise store.StoreError(f"{readme} has no {START} ... {END} block; add the two markers where the table goes")
-    before, rest = text.split(START, 1)
-    after = rest.split(END, 1)[1]
-    new = before + readme_block(docs) + after
+    new = _replace(text, START, END, readme_block(docs), readme)
+    new = _replace(new, FINDINGS_START, FINDINGS_END, findings_block(docs), readme)
     if new == text:
         return False
     readme.write_text(new)
