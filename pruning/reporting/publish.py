@@ -133,7 +133,8 @@ def _row(folder: Path) -> str:
     seeds = f"seeds {e(str(exp['published_seeds']))} of {e(str(cfg.get('seeds')))}" if "published_seeds" in exp \
         else f"seeds {e(str(cfg.get('seeds')))}"
     done, planned = store.runs_finished(folder)
-    return (f"<tr><td><b>{e(exp['name'])}</b><br><small>{e(exp.get('description', ''))}</small></td>"
+    findings = _findings_line(folder) if cfg.get("arch") == "lenet" and (folder / "data").is_dir() else ""
+    return (f"<tr><td><b>{e(exp['name'])}</b><br><small>{e(exp.get('description', ''))}</small>{findings}</td>"
             f"<td>{e(cfg.get('arch', ''))} / {e(cfg.get('dataset', ''))}</td>"
             f"<td>{done} of {planned} runs, {n_rows} trainings, {seeds}, "
             f"{cfg.get('iterations')} iterations, {cfg.get('training', {}).get('epochs')} epochs</td>"
@@ -143,10 +144,49 @@ def _row(folder: Path) -> str:
             f"</td><td>{links}</td></tr>")
 
 
+def _findings_line(folder: Path) -> str:
+    """One line of a LeNet set's findings at the poster's iteration (18 pruning steps): which are supported."""
+    from .. import analysis
+
+    try:
+        table = store.load_results(folder)
+        last = int(table[table["reinit"] == "rewind"]["iteration"].max())
+        it = min(18, last)
+        found = analysis.findings.findings(table, it, "rewind")
+    except Exception:  # noqa: BLE001 - a set the findings cannot read (a companion, a table without data)
+        return ""
+    by = {}
+    for f in found:
+        by.setdefault(f.verdict, []).append(f.short)
+    parts = [f"<b>{e}</b>: {html.escape('; '.join(by[e]))}" for e in ("supported", "not supported", "inconclusive")
+             if e in by]
+    return f"<br><small>At iteration {it}, " + " · ".join(parts) + " (the paper reads every iteration).</small>"
+
+
+def _plain_rows(folder: Path, what: str) -> str:
+    """A list item per kept table (sensitivity variants, replicates) under ``folder``."""
+    items = []
+    for exp_path in sorted(Path(folder).glob("*/experiment.json")):
+        sub = exp_path.parent
+        try:
+            desc = store.read_experiment(sub).get("config", {}).get("description", "")
+        except Exception:  # noqa: BLE001
+            desc = ""
+        files = " · ".join(f'<a href="{folder.name}/{sub.name}/{f}">{f}</a>' for f in ("results.csv", "experiment.json")
+                           if (sub / f).exists())
+        items.append(f"<li><b>{html.escape(sub.name)}</b>: {html.escape(desc)} ({files})</li>")
+    return f"<h2>{what}</h2><ul>{''.join(items)}</ul>" if items else ""
+
+
 def write_index(docs: Path) -> Path:
-    """``docs/index.html``: one row per published results set (every ``docs/*/experiment.json``)."""
+    """``docs/index.html``: one row per published results set (every ``docs/*/experiment.json``) with its findings
+    in one line, then the sensitivity variants, the replicates, and the guide, benchmarks and history."""
     sets = sorted(p.parent for p in Path(docs).glob("*/experiment.json"))
     rows = "\n".join(_row(folder) for folder in sets)
+    extra = (_plain_rows(Path(docs) / "sensitivity", "Sensitivity variants (tables only)")
+             + _plain_rows(Path(docs) / "replicates", "Replicates (a config trained again)"))
+    guides = " · ".join(f'<a href="{f}">{t}</a>' for f, t in (("guide.md", "guide"), ("benchmarks.md", "benchmarks"),
+                                                              ("history.md", "history")) if (Path(docs) / f).exists())
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Iterative pruning, reinitialisation and the similarity of masks: results</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -163,7 +203,9 @@ dates). Re-publish a set with <code>make publish CONFIG=configs/NAME.yaml</code>
 <table><thead><tr><th>results set</th><th>model / data</th><th>scale</th><th>machine and wall time</th>
 <th>code version and date</th><th>files</th></tr></thead><tbody>
 {rows}
-</tbody></table></body></html>
+</tbody></table>
+{extra}
+<h2>Reading</h2><p>{guides}</p></body></html>
 """
     path = Path(docs) / "index.html"
     path.parent.mkdir(parents=True, exist_ok=True)
