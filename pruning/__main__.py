@@ -155,15 +155,37 @@ def _cmd_all(args) -> int:
     cfg = config.load_experiment(args.config)
     results = results_folder(cfg.name, args.results)
     runner.run_experiment(cfg, results, source=str(args.config), quiet=args.quiet, trainer=args.trainer,
-                          device=args.device, **_executor(args))
+                          device=args.device, seeds=parse_seeds(args.seeds), **_executor(args))
     notebooks.execute_all(results, quiet=args.quiet)
     report.render(results, renderer=args.renderer, quiet=args.quiet)
     return 0
 
 
+EXAMPLES = """examples:
+  python -m pruning all configs/smoke.yaml                          train, execute the notebooks, render the report
+  python -m pruning run configs/authors_lenet_mnist.yaml --seeds 0  one seed of a config
+  python -m pruning publish results/authors_lenet_mnist             add its finished seeds to docs/
+  python -m pruning table docs/paper_lenet_mnist_cpu                the tidy table of a published set
+"""
+
+
+def _version() -> str:
+    """The package's version and the checkout's code version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .store.provenance import code_version
+
+    try:
+        v = version("pruning")
+    except PackageNotFoundError:
+        v = "unknown"
+    return f"{v} (code {code_version()})"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pruning", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def executor_options(sp):
@@ -230,6 +252,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--results")
     a.add_argument("--trainer", choices=["single", "population"])
     a.add_argument("--device", choices=["cpu", "cuda"])
+    a.add_argument("--seeds", help="train only these of the config's seeds, e.g. 3-5 or 0,2 (default: all)")
     a.add_argument("--renderer", choices=["auto", "quarto", "pandoc"], default="auto")
     executor_options(a)
     common(a)

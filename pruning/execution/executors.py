@@ -60,8 +60,11 @@ def drive(executor, units: list[Unit], results: Path) -> None:
                     todo.remove(unit)
                     start(unit, claim)
             if running:
-                for job in executor.wait(list(running), timeout=1.0 if todo else None):
+                watch = getattr(executor, "progress", None)  # worker processes store; this process counts
+                for job in executor.wait(list(running), timeout=1.0 if todo or watch else None):
                     running.pop(job).release()
+                if watch is not None:
+                    watch()
             elif todo:  # every unit left is claimed by another process: wait for the first one's locks
                 unit = todo.pop(0)
                 start(unit, locks.claim(unit.lock_names()))

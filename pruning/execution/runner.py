@@ -172,10 +172,21 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
         say(f"{cfg.name}: {total:,} trainings to do, {sgd_steps(pending, results):,} SGD steps of one network")
     say(f"{cfg.name}: {scope}, {len(chosen) - len(pending)} already finished, {len(pending)} to train on "
         f"{device} ({trainer} trainer, {len(work)} units, {where}) -> {results}")
-    with tqdm(total=total, unit="training", disable=quiet or total == 0 or (executor == "local" and n_workers > 1),
-              file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+    with tqdm(total=total, unit="training", disable=quiet or total == 0, file=sys.stderr, dynamic_ncols=True,
+              leave=False) as bar:
         if ex is not None:
             ex.bar = bar
+        if ex is not None and executor == "local" and n_workers > 1 and not quiet:
+            # Worker processes store the trainings; this process counts them for the one bar over the whole run.
+            total_done = sum(len(store.RunStore(results, rc).completed()) for rc in pending)
+
+            def progress():
+                nonlocal total_done
+                now = sum(len(store.RunStore(results, rc).completed()) for rc in pending)
+                if now != total_done:
+                    bar.update(now - total_done)
+                    total_done = now
+            ex.progress = progress
         try:
             for phase in phases if ex else []:
                 executors.drive(ex, phase, results)
