@@ -140,6 +140,17 @@ def _rule(at) -> str:
                "not the poster's pattern (" + "; ".join(reasons) + ")") + ".")
 
 
+def _direction(folder: Path, network: str) -> str:
+    """Where a companion's own numbers file it on the poster: the poster's direction under Q5's rule, or against
+    it (never under the LeNet finding's verdict, which its one seed cannot share)."""
+    _, _, at = _last(folder, network)
+    rule = _rule(at)
+    if not rule:
+        return "no reading of Q5's rule"
+    return ("the poster's direction" if "the poster's direction" in rule else "against the poster's direction") + \
+        " (one seed, no verdict)"
+
+
 def short_numbers(folder: Path, network: str) -> str:
     """The poster's line: emptied conv2 kernels per technique and reinit beside a random mask's, one seed or more."""
     table, it, at = _last(folder, network)
@@ -169,7 +180,8 @@ def section(found: dict[str, Path], poster: bool = False) -> str:
     out = []
     for network, folder in found.items():
         nb = f"notebooks/{notebook_name(network)}"
-        out.append(f"**{ARCH_NAMES[network]}** conv2: {short_numbers(folder, network)}" if poster else
+        out.append(f"**{ARCH_NAMES[network]}** conv2, {_direction(folder, network)}: {short_numbers(folder, network)}"
+                   if poster else
                    f"**{ARCH_NAMES[network]}** (results `{folder.name}`, config `configs/{folder.name}.yaml`): "
                    f"{numbers(folder, network)}")
         out.append(f"{{{{< embed {nb}#fig-filters-{network} >}}}}")

@@ -7,6 +7,7 @@ results cannot give is "n/a".
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from decimal import Decimal
 from pathlib import Path
@@ -75,7 +76,7 @@ def variables(results) -> dict[str, str]:
         "runs": str(len(exp.get("runs", []))),
         "runs_done": str(runs_done),
         "trainings": f"{len(table):,}",
-        "code_version": str(exp.get("code_version", "unknown")),
+        "code_version": _code_versions(folder, exp),
         "hardware": str(exp.get("hardware", "unknown")),
         "date": str(exp.get("updated", exp.get("started", "")))[:10] or "n/a",
         "rendered": _dt.date.today().isoformat(),
@@ -121,6 +122,26 @@ def variables(results) -> dict[str, str]:
     v["sensitivity_summary"] = sensitivity_summary(table, exp.get("config", {}), it)
     v["random_note"] = " ".join(x for x in (v.get("random_note", ""), random_exempt(exp.get("config", {}), it)) if x)
     return v
+
+
+def _code_versions(folder: Path, exp: dict) -> str:
+    """The code version that trained each seed of a published set ("abc123 (seeds 0-1), def456 (seeds 2-9)"), read
+    from each seed's own experiment.json; a run store's single version otherwise."""
+    from ..analysis.curve import spans
+
+    if not store.published.is_published(folder):
+        return str(exp.get("code_version", "unknown"))
+    by: dict[str, list[int]] = {}
+    for seed in store.published.seeds(folder):
+        meta = store.published.seed_folder(folder, seed) / "experiment.json"
+        try:
+            version = json.loads(meta.read_text()).get("code_version", "unknown")
+        except (OSError, ValueError):
+            version = "unknown"
+        by.setdefault(str(version), []).append(seed)
+    if not by:
+        return str(exp.get("code_version", "unknown"))
+    return ", ".join(f"{v} (seed{'s' * (len(s) > 1)} {spans(s)})" for v, s in by.items())
 
 
 def random_exempt(config: dict, it: int, folder: Path | None = None) -> str:
