@@ -6,5 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
+.venv/bin/ruff check .
 .venv/bin/python -m pruning all configs/smoke.yaml --quiet
 exec .venv/bin/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with "$PWD/notebooks/nbval_sanitize.cfg" -p no:cacheprovider "$@"

@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import torch
 import torchvision.transforms as T
-import torchvision.transforms.functional as TF
 
 from conftest import REPO, write_config
 from pruning import store
@@ -15,7 +14,6 @@ from pruning.core.errors import ConfigError
 from pruning.execution import lifecycle, runner
 from pruning.nets import config, datasets, techniques, training
 from pruning.nets.config import RunConfig, TrainingConfig, load_experiment
-from test_population import bitwise_equal
 from test_sparse import resumed_after_an_interrupt
 
 NEW_TRAINING_FIELDS = {"augment_padding": 2, "augment_flip": True, "augment_fill": "mean",

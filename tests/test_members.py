@@ -8,18 +8,16 @@ themselves: across thread counts, alone against inside a population, and killed-
 """
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
 
-from pruning import store
-from pruning.execution import populations, runner
+from pruning.execution import runner
 from pruning.nets import datasets, models
 from pruning.nets.config import TrainingConfig
 from pruning.population import batched as population
 from pruning.population.members import Members, cost_density, csr
-from test_population import bitwise_equal, tiny_experiment, trainings
+from test_population import tiny_experiment, trainings
 from test_sparse import members, resumed_after_an_interrupt
 
 CFG = TrainingConfig(epochs=1, batch_size=32, lr=0.05, momentum=0.9, weight_decay=1e-3)

@@ -20,9 +20,9 @@ import torch
 
 from conftest import cli, write_config
 from rounding import assert_within_rounding, one_net
-from pruning.nets import config, datasets, models, techniques, training
+from pruning.nets import config, datasets, models
 from pruning.population import lenet_convs, batched as population
-from pruning.execution import lifecycle, populations, runner
+from pruning.execution import populations, runner
 from pruning import store
 from pruning.nets.config import ConfigError, TrainingConfig
 

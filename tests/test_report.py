@@ -19,7 +19,6 @@ import zlib
 from pathlib import Path
 
 import nbformat
-import numpy as np
 import pandas as pd
 import pytest
 import torch

@@ -17,7 +17,7 @@ import torch
 
 from pruning import store
 from pruning.execution import populations, runner
-from pruning.nets import config, datasets, models
+from pruning.nets import datasets, models
 from pruning.nets.config import TrainingConfig
 from pruning.population import kernels, sparse, batched as population
 from test_population import bitwise_equal, tiny_experiment, trainings

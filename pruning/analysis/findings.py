@@ -268,7 +268,7 @@ def finding_functions(table, iteration: int, reinit: str) -> Finding:
 def finding_ensembles(table, iteration: int, reinit: str) -> Finding:
     present = set(table["technique"])
     groups = {n: g for n, g in predictions.ensemble_groups(present).items() if len(g) > 1}
-    ms, notes = [], []
+    ms = []
     for name, members in groups.items():
         acc = {t: _acc(table, t, reinit, iteration) for t in members}
         best = max(members, key=lambda t: np.mean(list(acc[t].values())))

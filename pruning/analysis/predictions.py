@@ -12,8 +12,9 @@ import torch
 from .. import store
 from ..core import paths
 from ..nets import techniques as _techniques
-from .table import POSTER_ITERATION, ParameterError, _as_list, _files, _folder, _mean_std, _np, _pairwise_over_seeds, _techniques_for, \
-    _ranges, check, record
+from .table import POSTER_ITERATION  # noqa: F401 - re-exported: predictions.POSTER_ITERATION
+from .table import (ParameterError, _as_list, _files, _folder, _mean_std, _np, _pairwise_over_seeds, _ranges,
+                    _techniques_for, check, record)
 
 REFERENCE_DIR = paths.REFERENCE
 ENSEMBLE_METHODS = ("mean_prob", "vote")

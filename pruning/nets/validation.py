@@ -60,7 +60,7 @@ def _check_fields(obj, where: str, source: str) -> None:
             _check(f, value, path, source)
 
 
-def validate(cfg: ExperimentConfig, source: str = "config") -> None:
+def validate(cfg, source: str = "config") -> None:
     """Check every field against its declared checks (``_field``), then names against the registries and
     the rules that join several fields."""
     from . import datasets, models, techniques, reinit

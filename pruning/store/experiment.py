@@ -75,7 +75,7 @@ def read_experiment(folder: Path) -> dict:
     if not folder.exists():
         raise StoreError(f"results folder {folder} does not exist; run `python -m pruning run configs/<name>.yaml` first")
     return read_json(folder / layout.EXPERIMENT,
-                     f"run `python -m pruning run` with this folder's config to rewrite it")
+                     "run `python -m pruning run` with this folder's config to rewrite it")
 
 
 def peek(folder: Path) -> dict | None:
