@@ -86,3 +86,11 @@ def run_ok(*args) -> str:
     if code != 0:
         raise AssertionError(err[-2000:])
     return err
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that reads the smoke results (``smoke_set``, which publishes results/smoke) belongs to the slow tier:
+    the test command trains them first, the fast tier needs only the set-up."""
+    for item in items:
+        if "smoke_set" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -26,6 +26,7 @@ def _jaccard(a, b) -> float:
     return 1 - inter / union if union else 0.0
 
 
+@pytest.mark.slow  # reads results/smoke, which the test command trains
 def test_a_run_store_against_itself_is_no_noise_and_seed_pairs_are_the_hand_computed_distances():
     table = analysis.load(RESULTS)
     out = analysis.noise.mask_noise(table, table).set_index("iteration")
@@ -49,6 +50,7 @@ def test_a_run_store_against_itself_is_no_noise_and_seed_pairs_are_the_hand_comp
     assert out.loc[6, "random"] > 0 and out.loc[6, "seeds"] > 0
 
 
+@pytest.mark.slow  # reads results/smoke, which the test command trains
 def test_replicates_with_nothing_in_common_are_a_one_line_error():
     table = analysis.load(RESULTS)
     other = table.assign(seed=table["seed"] + 10)

@@ -201,6 +201,7 @@ def test_the_noise_paragraph_without_a_replicate_that_keeps_masks_says_how_to_me
     assert text.startswith("**Is a different ticket just numerical noise?** Not measured") and "`make noise`" in text
 
 
+@pytest.mark.slow  # reads results/smoke, which the test command trains
 def test_the_noise_paragraph_tabulates_the_distances_and_applies_its_rule(monkeypatch):
     """On the smoke store against itself (the same bits: distance 0), then on hand-made distances either side of
     the rule (replicates at half the seeds' distance or more: noise decides much of the ticket)."""
