@@ -167,6 +167,7 @@ def test_a_companion_set_publishes_a_page_of_figures_and_the_index_links_it(sets
     assert 'href="alexnet_mnist_cpu/figures.html"' in index and "alexnet_mnist_cpu/paper.html" not in index
 
 
+@pytest.mark.slow  # trains a tiny AlexNet set (the module's fixture)
 def test_the_companion_numbers_say_when_the_dense_net_is_below_its_pruned_descendants(sets):
     _, alex = sets
     table = store.load_results(alex)

@@ -260,7 +260,9 @@ def test_pinned_numerics_reach_the_workers_and_are_recorded(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     exp = json.loads((tmp_path / "r" / "experiment.json").read_text())
     assert exp["numerics"] == {"mode": "pinned", "environment": {"MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                                                 "ATEN_CPU_CAPABILITY": "avx2"}}
+                                                                 "ATEN_CPU_CAPABILITY": "avx2",
+                                                                 "OMP_WAIT_POLICY": env.get("OMP_WAIT_POLICY",
+                                                                                            "PASSIVE")}}
     cpuinfo = open("/proc/cpuinfo").read()
     model = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
     assert model in exp["hardware"]
