@@ -19,7 +19,9 @@ NOTEBOOK_LABELS = {
     "weight_stability": ("fig-weight-drift", "fig-stability", "tbl-stability"),
     "filters": ("fig-filters", "fig-empty-kernels"),
     "mask_similarity": ("fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune"),
-    "findings": ("tbl-verdicts", "tbl-verdicts-by-iteration", "fig-verdict-curve", "tbl-verdict-ranges", "tbl-deviations", "tbl-poster", "tbl-ticket-test",
+    "findings": ("tbl-verdicts", "tbl-verdicts-by-iteration", "fig-verdict-curve", "tbl-verdict-ranges", "tbl-verdict-spans",
+                 "tbl-deviations", "tbl-poster", "tbl-ticket-test",
                  "tbl-collapsed"),
-    "sensitivity": ("tbl-sensitivity", "tbl-sensitivity-closest", "tbl-poster-readings"),
+    "sensitivity": ("tbl-sensitivity", "tbl-sensitivity-closest", "tbl-poster-readings",
+                    "tbl-poster-nearer"),
 }

@@ -129,8 +129,12 @@ def _code_versions(folder: Path, exp: dict) -> str:
     from each seed's own experiment.json; a run store's single version otherwise."""
     from ..analysis.curve import spans
 
-    if not store.published.is_published(folder):
-        return str(exp.get("code_version", "unknown"))
+    if not store.published.is_published(folder):  # one store: the seeds it has finished carry its version
+        runs = exp.get("runs", [])
+        done = sorted(s for s in {int(r["seed"]) for r in runs}
+                      if all(store.run_done(folder, r["hash"]) for r in runs if int(r["seed"]) == s))
+        version = str(exp.get("code_version", "unknown"))
+        return f"{version} (seed{'s' * (len(done) > 1)} {spans(done)})" if done else version
     by: dict[str, list[int]] = {}
     for seed in store.published.seeds(folder):
         meta = store.published.seed_folder(folder, seed) / "experiment.json"
