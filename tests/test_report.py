@@ -354,7 +354,7 @@ def test_preprocess_degrades_quarto_only_syntax(tmp_path):
 def test_variables_of_the_synthetic_results_are_the_hand_derived_numbers(synthetic):
     v = report.variables(synthetic)
     assert v["config_name"] == "synthetic" and v["config_hash"] == "0123abcd4567"
-    assert v["code_version"] == "cafe12345678" and v["hardware"] == "a test machine" and v["date"] == "2026-01-03"
+    assert v["code_version"] == "cafe12345678 (seeds 0-1)" and v["hardware"] == "a test machine" and v["date"] == "2026-01-03"
     assert (v["runs"], v["runs_done"], v["trainings"]) == ("16", "16", "48")  # 4 x 2 x 2 runs, 3 trainings each
     assert (v["iteration"], v["main_reinit"], v["test_images"], v["remaining_pct"]) == ("2", "rewind", "10", "50.0")
     assert (v["epochs"], v["lr"], v["prune_pct"], v["seeds"], v["seeds_n"]) == ("3", "0.05", "20", "0-1", "2")
