@@ -55,6 +55,15 @@ def markdown(long: pd.DataFrame) -> str:
     near = poster.nearer_reading(long)
     lines = [f"- {r.set}: RMS gap over its techniques of the seven {r.rms_18:.1f} points at 18 steps, {r.rms_19:.1f} at 19; "
              f"{int(r.nearer)} steps is nearer." for r in near.itertuples(index=False) if r.nearer == r.nearer]
+    full = near.set_index("set")[[c for c in near.columns if c.startswith("rms_")]].stack()
+    counts = poster.rms(long, [c for c, m in poster.COLUMNS if len(m) == 1]).set_index(["set", "steps"])["columns"]
+    full = full[[counts.get((name, int(col[4:])), 0) == 7 for name, col in full.index]]
+    if len(full):
+        (name, col), value = full.idxmin(), float(full.min())
+        seeds = int(long[long["set"] == name]["seeds"].max())
+        lines.append(f"\nNearest to the poster over all seven techniques: {name} at {col[4:]} steps, RMS {value:.1f} "
+                     f"points, with {seeds} seed{'s' * (seeds > 1)}"
+                     + (" (one seed: no interval, a lead rather than a result)." if seeds < 2 else "."))
     return head + body + "\n" + "\n".join(lines) + "\n"
 
 
@@ -76,11 +85,16 @@ def findings_block(docs: Path = paths.DOCS) -> str:
         exp = store.read_experiment(folder)
         cfg = exp["config"]
         seeds = exp.get("published_seeds", sorted(set(table["seed"])))
+        head = (f"\n**{name}** ({cfg['training']['epochs']} epochs, seed{'s' * (len(seeds) > 1)} {curve.spans(seeds)}; "
+                f"[paper]({folder.relative_to(paths.REPO_ROOT)}/paper.html))")
+        if len(seeds) < 2:
+            parts.append(head + ": one seed gives no 95% interval, so every verdict is inconclusive until a second "
+                                "seed is published.")
+            continue
         c = curve.verdict_curve(table)
         spans_ = curve.finding_ranges(c)
         at = c.drop_duplicates(["finding", "iteration"]).set_index(["finding", "iteration"])["verdict"]
-        parts.append(f"\n**{name}** ({cfg['training']['epochs']} epochs, seeds {curve.spans(seeds)}; "
-                     f"[paper]({folder.relative_to(paths.REPO_ROOT)}/paper.html)):\n")
+        parts.append(head + ":\n")
         parts.append("| finding | at 18 steps | at 19 | supported at | not supported at | tie at |\n"
                      "|---|---|---|---|---|---|")
         for _, r in spans_.iterrows():
