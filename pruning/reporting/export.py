@@ -22,7 +22,6 @@ import pandas as pd
 
 from .. import analysis, store
 from ..core.errors import ReportError
-from ..store.table import DERIVED_COLUMNS
 from ..store import layout, published
 from . import companions
 
@@ -114,8 +113,8 @@ def write_derived(results, target) -> None:
         merged["seed_runs"] = {s: v for s, v in by_seed.items() if v}
     store.save_json(merged, target / layout.EXPERIMENT)
     table = store.load_results(target)
-    table.drop(columns=[c for c in (*published.LOCAL_COLUMNS, *DERIVED_COLUMNS) if c in table.columns]).to_csv(
-        target / "results.csv", index=False)
+    table.drop(columns=[c for c in published.UNWRITTEN if c in table.columns]).to_csv(target / "results.csv",
+                                                                                 index=False)
     (target / published.DATA / published.CARD).write_text(card(target, merged))
 
 

@@ -89,7 +89,8 @@ def _render(target: Path, renderer: str, quiet: bool) -> dict[str, Path]:
 def _write_table(results: Path, folder: Path) -> None:
     """``results.csv`` (the tidy table, without local paths) and ``experiment.json`` of ``results`` into ``folder``."""
     table = store.load_results(results)
-    table.drop(columns=["run_dir", "file", "diverged"]).to_csv(folder / "results.csv", index=False, float_format="%.6g")
+    table = table.drop(columns=[c for c in published.UNWRITTEN if c in table.columns])
+    table.to_csv(folder / "results.csv", index=False, float_format="%.6g")
     shutil.copyfile(Path(results) / layout.EXPERIMENT, folder / layout.EXPERIMENT)
 
 

@@ -43,6 +43,8 @@ TABLE = "results.csv"
 PROVENANCE = layout.EXPERIMENT
 KEY_SEPARATOR = "#"
 LOCAL_COLUMNS = ("run_dir", "file")   # the table's columns that name local files: not published
+DERIVED_COLUMNS = ("diverged",)       # columns the table derives when it is loaded: never written to a results.csv
+UNWRITTEN = LOCAL_COLUMNS + DERIVED_COLUMNS
 ENSEMBLE_PREFIX = "ensemble"
 MEMBER_SEPARATOR = "+"
 
@@ -128,8 +130,7 @@ def write_seed(folder, seed: int, table: pd.DataFrame, runs: dict[tuple[str, str
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        table.drop(columns=[c for c in (*LOCAL_COLUMNS, "diverged") if c in table.columns]).to_csv(tmp / TABLE,
-                                                                                                  index=False)
+        table.drop(columns=[c for c in UNWRITTEN if c in table.columns]).to_csv(tmp / TABLE, index=False)
         for (technique, reinit), arrays in runs.items():
             np.savez_compressed(tmp / run_file(technique, reinit), **arrays)
         np.savez_compressed(tmp / TEST, **test)

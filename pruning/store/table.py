@@ -73,9 +73,6 @@ def diverged(table: pd.DataFrame) -> pd.Series:
     return bad
 
 
-# Columns the table derives when it is loaded; never written to a results.csv.
-DERIVED_COLUMNS = ("diverged",)
-
 
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
