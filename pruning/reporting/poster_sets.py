@@ -48,23 +48,20 @@ def tables(base: Path | None = None, docs: Path = paths.DOCS) -> dict[str, pd.Da
 
 
 def markdown(long: pd.DataFrame) -> str:
-    """The comparison as a Markdown table (:func:`poster.wide`) and one sentence per set on the nearer reading."""
+    """The comparison as a Markdown table (:func:`poster.wide`, whose RMS column gives each reading's distance) and
+    one sentence naming the set and reading nearest the poster over all seven techniques."""
     w = poster.wide(long)
     head = "| " + " | ".join(w.columns) + " |\n|" + "---|" * len(w.columns) + "\n"
     body = "".join("| " + " | ".join(str(v) for v in r) + " |\n" for r in w.itertuples(index=False))
-    near = poster.nearer_reading(long)
-    lines = [f"- {r.set}: RMS gap over its techniques of the seven {r.rms_18:.1f} points at 18 steps, {r.rms_19:.1f} at 19; "
-             f"{int(r.nearer)} steps is nearer." for r in near.itertuples(index=False) if r.nearer == r.nearer]
-    full = near.set_index("set")[[c for c in near.columns if c.startswith("rms_")]].stack()
-    counts = poster.rms(long, [c for c, m in poster.COLUMNS if len(m) == 1]).set_index(["set", "steps"])["columns"]
-    full = full[[counts.get((name, int(col[4:])), 0) == 7 for name, col in full.index]]
-    if len(full):
-        (name, col), value = full.idxmin(), float(full.min())
-        seeds = int(long[long["set"] == name]["seeds"].max())
-        lines.append(f"\nNearest to the poster over all seven techniques: {name} at {col[4:]} steps, RMS {value:.1f} "
-                     f"points, with {seeds} seed{'s' * (seeds > 1)}"
-                     + (" (one seed: no interval, a lead rather than a result)." if seeds < 2 else "."))
-    return head + body + "\n" + "\n".join(lines) + "\n"
+    r7 = poster.rms(long, [c for c, m in poster.COLUMNS if len(m) == 1])
+    r7 = r7[r7["columns"] == 7]
+    if r7.empty:
+        return head + body
+    best = r7.loc[r7["rms"].idxmin()]
+    seeds = int(long[long["set"] == best["set"]]["seeds"].max())
+    return (head + body + f"\nNearest to the poster over all seven techniques: {best['set']} at {int(best['steps'])} "
+            f"steps, RMS {float(best['rms']):.1f} points, with {seeds} seed{'s' * (seeds > 1)}"
+            + (" (one seed: no interval, a lead rather than a result).\n" if seeds < 2 else ".\n"))
 
 
 def readme_block(docs: Path = paths.DOCS) -> str:
