@@ -35,4 +35,4 @@ from .stats import Summary, pearson, summarize, t_quantile
 from .table import RECORD_CACHE_BYTES, RECORD_CACHE_SIZE, ParameterError, _ranges, check, clear_cache, last_iteration, \
     layer_names, load, record, report_iteration, technique_order
 from .weights import mean_abs_delta, stability_vs_accuracy, weight_drift, weight_stability, weight_traces
-from . import findings, noise, sensitivity  # noqa: E402  (modules: analysis.findings.findings(...), ...)
+from . import confounds, curve, findings, noise, readings, sensitivity  # noqa: E402  (modules: analysis.findings.findings(...), ...)

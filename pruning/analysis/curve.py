@@ -93,11 +93,12 @@ DIFFERENCE_FINDINGS = ("random", "ensembles")
 
 
 def verdict_curve(table: pd.DataFrame, iterations=None, main_reinit: str = "rewind",
-                  margin: float = EQUIVALENCE_MARGIN) -> pd.DataFrame:
+                  margin: float = EQUIVALENCE_MARGIN, reruns=()) -> pd.DataFrame:
     """Every finding at every iteration (default: 1 to the last every run of ``main_reinit`` reached): one row per
     finding, iteration and condition (``measure``: its place in the finding; ``series``: its name without the
     iteration, the same along the curve), with the condition's mean, 95% interval, threshold, side and verdict, and the
-    finding's verdict at that iteration (the margin applied to :data:`DIFFERENCE_FINDINGS`)."""
+    finding's verdict at that iteration (the margin applied to :data:`DIFFERENCE_FINDINGS`). ``reruns``: as
+    ``findings.findings``'s, for finding 1's noise floor."""
     from . import findings as _findings
     from .table import last_iteration
 
@@ -105,7 +106,7 @@ def verdict_curve(table: pd.DataFrame, iterations=None, main_reinit: str = "rewi
     its = range(1, last + 1) if iterations is None else [int(i) for i in iterations if 0 < int(i) <= last]
     rows = []
     for it in its:
-        for f in _findings.findings(table, it, main_reinit):
+        for f in _findings.findings(table, it, main_reinit, reruns):
             per = []
             for index, m in enumerate(f.measures):
                 v = (verdict_with_margin(m.summary, m.threshold, m.above, margin) if f.key in DIFFERENCE_FINDINGS

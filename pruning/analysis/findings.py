@@ -1,129 +1,25 @@
 """The poster's findings, each with our numbers, their uncertainty over seeds, a baseline and a verdict.
 
-The verdict rule (:func:`verdict`), written once here and quoted by the report:
-
-    A finding claims that a quantity, measured once per seed, lies on one side of a threshold (above
-    or below). Over the n seeds we take the mean and the 95% t-interval of the mean
-    (mean ± t_{0.975, n-1} · std / √n). The claim is **supported** when the whole interval lies on the
-    claimed side of the threshold, **not supported** when the whole interval lies on the other side
-    (or touches the threshold from there), and **inconclusive** otherwise, which includes n < 2 seeds.
-    A finding measured under several conditions (e.g. rewind and fine-tune) is supported when it is
-    supported under every one of them, not supported when it is not supported under at least one,
-    and inconclusive otherwise.
-
-Each finding's quantity, threshold and baseline are in its ``rule``; every number comes from the
-results table and the stored trainings.
+The verdict rule is :mod:`.verdicts`'s. Each finding's quantity, threshold and baseline are in its ``rule``;
+every number comes from the results table and the stored trainings. Collapsed trainings (a constant guess, or a
+network that diverged) are left out of the findings that compare masks, functions or weights (two constant guesses
+agree by construction) and counted beside those whose quantity is an accuracy, where a collapse is the loss of
+accuracy itself (:mod:`.confounds`). Where reruns of the same seeds exist (``reruns``), finding 1's threshold
+rises to each technique's own rerun distance (:func:`.noise.rerun_floors`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ..nets import techniques as _techniques
-from . import accuracy, connectivity, masks, predictions, weights
-from .stats import Summary, pearson, summarize
+from . import accuracy, confounds, connectivity, masks, noise, predictions, weights
+from .stats import summarize
 from .table import ParameterError, last_iteration, record, technique_order
-
-SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
-VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE)
-NEAR_DENSE_MARGIN = 2.0   # points of accuracy: a sub-network "keeps the dense accuracy" when it loses less
-TICKET_DISTANCE = 0.5     # normalised mask distance above which two masks are "different tickets"
-DIFFERENT_FUNCTIONS = 0.5  # normalised excess agreement below which two sub-networks "compute different functions"
-
-RULE = ("A finding claims that a quantity, measured once per seed, lies above (or below) a threshold. Over the "
-        "n seeds we take the mean and its 95% t-interval (mean ± t(0.975, n−1) · std / √n). The claim is "
-        "supported when the whole interval lies on the claimed side of the threshold, not supported when the "
-        "whole interval lies on the other side, and inconclusive otherwise, which includes n < 2 seeds. A "
-        "finding measured under several conditions is supported when it is supported under each, not "
-        "supported when it is not supported under at least one, and inconclusive otherwise.")
-
-
-def verdict(summary: Summary, threshold: float = 0.0, above: bool = True) -> str:
-    """The verdict rule for the claim "the quantity is above ``threshold``" (``above=False``: below)."""
-    if summary.n < 2 or math.isnan(summary.low) or math.isnan(summary.high):
-        return INCONCLUSIVE
-    low, high = (summary.low, summary.high) if above else (-summary.high, -summary.low)
-    t = threshold if above else -threshold
-    if low > t:
-        return SUPPORTED
-    if high <= t:
-        return NOT_SUPPORTED
-    return INCONCLUSIVE
-
-
-def combine(verdicts) -> str:
-    """Several conditions: supported if each is, not supported if at least one is not, else inconclusive."""
-    verdicts = list(verdicts)
-    if not verdicts:
-        return INCONCLUSIVE
-    if any(v == NOT_SUPPORTED for v in verdicts):
-        return NOT_SUPPORTED
-    if all(v == SUPPORTED for v in verdicts):
-        return SUPPORTED
-    return INCONCLUSIVE
-
-
-def fmt(x, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "n/a"
-    return f"{x:,.{digits}f}"
-
-
-def describe(s: Summary, digits: int = 2, unit: str = "") -> str:
-    """ "0.81 ± 0.02 (95% CI 0.63 to 0.99, n = 2)"; the interval is "not defined" for n < 2."""
-    ci = (f"95% CI {fmt(s.low, digits)}{unit} to {fmt(s.high, digits)}{unit}" if s.n >= 2 and math.isfinite(s.low)
-          else "95% CI not defined")
-    return f"{fmt(s.mean, digits)}{unit} ± {fmt(s.std, digits)}{unit} ({ci}, n = {s.n})"
-
-
-@dataclass
-class Measure:
-    """One condition of a finding: the per-seed values, their summary, the threshold and the verdict."""
-    condition: str
-    quantity: str
-    values: dict
-    threshold: float
-    above: bool = True
-    digits: int = 2
-    unit: str = ""
-    baseline: str = ""
-    summary: Summary = field(init=False)
-    verdict: str = field(init=False)
-
-    def __post_init__(self):
-        self.summary = summarize(list(self.values.values()))
-        self.verdict = verdict(self.summary, self.threshold, self.above)
-
-    @property
-    def text(self) -> str:
-        return f"{self.quantity} {describe(self.summary, self.digits, self.unit)}"
-
-
-@dataclass
-class Finding:
-    key: str
-    claim: str       # the poster's words
-    short: str       # the claim in a few words, for the headline
-    rule: str        # quantity, threshold and side, in words
-    measures: list
-    verdict: str = ""
-    note: str = ""   # an explanation computed from the data
-
-    def __post_init__(self):
-        if not self.verdict:
-            self.verdict = combine(m.verdict for m in self.measures)
-
-    @property
-    def headline(self) -> str:
-        return f"{self.verdict.capitalize()}: {self.short}"
-
-    @property
-    def numbers(self) -> str:
-        return "; ".join(f"{m.condition}: {m.text}" + (f" ({m.baseline})" if m.baseline else "") for m in self.measures)
-
+from .verdicts import (DIFFERENT_FUNCTIONS, INCONCLUSIVE, NEAR_DENSE_MARGIN, NOT_SUPPORTED, RULE,  # noqa: F401
+                       SUPPORTED, TICKET_DISTANCE, VERDICTS, Finding, Measure, combine, describe, fmt, verdict)
 
 # ----------------------------------------------------------------------------- per-seed helpers
 
@@ -147,11 +43,13 @@ def _reinit_name(r: str) -> str:
 def winning(table, iteration: int, reinit: str) -> dict[str, Measure]:
     """Per technique: its accuracy minus the dense network's (same run, per seed), against -NEAR_DENSE_MARGIN."""
     out = {}
+    bad = confounds.collapsed_at(table, reinit, iteration) | confounds.collapsed_at(table, reinit, 0)
     for t in technique_order(table[table["reinit"] == reinit]):
         pruned, dense = _acc(table, t, reinit, iteration), _acc(table, t, reinit, 0)
         values = {s: pruned[s] - dense[s] for s in pruned if s in dense}
         out[t] = Measure(f"{_label(t)}, {_reinit_name(reinit)}, iteration {iteration}",
-                         "accuracy minus dense (points)", values, -NEAR_DENSE_MARGIN, digits=1)
+                         "accuracy minus dense (points)", values, -NEAR_DENSE_MARGIN, digits=1,
+                         baseline=confounds.counted(sum((t, s) in bad for s in values), len(values)))
     return out
 
 
@@ -170,7 +68,9 @@ def finding_variety(table, iteration: int, reinit: str) -> Finding:
                    f"fewer than two could", [m for _, m in best], verdict=v, note=note)
 
 
-def finding_tickets(table, iteration: int, reinit: str) -> Finding:
+def finding_tickets(table, iteration: int, reinit: str, floors: dict | None = None) -> Finding:
+    """``floors``: {technique: its masks' distance to a rerun's (same seed, float rounding only), over the random-mask
+    distance} (``noise.rerun_floors``): two techniques' masks count as different tickets only above both floors."""
     per = winning(table, iteration, reinit)
     maybe = [t for t, m in per.items() if m.verdict != NOT_SUPPORTED]
     keep = [t for t, m in per.items() if m.verdict == SUPPORTED]
@@ -180,22 +80,37 @@ def finding_tickets(table, iteration: int, reinit: str) -> Finding:
             f"masks of the same per-layer densities would have (1 = as different as unrelated masks, 0 = the same "
             f"mask), must be above {TICKET_DISTANCE:g}; with fewer than two such techniques the finding is not "
             f"supported, and a distance above the threshold counts as supported only when at least two techniques "
-            f"are shown to keep the dense accuracy (established winning tickets), else inconclusive")
+            f"are shown to keep the dense accuracy (established winning tickets), else inconclusive. Where reruns "
+            f"of the same seed exist, the threshold is raised to each technique's own rerun distance (the noise "
+            f"floor): masks that differ no more than a rerun's do are not different tickets. Pairs with a "
+            f"collapsed training are left out")
     if len(maybe) < 2:
         return Finding("tickets", claim, "multiple different winning tickets", rule, [], verdict=NOT_SUPPORTED,
                        note="Fewer than two techniques keep the dense accuracy, so there are not two tickets to compare.")
     pairs = masks.pair_distances(table, iteration, reinit, techniques=maybe)
+    bad = confounds.collapsed_at(table, reinit, iteration)
+    n_all = len(pairs)
+    pairs = pairs[[(a, int(s)) not in bad and (b, int(s)) not in bad
+                   for a, b, s in zip(pairs["technique_a"], pairs["technique_b"], pairs["seed"])]].copy()
     pairs["normalised"] = pairs["distance"] / pairs["random"]
+    floors = floors or {}
+    floor = {t: float(floors.get(t, math.nan)) for t in maybe}
     mean = pairs.groupby(["technique_a", "technique_b"])["normalised"].mean().dropna()
+
+    def threshold(a, b):
+        return max([TICKET_DISTANCE] + [floor[t] for t in (a, b) if math.isfinite(floor[t])])
     if mean.empty:  # e.g. before pruning: every mask keeps every weight, and random masks do too (0 / 0)
         return Finding("tickets", claim, "multiple different winning tickets", rule, [], verdict=INCONCLUSIVE,
                        note="Random masks of these densities do not differ (nothing is pruned yet), so the masks' "
                             "distance has no baseline.")
-    a, b = mean.idxmin()
+    a, b = min(mean.index, key=lambda k: mean[k] - threshold(*k))  # the pair nearest its threshold
     p = pairs[(pairs["technique_a"] == a) & (pairs["technique_b"] == b)]
+    floor_text = ", ".join(f"{_label(t)} {fmt(floor[t])}" for t in (a, b) if math.isfinite(floor[t]))
     m = Measure(f"{_label(a)} vs {_label(b)}, {_reinit_name(reinit)}, iteration {iteration}, all layers",
-                "distance / random-mask distance", dict(zip(p["seed"], p["normalised"])), TICKET_DISTANCE,
-                baseline=f"Jaccard distance {fmt(p['distance'].mean())}, random masks {fmt(p['random'].mean())}")
+                "distance / random-mask distance", dict(zip(p["seed"], p["normalised"])), threshold(a, b),
+                baseline=f"Jaccard distance {fmt(p['distance'].mean())}, random masks {fmt(p['random'].mean())}; "
+                         f"rerun floor: {floor_text or 'no reruns'}; "
+                         + confounds.left_out(n_all - len(pairs), n_all, "pairs (over seeds) had a training that"))
     v = m.verdict
     downgraded = v == SUPPORTED and len(keep) < 2
     if downgraded:
@@ -212,40 +127,57 @@ def finding_tickets(table, iteration: int, reinit: str) -> Finding:
 def _output_units_note(table, iteration: int, reinit: str) -> str:
     u = accuracy.output_units(table, reinit, techniques=["random_s"]).query("iteration == @iteration")
     return (f"Random S keeps {fmt(float(u['units'].iloc[0]), 1)} of {int(u['classes'].iloc[0])} output units at "
-            f"iteration {iteration} (mean over seeds): part of what this measures is lost output classes, not structure; "
-            f"the output-exempt variant (configs/sensitivity/output_exempt.yaml) keeps all classes."
+            f"iteration {iteration} (mean over seeds), so the verdict reads both techniques on the test images of the "
+            f"classes both can still output; the output-exempt variant (configs/sensitivity/output_exempt.yaml) keeps "
+            f"every class."
             if len(u) and u["units"].iloc[0] < u["classes"].iloc[0] else
             "Random S keeps every output unit here, so lost output classes do not drive this comparison.")
 
 
 def finding_random(table, iteration: int, reinits) -> Finding:
+    """Random S minus random US, per seed averaged over iterations 1..``iteration``, collapsed trainings counted. With
+    stored predictions (a ``file`` column) on the classes both can still output (the poster's released code never
+    prunes an output unit); without, on every test image."""
     ms = []
     for r in reinits:
-        rs = {(int(s), int(i)): a for s, i, a in table[(table["technique"] == "random_s") & (table["reinit"] == r)
-                                                         ][["seed", "iteration", "test_acc"]].itertuples(index=False)}
-        ru = {(int(s), int(i)): a for s, i, a in table[(table["technique"] == "random_us") & (table["reinit"] == r)
-                                                         ][["seed", "iteration", "test_acc"]].itertuples(index=False)}
-        seeds = sorted({s for s, _ in rs})
-        values = {}
-        for s in seeds:
-            d = [rs[s, i] - ru[s, i] for i in range(1, iteration + 1) if (s, i) in rs and (s, i) in ru]
-            if d:
-                values[s] = float(np.mean(d))
-        at = {s: rs[s, iteration] - ru[s, iteration] for s in seeds if (s, iteration) in rs and (s, iteration) in ru}
-        ms.append(Measure(f"{_reinit_name(r)}, iterations 1–{iteration}", "random S minus random US accuracy, mean over "
-                          "iterations (points)", values, 0.0, digits=1,
-                          baseline=f"at iteration {iteration} alone: {fmt(np.mean(list(at.values())) if at else math.nan, 1)}"))
-    note = _output_units_note(table, iteration, reinits[0]) if "file" in table.columns else ""  # "": no masks read
+        if confounds.has_records(table):
+            d = confounds.class_differences(table, r)
+            col, where = "shared", "classes both can output"
+        else:
+            sel = table[(table["reinit"] == r) & table["technique"].isin(["random_s", "random_us"])]
+            flag = confounds.collapsed_flags(sel)
+            w = sel.assign(bad=flag).pivot_table(index=["seed", "iteration"], columns="technique",
+                                                 values=["test_acc", "bad"], aggfunc="first")
+            d = pd.DataFrame({"seed": w.index.get_level_values(0), "iteration": w.index.get_level_values(1),
+                              "all": (w["test_acc"]["random_s"] - w["test_acc"]["random_us"]).values,
+                              "collapsed": (w["bad"]["random_s"].astype(bool) | w["bad"]["random_us"].astype(bool)
+                                            ).values}).dropna(subset=["all"])
+            col, where = "all", "every test image"
+        d = d[(d["iteration"] >= 1) & (d["iteration"] <= iteration)]
+        good = d
+        values = {int(s): float(g[col].mean()) for s, g in good.groupby("seed") if g[col].notna().any()}
+        at = good[good["iteration"] == iteration]
+        base = f"at iteration {iteration} alone: {fmt(float(at[col].mean()) if len(at) else math.nan, 1)}"
+        if col == "shared":
+            base += f"; on every test image: {fmt(float(good['all'].mean()) if len(good) else math.nan, 1)}"
+        ms.append(Measure(f"{_reinit_name(r)}, iterations 1–{iteration}, {where}", "random S minus random US accuracy, "
+                          "mean over iterations (points)", values, 0.0, digits=1,
+                          baseline=base + "; " + confounds.counted(int(d["collapsed"].sum()), len(d),
+                                                                   "pairs of trainings (seed, iteration) had one that")))
+    note = _output_units_note(table, iteration, reinits[0]) if confounds.has_records(table) else ""  # "": no masks read
     return Finding("random", "Random structured pruning > random unstructured pruning: networks are more resistant to the "
                    "removal of random units/channels than of random individual connections.",
                    "random structured pruning beats random unstructured pruning",
                    "per seed, random S's accuracy minus random US's, averaged over the pruning iterations, must be "
-                   "above 0, under every reinitialisation", ms, note=note)
+                   "above 0, under every reinitialisation; read on the test images of the classes both can still "
+                   "output (a structured technique that prunes the output layer loses whole classes, which the "
+                   "poster's released code never does); a collapsed training stays in (a collapse is the loss of "
+                   "accuracy the claim is about) and is counted beside", ms, note=note)
 
 
 def finding_functions(table, iteration: int, reinit: str) -> Finding:
     pairs = predictions.agreement_pairs(table, iteration, reinit)
-    out = accuracy.collapsed_runs(table[table["iteration"] == iteration], reinit, iteration)
+    out = confounds.collapsed_at(table, reinit, iteration)
     dropped = [(a, s) in out or (b, s) in out for a, b, s in zip(pairs["technique_a"], pairs["technique_b"], pairs["seed"])]
     n_all = len(pairs)
     pairs = pairs[[not d for d in dropped]]
@@ -255,6 +187,12 @@ def finding_functions(table, iteration: int, reinit: str) -> Finding:
                 baseline=f"agreement {fmt(100 * pairs['agreement'].mean(), 1)}%, expected by chance "
                          f"{fmt(100 * pairs['chance'].mean(), 1)}%, most possible {fmt(100 * pairs['most'].mean(), 1)}%; "
                          f"{n_all - len(pairs)} of {n_all} pairs (over seeds) left out because a training collapsed")
+    near = confounds.similar(pairs)
+    m2 = Measure(f"pairs of working networks within {confounds.SIMILAR_ACCURACY:g} points of each other, "
+                 f"{_reinit_name(reinit)}, iteration {iteration}", "agreement above chance, as a share of the most "
+                 "possible", near.groupby("seed")["excess"].mean().to_dict(), DIFFERENT_FUNCTIONS, above=False,
+                 baseline=f"{len(near)} of {len(pairs)} working pairs (over seeds); agreement "
+                          f"{fmt(100 * near['agreement'].mean(), 1)}%, chance {fmt(100 * near['chance'].mean(), 1)}%")
     return Finding("functions", "Networks pruned via different iterative pruning techniques learn vastly different "
                    "functions of their input, and similarly performing networks make different mistakes.",
                    "sub-networks of different techniques compute different functions",
@@ -262,23 +200,31 @@ def finding_functions(table, iteration: int, reinit: str) -> Finding:
                    f"a1·a2 + (1−a1)(1−a2)/(K−1) (independent errors spread evenly over the K−1 wrong classes) and "
                    f"the most possible = 1 − |a1 − a2|, averaged over pairs, must be below {DIFFERENT_FUNCTIONS:g} "
                    f"(closer to independent classifiers than to identical ones); a pair in which either training "
-                   f"collapsed to a constant guess is left out (two constant guesses agree by construction)", [m])
+                   f"collapsed to a constant guess is left out (two constant guesses agree by construction); the "
+                   f"claim's second half is read on the pairs whose accuracies lie within "
+                   f"{confounds.SIMILAR_ACCURACY:g} points (similarly performing networks)", [m, m2])
 
 
 def finding_ensembles(table, iteration: int, reinit: str) -> Finding:
     present = set(table["technique"])
     groups = {n: g for n, g in predictions.ensemble_groups(present).items() if len(g) > 1}
     ms = []
+    bad = confounds.collapsed_at(table, reinit, iteration)
     for name, members in groups.items():
-        acc = {t: _acc(table, t, reinit, iteration) for t in members}
-        best = max(members, key=lambda t: np.mean(list(acc[t].values())))
         ens = predictions.ensemble_accuracy(table, iteration, members, reinit, "mean_prob")
         vote = predictions.ensemble_accuracy(table, iteration, members, reinit, "vote")
-        values = {int(s): float(v) - acc[best][int(s)] for s, v in ens.items() if int(s) in acc[best]}
+        seeds = [int(s) for s in ens.index]
+        good = seeds  # a collapsed member adds nearly uniform probabilities to the mean: it moves no argmax
+        acc = {t: _acc(table, t, reinit, iteration) for t in members}
+        best = max(members, key=lambda t: np.mean(list(acc[t].values())) if acc[t] else -math.inf)
+        values = {s: float(ens[s]) - acc[best][s] for s in good if s in acc[best]}
+        vote_gap = np.mean([float(vote[s]) - acc[best][s] for s in values]) if values else math.nan
         ms.append(Measure(f"{name}, {_reinit_name(reinit)}, iteration {iteration}",
                           f"ensemble (softmax mean) minus its best member, {_label(best)} (points)", values, 0.0,
-                          digits=1, baseline=f"majority vote minus best member: "
-                                             f"{fmt(float(vote.mean()) - np.mean(list(acc[best].values())), 1)}"))
+                          digits=1, baseline=f"majority vote minus best member: {fmt(vote_gap, 1)}; "
+                                             + confounds.counted(sum(any((t, s) in bad for t in members)
+                                                                     for s in seeds), len(seeds),
+                                                                 "seeds had a member that")))
     if not ms:
         return Finding("ensembles", "Ensembles of sub-networks found by different techniques beat their best member.",
                        "ensembles beat their best member", "needs at least one ensemble", [], verdict=INCONCLUSIVE,
@@ -287,7 +233,9 @@ def finding_ensembles(table, iteration: int, reinit: str) -> Finding:
                    "(the poster's table: 91.0% for its seven techniques, 91.6% for hybrid + fc-only + L1 US, best "
                    "member 87.4%).", "ensembles beat their best member",
                    "per seed, the ensemble's accuracy (average of the members' softmax probabilities) minus that of "
-                   "its best member must be above 0, for each ensemble", ms)
+                   "its best member must be above 0, for each ensemble; a collapsed member adds nearly uniform "
+                   "probabilities to the mean, which moves no argmax, so the softmax mean leaves it out by itself; "
+                   "seeds with one are counted beside", ms)
 
 
 def finding_stability(table, iteration: int, reinit: str) -> Finding:
@@ -304,19 +252,20 @@ def finding_stability(table, iteration: int, reinit: str) -> Finding:
         return Finding("stability", claim, "stable weights go with accuracy", rule, [], verdict=INCONCLUSIVE,
                        note=str(exc))
     stab = stab[stab["iteration"] <= iteration]
-    out = accuracy.collapsed_runs(table, reinit, iteration)
+    out = confounds.collapsed_upto(table, reinit, iteration)
     left_out = {(t, int(s)) for t, s in zip(stab["technique"], stab["seed"]) if (t, int(s)) in out}
-    stab = stab[[(t, int(s)) not in out for t, s in zip(stab["technique"], stab["seed"])]]
-    values = {}
-    for s, g in stab.groupby("seed"):
-        d = g.groupby("technique")["mean_abs_delta"].mean()
-        acc = {t: _acc(table, t, reinit, iteration).get(int(s), math.nan) for t in d.index}
-        values[int(s)] = pearson(d.values, [acc[t] for t in d.index])
-    values = {s: v for s, v in values.items() if math.isfinite(v)}
-    m = Measure(f"{len(set(stab['technique']))} techniques, {_reinit_name(reinit)}, iteration {iteration}",
+    techs = sorted(set(stab["technique"]))
+    acc = {t: _acc(table, t, reinit, iteration) for t in techs}
+    values = confounds.stability_r(stab, acc, out)
+    within = summarize(list(confounds.stability_r(stab, acc, out, confounds.unstructured(techs)).values()))
+    m = Measure(f"{len(techs)} techniques, "
+                f"{_reinit_name(reinit)}, iteration {iteration}",
                 "Pearson r of mean |Δw| and accuracy", values, 0.0, above=False,
                 baseline=f"no relation: r = 0; {len(left_out)} collapsed run(s) (technique and seed) left out")
-    return Finding("stability", claim, "stable weights go with accuracy", rule, [m])
+    note = (f"Within the unstructured techniques alone ({', '.join(_label(t) for t in confounds.unstructured(techs))}) "
+            f"r = {describe(within)}: structured and unstructured techniques differ in both stability and accuracy, "
+            f"so the correlation across all techniques partly separates the two families.")
+    return Finding("stability", claim, "stable weights go with accuracy", rule, [m], note=note)
 
 
 def _empty_pct(rec) -> tuple[float, float]:
@@ -347,27 +296,34 @@ def finding_connectivity(table, iteration: int) -> Finding:
              "patterns similar to structured pruning (feature selection); not true for fine-tuning.")
     rule = ("with L1 US, per seed, the % of conv kernels emptied entirely after rewinding minus that after fine-tuning "
             "must be above 0, and so must the rewinding % minus the % that pruning as many weights at random would "
-            "empty")
+            "empty; a seed whose L1 US training collapsed is left out")
     e = empty_kernel_table(table, iteration)
     if not {"rewind", "finetune"} <= set(e["reinit"]):
         return Finding("connectivity", claim, "rewinding empties whole kernels, fine-tuning does not", rule, [],
                        verdict=INCONCLUSIVE, note="This needs L1 US runs with both rewind and fine-tune.")
+    bad = {s for (t, s) in confounds.collapsed_at(table, "rewind", iteration) | confounds.collapsed_at(
+        table, "finetune", iteration) if t == "l1_us"}
+    n_all = len(e)
+    e = e[[int(s) not in bad for s in e["seed"]]]
     rw, ft = e[e["reinit"] == "rewind"].set_index("seed"), e[e["reinit"] == "finetune"].set_index("seed")
     seeds = sorted(set(rw.index) & set(ft.index))
     m1 = Measure(f"L1 US, iteration {iteration}, conv layers", "emptied kernels, rewind minus fine-tune (points)",
                  {s: rw.loc[s, "empty_pct"] - ft.loc[s, "empty_pct"] for s in seeds}, 0.0, digits=1,
-                 baseline=f"rewind {fmt(rw['empty_pct'].mean(), 1)}%, fine-tune {fmt(ft['empty_pct'].mean(), 1)}%")
+                 baseline=f"rewind {fmt(rw['empty_pct'].mean(), 1)}%, fine-tune {fmt(ft['empty_pct'].mean(), 1)}%; "
+                          + confounds.left_out(n_all - len(e), n_all))
     m2 = Measure(f"L1 US, rewind, iteration {iteration}, conv layers", "emptied kernels minus chance (points)",
                  {s: rw.loc[s, "empty_pct"] - rw.loc[s, "chance_pct"] for s in rw.index}, 0.0, digits=1,
                  baseline=f"chance {fmt(rw['chance_pct'].mean(), 1)}%")
     return Finding("connectivity", claim, "rewinding empties whole kernels, fine-tuning does not", rule, [m1, m2])
 
 
-def findings(table: pd.DataFrame, iteration: int, main_reinit: str = "rewind") -> list[Finding]:
-    """The poster's seven findings at ``iteration``, in its order (P1 and P2 under ``main_reinit``)."""
+def findings(table: pd.DataFrame, iteration: int, main_reinit: str = "rewind", reruns=()) -> list[Finding]:
+    """The poster's seven findings at ``iteration``, in its order (P1 and P2 under ``main_reinit``). ``reruns``:
+    results tables of the same config and seeds trained with other float rounding, for finding 1's noise floor."""
     reinits = [r for r in ("rewind", "finetune") if r in set(table["reinit"])] or [main_reinit]
     techs = set(table["technique"])
-    out = [finding_tickets(table, iteration, main_reinit), finding_variety(table, iteration, main_reinit)]
+    floors = noise.rerun_floors(table, reruns, main_reinit, iteration) if len(reruns) else None
+    out = [finding_tickets(table, iteration, main_reinit, floors), finding_variety(table, iteration, main_reinit)]
     if {"random_s", "random_us"} <= techs:
         out.append(finding_random(table, iteration, reinits))
     else:
@@ -385,9 +341,11 @@ def findings(table: pd.DataFrame, iteration: int, main_reinit: str = "rewind") -
 VERDICT_ITERATIONS = (10, 15, 18)  # where the verdicts are read: a verdict that holds at one of them only is fragile
 
 
-def verdicts_by_iteration(table: pd.DataFrame, iterations=VERDICT_ITERATIONS, main_reinit: str = "rewind") -> pd.DataFrame:
+def verdicts_by_iteration(table: pd.DataFrame, iterations=VERDICT_ITERATIONS, main_reinit: str = "rewind",
+                          reruns=()) -> pd.DataFrame:
     """Each finding's verdict at the ``iterations`` reached (else the last), n = the seeds present; columns "iteration N"."""
     last = last_iteration(table[table["reinit"] == main_reinit])
     its = [int(i) for i in iterations if int(i) <= last] or [last]
-    columns = {f"iteration {it}": {f.key: f.verdict for f in findings(table, it, main_reinit)} for it in its}
+    columns = {f"iteration {it}": {f.key: f.verdict for f in findings(table, it, main_reinit, reruns)}
+               for it in its}
     return pd.DataFrame(columns).rename_axis("finding")

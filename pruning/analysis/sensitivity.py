@@ -166,3 +166,10 @@ def default(frame: pd.DataFrame, found: list[dict], base: str = "this set", marg
     adopt = [r for r in rows if r["allowed"] and r["rms"] < r["base_rms"] - margin]
     best = min(adopt, key=lambda r: r["rms"])["name"] if adopt else None
     return {"name": best, "variants": rows, "margin": margin}
+
+
+def output_exempt(base_config: dict, folder) -> pd.DataFrame | None:
+    """The joined results table of the published output-exempt variant of ``base_config`` (structured techniques
+    keep every output unit: ``configs/sensitivity/output_exempt.yaml``), or None where none is published."""
+    hit = [v for v in variants(base_config, folder) if v["name"].startswith("output_exempt")]
+    return hit[0]["table"] if hit else None

@@ -15,6 +15,7 @@ import pandas as pd
 from .. import store
 from ..analysis import poster, sensitivity
 from ..core import paths
+from . import replicates
 
 START, END = "<!-- poster-comparison:start -->", "<!-- poster-comparison:end -->"
 FINDINGS_START, FINDINGS_END = "<!-- findings:start -->", "<!-- findings:end -->"
@@ -88,7 +89,7 @@ def findings_block(docs: Path = paths.DOCS) -> str:
             parts.append(head + ": one seed gives no 95% interval, so every verdict is inconclusive until a second "
                                 "seed is published.")
             continue
-        c = curve.verdict_curve(table)
+        c = curve.verdict_curve(table, reruns=replicates.reruns(folder))
         spans_ = curve.finding_ranges(c)
         at = c.drop_duplicates(["finding", "iteration"]).set_index(["finding", "iteration"])["verdict"]
         parts.append(head + ":\n")

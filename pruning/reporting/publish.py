@@ -26,7 +26,7 @@ import html
 import shutil
 from pathlib import Path
 
-from . import companions, export, figures_page, notebooks, report
+from . import companions, export, figures_page, notebooks, replicates, report
 from ..core import paths
 from ..core.atomic import replacing
 from .. import store
@@ -153,7 +153,7 @@ def _findings_line(folder: Path) -> str:
         table = store.load_results(folder)
         last = int(table[table["reinit"] == "rewind"]["iteration"].max())
         it = min(18, last)
-        found = analysis.findings.findings(table, it, "rewind")
+        found = analysis.findings.findings(table, it, "rewind", replicates.reruns(folder))
     except Exception:  # noqa: BLE001 - a set the findings cannot read (a companion, a table without data)
         return ""
     by = {}

@@ -17,7 +17,7 @@ from ..core.names import ARCH_NAMES, DATASET_NAMES
 from ..nets import techniques as _techniques
 from ..analysis import accuracy, findings as _findings, masks, predictions, sensitivity
 from ..core import paths
-from . import deviations, plots
+from . import deviations, plots, replicates as _replicates
 from ..analysis.table import ParameterError, _ranges, load, report_iteration, record, technique_order
 
 NEAR_DENSE_MARGIN = _findings.NEAR_DENSE_MARGIN
@@ -354,7 +354,7 @@ def _ensemble_variables(sel, it: int, main: str) -> dict[str, str]:
 def _finding_variables(table, it: int, main: str) -> dict[str, str]:
     out = {"verdict_rule": _findings.RULE}
     try:
-        found = _findings.findings(table, it, main)
+        found = _findings.findings(table, it, main, _replicates.reruns(table.attrs.get("results", "")))
     except ParameterError as exc:  # e.g. no stored weights: every finding still gets its variables
         found = []
         out["findings_error"] = str(exc)

@@ -48,6 +48,12 @@ def find(results, docs: Path | None = None) -> list[Path]:
     return [f for f in sorted(root.glob("*")) if (f / "results.csv").exists() and same(f)]
 
 
+def reruns(results, docs: Path | None = None) -> list[pd.DataFrame]:
+    """The results tables of the published replicates of ``results`` (:func:`find`): its reruns with other float
+    rounding, for finding 1's noise floor (``analysis.findings.findings(..., reruns=...)``)."""
+    return [store.load_results(rep) for rep in find(results, docs) if store.published.is_published(rep)]
+
+
 def compare(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """The trainings in both tables, with ``test_acc_a``, ``test_acc_b`` and ``diff`` (absolute, points)."""
     both = a.merge(b, on=KEY, suffixes=("_a", "_b"))
