@@ -1,4 +1,5 @@
-"""The fused C++ conv kernels (``pruning/kernels.cpp`` through ``lenet_convs.Fused``) compute LeNet's conv blocks.
+"""The fused C++ conv kernels (``pruning/population/kernels/`` through ``lenet_convs.Fused``) compute LeNet's conv
+blocks.
 
 Reference: each member's own ``models.LeNet`` conv blocks (conv, ReLU, 2x2 max pooling, twice, then
 flatten) through autograd. The kernels sum in another order, so values are compared to float rounding.
@@ -6,14 +7,18 @@ flatten) through autograd. The kernels sum in another order, so values are compa
 from __future__ import annotations
 
 import os
+import platform
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import REPO
 from rounding import FACTOR, one_net, rounding_error
+from pruning.core import numerics
 from pruning.nets import datasets, models
 from pruning.nets.config import TrainingConfig
 from pruning.population import kernels, lenet_convs, batched as population
@@ -185,11 +190,97 @@ def test_without_a_working_compiler_the_step_stays_in_torch_with_one_line():
 
 @pytest.mark.slow
 def test_the_library_is_built_from_the_source_read_at_import(tmp_path, monkeypatch):
-    """A run's workers build on first use: editing kernels.cpp meanwhile must not give them a library that does
-    not match the wrappers they imported. The build compiles the text read at import, not the file on disk."""
-    monkeypatch.setattr(kernels, "SOURCE", tmp_path / "missing.cpp")
+    """A run's workers build on first use: editing a file of kernels/ meanwhile must not give them a library that
+    does not match the wrappers they imported. The build compiles the text read at import, not the files on disk."""
+    monkeypatch.setattr(kernels, "FOLDER", tmp_path / "missing")
     monkeypatch.setattr(kernels.paths, "BUILD", tmp_path / "build")
     monkeypatch.setattr(kernels, "_loaded", {})
     assert kernels.library() is not None
     built = sorted(p.name for p in (tmp_path / "build" / "kernels").iterdir())
     assert len(built) == 1 and built[0].startswith("kernels-") and built[0].endswith(".so")  # no stray source or tmp
+
+
+def _cpp_entry_points() -> dict[str, list[tuple[str, str]]]:
+    """Each ``extern "C"`` function of kernels/*.cpp: its parameters' names and kinds as :data:`kernels.ENTRY_POINTS`
+    spells them (``const float *x`` -> ("x", "f32*"), ``float *const *w`` -> ("w", "f32**"), ``int64_t n`` -> i64)."""
+    kinds = {"float": "f32", "uint8_t": "u8", "int32_t": "i32", "int64_t": "i64"}
+    found = {}
+    for path in sorted(kernels.FOLDER.glob("*.cpp")):
+        for m in re.finditer(r'extern "C" \w+ (\w+)\(([^)]*)\)', path.read_text()):
+            params = []
+            for param in filter(None, (s.strip() for s in m[2].split(","))):
+                words = re.findall(r"\w+", param)
+                params.append((words[-1], kinds[next(w for w in words if w in kinds)] + "*" * param.count("*")))
+            found[m[1]] = params
+    return found
+
+
+def test_the_entry_points_table_names_every_cpp_parameter_in_order():
+    """The wrappers fill each entry point's arguments by name: the table must be the C++ signatures, exactly."""
+    want = {entry: [(name, kind.rstrip("?")) for name, kind in spec] for entry, spec in kernels.SIGNATURES.items()}
+    assert _cpp_entry_points() == want
+    assert len(want) == 12 and len(want["member_step"]) == 20
+
+
+def test_entry_points_take_each_argument_by_name_with_its_dtype():
+    p, g = torch.zeros(64), torch.ones(64)
+    args = dict(p=p, grad=g, buf=None, mask=None, n=64, lr=0.5, momentum=0.0, wd=0.0, first=0, threads=1)
+    kernels.call("masked_sgd", **args)
+    assert torch.equal(p, torch.full((64,), -0.5))
+    with pytest.raises(TypeError, match=r"missing \['first'\], unknown \['frist'\]"):
+        kernels.call("masked_sgd", **{k: v for k, v in args.items() if k != "first"}, frist=0)
+    with pytest.raises(ValueError, match="masked_sgd: grad: takes a contiguous torch.float32 CPU tensor, got torch.f"):
+        kernels.call("masked_sgd", **{**args, "grad": g.double()})
+    with pytest.raises(ValueError, match="masked_sgd: mask: takes a contiguous torch.uint8"):
+        kernels.call("masked_sgd", **{**args, "mask": torch.ones(64, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="masked_sgd: p may not be None"):
+        kernels.call("masked_sgd", **{**args, "p": None})
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.pointer_array(torch.float32, [torch.zeros(4, 4).t()])
+    assert torch.equal(p, torch.full((64,), -0.5))  # nothing ran
+
+
+def test_the_library_is_built_for_the_asked_instruction_set():
+    """``PRUNING_KERNELS_ISA=avx2``: a library of its own whose 16-lane vectors are two 8-lane halves; by default one
+    AVX-512 register wherever this CPU has AVX-512."""
+    name = Path(kernels.library()._name).name
+    if kernels.isa() == "avx2":
+        assert name.startswith("kernels-avx2-") and kernels.library().register_lanes() == 8
+    else:
+        avx512 = "avx512f" in numerics.cpuinfo_line("flags").split()
+        assert not name.startswith("kernels-avx2-") and kernels.library().register_lanes() == (16 if avx512 else 8)
+
+
+# The comparisons with the torch path (and the dense step) that the default build passes, run again on the build
+# without AVX-512 (the AVX2 path), so that every x86 machine compiles and tests both halves of the kernels.
+WITHOUT_AVX512 = [
+    "tests/test_kernels.py::test_conv_blocks_equal_each_members_lenet_bit_for_bit_on_exact_arithmetic",
+    "tests/test_kernels.py::test_fused_forward_equals_each_members_lenet_on_real_weights",
+    "tests/test_kernels.py::test_fused_and_torch_paths_agree_after_training_steps",
+    "tests/test_kernels.py::test_ties_go_to_the_first_window_position_and_dead_units_get_no_gradient",
+    "tests/test_kernels.py::test_kernels_are_deterministic_whatever_the_thread_count_and_refuse_wrong_layouts",
+    "tests/test_kernels.py::test_the_library_is_built_for_the_asked_instruction_set",
+    "tests/test_sparse.py::test_sparse_linear_kernels_equal_the_dense_products_within_rounding",
+    "tests/test_sparse.py::test_sparse_step_equals_the_dense_step_within_rounding",
+    "tests/test_sparse.py::test_conv2_tap_kernels_give_the_dense_kernels_forward_bits_and_gradients_within_rounding",
+    "tests/test_sparse.py::test_masked_sgd_gives_torchs_update_of_masked_gradients_bit_for_bit",
+    "tests/test_sparse.py::test_conv1_live_kernels_give_the_dense_kernels_bits",
+    "tests/test_members.py::test_member_kernel_equals_the_dense_step_within_rounding",
+    "tests/test_members.py::test_member_kernel_takes_any_batch_size",
+    "tests/test_members.py::test_member_logits_equal_the_dense_forward_and_their_bits_are_each_members_own",
+    "tests/test_members.py::test_member_bits_do_not_depend_on_threads_or_on_the_other_members",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="AVX-512 and AVX2 are x86's")
+def test_the_build_without_avx512_agrees_with_the_torch_path():
+    """``PRUNING_KERNELS_ISA=avx2`` in a fresh process: the kernels' two-halves path (an AVX2-only CPU's) passes the
+    default build's comparisons. Not compared bit for bit with the AVX-512 build: the member kernel's register
+    blocks differ, so its sums do."""
+    env = {**os.environ, "PRUNING_KERNELS_ISA": "avx2"}
+    env.pop("PRUNING_KERNELS", None)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *WITHOUT_AVX512], cwd=REPO,
+                          capture_output=True, text=True, timeout=1800, env=env)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert re.search(r"\b\d+ passed\b", proc.stdout) and not re.search(r"failed|error|skipped", proc.stdout)

@@ -1,14 +1,21 @@
-"""The population step's fused conv kernels (``kernels.cpp``): built once per machine, loaded with ctypes.
+"""The population step's fused C++ kernels (the folder ``kernels/``): built once per machine, loaded with ctypes.
 
 Both LeNet conv blocks (3x3 conv, 2x2 max pooling, ReLU) for every member on one shared batch, forward
 and backward, without ever storing a conv output: only the pooled values and which window position
 won (``lenet_convs.Fused`` calls them; ``benchmarks/step_variants.py`` times them against the torch path).
-Each wrapper below checks shapes, dtypes and contiguity before handing raw pointers to C++.
+
+**Layout**: one C++ file per part, all compiled into one library: ``conv1.cpp``, ``conv2.cpp`` and ``conv2_taps.cpp``
+(the convolutions), ``linear.cpp`` (sparse linear layers), ``sgd.cpp`` (the masked update), and whole members in
+``member_step.cpp`` with their layers in ``member_conv.cpp`` and ``member_linear.cpp``; ``kernels.h`` holds the
+shared vector helpers and the declarations between files, ``isa.cpp`` says which vector path was compiled. Each
+entry point's arguments are named in :data:`ENTRY_POINTS` (its C++ parameters, in order); the wrappers pass them
+by name (:func:`call`), which checks each tensor's dtype, device and contiguity before handing its pointer to C++,
+and each wrapper checks the shapes.
 
 The library is compiled with the system's C++ compiler (``$CXX``, else ``g++``, else ``c++``) into
-``build/kernels/`` under a name that hashes the source, the flags and this CPU's instruction sets, so
-a changed source or another machine gets its own build; several processes building at once each write a
-file of their own and rename it into place. Without a compiler :func:`library` returns None and the
+``build/kernels/`` under a name that hashes every source file, the flags and this CPU's instruction sets, so
+a changed source or another machine gets its own build; several processes building at once each compile their own
+copy of the sources and rename the library into place. Without a compiler :func:`library` returns None and the
 population step stays in torch (``PRUNING_KERNELS=torch`` asks for that path on purpose;
 ``PRUNING_KERNELS=dense`` keeps the fused kernels but no sparse path, the step before issue 19, for measuring it
 and for replicates). The paths agree up to float rounding; each is deterministic, so resumes stay bit-identical.
@@ -29,13 +36,16 @@ layouts (with AVX-512 the inputs by gathers), and the inputs moved in the forwar
 
 **The SGD update over surviving weights** (:func:`masked_sgd`): one pass instead of multiplying every gradient by
 its mask and then updating in torch, blocks of 64 weights whose mask is all 0 skipped, the same roundings as
-torch's update (so the same bits); 1.7x faster at M=18 and any density, measured in ``kernels.cpp``.
+torch's update (so the same bits); 1.7x faster at M=18 and any density, measured in ``sgd.cpp``.
 
 **Whole members** (``member_step``, called by ``members.Members``): a sparse member's whole step in one call, the
 batch in the SIMD lanes from input to logits (see ``members``).
 
 **Without AVX-512** (AVX2 machines such as an AMD EPYC Milan) the kernels' 16-lane vectors are two 8-lane halves
-(``kernels.cpp``): GCC turned 16-lane comparisons and selects into scalar code there, and the step ran 3-6x slower.
+(``kernels.h``): GCC turned 16-lane comparisons and selects into scalar code there, and the step ran 3-6x slower.
+``PRUNING_KERNELS_ISA=avx2`` builds that path on any x86 CPU (``-mno-avx512f``, a library of its own), so that it
+is compiled and tested everywhere. On the same inputs its per-layer kernels gave the AVX-512 build's bits, its
+whole-member kernel (other register blocks) not.
 
 Each member is computed by one thread in a fixed order: its bits depend on its own mask and values only, not on
 the thread count, the other members, or the path they take.
@@ -49,6 +59,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -56,13 +67,45 @@ import torch
 from ..core import numerics, paths
 from ..core.atomic import replacing
 
-SOURCE = Path(__file__).with_name("kernels.cpp")
-# Read once, at import: the library built is always the source these wrappers were written for, even when
-# kernels.cpp is edited while an experiment runs (its workers build on first use).
-SOURCE_TEXT = SOURCE.read_text()
+FOLDER = Path(__file__).with_name("kernels")
+# Read once, at import: the library built is always the source these wrappers were written for, even when a file
+# of kernels/ is edited while an experiment runs (its workers build on first use).
+SOURCES = {p.name: p.read_text() for p in sorted(FOLDER.iterdir()) if p.suffix in (".cpp", ".h")}
 # -march=native in every numerics mode: built for x86-64-v3 the kernels gave the same bits 9x slower (core/numerics.py)
 FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-std=c++17"]
+# PRUNING_KERNELS_ISA: "" (this CPU's), or "avx2": without AVX-512, the kernels' two-halves path (see above)
+ISA_FLAGS = {"": [], "avx2": ["-mno-avx512f"]}
 LANES = 16  # the kernels' vector width in floats: filter columns are padded to a multiple of it
+
+# Each entry point's arguments, in the order of its C++ signature, by its parameter names there (tests/test_kernels.py
+# checks them against the sources): "name:kind" with kind f32*, u8*, i32* or i64* (a contiguous CPU tensor of that
+# dtype; "?" where None passes a null pointer) or f32**, i64**, i32** (an array of pointers: :func:`pointer_array`),
+# f32 (a float); a bare name is an int64.
+ENTRY_POINTS = {
+    "conv1_pool_forward": "x:f32* ft:f32* a:f32* idx:u8* n C H W Cp threads",
+    "conv1_pool_backward": "x:f32* idx:u8* a:f32* ga:f32* g:f32* n C H W Cp threads",
+    "conv1_live_forward": "x:f32* ft:f32* live:i32* a:f32* ac:f32* ic:u8* nl n C H W Cp threads",
+    "conv1_live_backward": "x:f32* ac:f32* ic:u8* a:f32* ga:f32* live:i32* g:f32* nl n C H W Cp threads",
+    "conv2_pool_forward": "a1:f32* wt:f32* bias:f32* a2:f32* idx:u8* op:i64*? taps:i32*? acache:f32*? "
+                          "n H W CS M Ci threads",
+    "conv2_pool_backward": "a1:f32* wx:f32* wt:f32*? idx:u8* ga2:f32* gwt:f32* gb:f32* da1:f32* dam:f32* op:i64*? "
+                           "taps:i32*? acache:f32*? n H W CS M Ci threads",
+    "linear_sparse_forward": "x:f32* w:f32* bias:f32* y:f32* members:i64* rowptr:i64* cols:i32* nm n IN OUT threads",
+    "linear_sparse_backward": "x:f32* w:f32* dz:f32* gw:f32* dx:f32*? members:i64* rowptr:i64* cols:i32* "
+                              "nm n IN OUT threads",
+    "masked_sgd": "p:f32* grad:f32* buf:f32*? mask:u8*? n lr:f32 momentum:f32 wd:f32 first threads",
+    "member_logits": "x:f32* n dims:i64* w:f32** b:f32** rp:i64** cols:i32** xt:f32* out:f32* S threads",
+    "member_step": "x:f32* y:i64* n dims:i64* w:f32** b:f32** bw:f32** bb:f32** rp:i64** cols:i32** cp:i64** "
+                   "rows:i32** xt:f32* loss:f32* S lr:f32 momentum:f32 wd:f32 first threads",
+    "register_lanes": "",  # returns 16 (AVX-512 registers) or 8 (two 8-lane halves): which build this is
+}
+SIGNATURES = {entry: [(name, kind or "i64") for name, _, kind in (a.partition(":") for a in spec.split())]
+              for entry, spec in ENTRY_POINTS.items()}
+DTYPES = {"f32": torch.float32, "u8": torch.uint8, "i32": torch.int32, "i64": torch.int64}
+# per entry point: its argument names, and per argument (name, 0 number / 1 tensor / 2 array, dtype, may be None)
+_PLANS = {entry: (frozenset(name for name, _ in spec),
+                  [(name, 2 if kind.endswith("**") else 1 if "*" in kind else 0, DTYPES.get(kind.rstrip("*?")),
+                    kind.endswith("?")) for name, kind in spec]) for entry, spec in SIGNATURES.items()}
 _loaded: dict[str, object] = {}
 
 
@@ -73,18 +116,29 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(target, compiler: str) -> None:
+def isa() -> str:
+    """``PRUNING_KERNELS_ISA``: "" (build for this CPU) or "avx2" (without AVX-512)."""
+    value = os.environ.get("PRUNING_KERNELS_ISA", "").strip().lower()
+    if value not in ISA_FLAGS:
+        raise ValueError(f"PRUNING_KERNELS_ISA={value!r}: use one of {sorted(ISA_FLAGS)} ('' builds for this CPU)")
+    return value
+
+
+def _build(target: Path, compiler: str, flags: list[str]) -> None:
+    """Compile :data:`SOURCES` (the text read at import, written to a folder of this call's) into ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    source = target.with_name(f"{target.stem}.{os.getpid()}.cpp")
-    source.write_text(SOURCE_TEXT)
-    with replacing(target) as tmp:
-        try:
-            done = subprocess.run([compiler, *FLAGS, "-o", str(tmp), str(source)], capture_output=True, text=True,
-                                  timeout=300)
-        finally:
-            source.unlink(missing_ok=True)
-        if done.returncode != 0:
-            raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.stem}.", dir=target.parent))
+    try:
+        for name, text in SOURCES.items():
+            (folder / name).write_text(text)
+        with replacing(target) as tmp:
+            done = subprocess.run([compiler, *flags, "-o", str(tmp), *(str(folder / n) for n in SOURCES
+                                                                        if n.endswith(".cpp"))],
+                                  capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise OSError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def library():
@@ -94,31 +148,66 @@ def library():
     lib = None
     compiler = _compiler()
     if os.environ.get("PRUNING_KERNELS", "") != "torch" and compiler:
-        key = hashlib.sha256("\0".join([SOURCE_TEXT, compiler, *FLAGS, platform.machine(),
-                                         numerics.cpuinfo_line("flags", "Features")]).encode()).hexdigest()[:16]
-        target = paths.BUILD / "kernels" / f"kernels-{key}.so"
+        name, flags = isa(), FLAGS + ISA_FLAGS[isa()]
+        key = hashlib.sha256("\0".join([*(f"{n}\0{text}" for n, text in SOURCES.items()), compiler, *flags,
+                                         platform.machine(), numerics.cpuinfo_line("flags", "Features")]).encode())
+        target = paths.BUILD / "kernels" / f"kernels-{name + '-' if name else ''}{key.hexdigest()[:16]}.so"
         try:
             if not target.exists():
-                _build(target, compiler)
+                _build(target, compiler, flags)
             lib = ctypes.CDLL(str(target))
         except (OSError, subprocess.SubprocessError) as exc:
             print(f"pruning: the fused conv kernels did not build ({exc}); the population step stays in torch",
                   file=sys.stderr)
     if lib is not None:
-        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        lib.conv1_pool_forward.argtypes = [ptr] * 4 + [i64] * 6
-        lib.conv1_pool_backward.argtypes = [ptr] * 5 + [i64] * 6
-        lib.conv2_pool_forward.argtypes = [ptr] * 8 + [i64] * 7
-        lib.conv2_pool_backward.argtypes = [ptr] * 12 + [i64] * 7
-        lib.linear_sparse_forward.argtypes = [ptr] * 7 + [i64] * 5
-        lib.linear_sparse_backward.argtypes = [ptr] * 8 + [i64] * 5
-        lib.conv1_live_forward.argtypes = [ptr] * 6 + [i64] * 7
-        lib.conv1_live_backward.argtypes = [ptr] * 7 + [i64] * 7
-        lib.masked_sgd.argtypes = [ptr] * 4 + [i64] + [ctypes.c_float] * 3 + [i64] * 2
-        lib.member_step.argtypes = [ptr] * 2 + [i64] + [ptr] * 11 + [i64] + [ctypes.c_float] * 3 + [i64] * 2
-        lib.member_logits.argtypes = [ptr, i64] + [ptr] * 7 + [i64] * 2
+        for entry, spec in SIGNATURES.items():
+            getattr(lib, entry).argtypes = [ctypes.c_void_p if "*" in kind else ctypes.c_float if kind == "f32"
+                                            else ctypes.c_int64 for _, kind in spec]
+        lib.register_lanes.restype = ctypes.c_int64
     _loaded["lib"] = lib
     return lib
+
+
+def call(entry: str, **args) -> None:
+    """Call the library's ``entry`` with every argument of :data:`ENTRY_POINTS` by name: a tensor of the kind's dtype,
+    contiguous and on the CPU, passes its pointer; None a null pointer where the kind allows it (``?``); an array of
+    pointers (``**``) is a ctypes array from :func:`pointer_array`; numbers as they are."""
+    names, plan = _PLANS[entry]
+    if args.keys() != names:
+        raise TypeError(f"{entry}: missing {sorted(names - args.keys())}, unknown {sorted(args.keys() - names)}")
+    values = []
+    for name, how, dtype, nullable in plan:
+        value = args[name]
+        if how == 1:
+            if value is None:
+                if not nullable:
+                    raise ValueError(f"{entry}: {name} may not be None")
+            elif isinstance(value, torch.Tensor) and value.dtype == dtype and value.is_contiguous() \
+                    and value.device.type == "cpu":
+                value = value.data_ptr()
+            else:
+                value = checked(value, dtype, f"{entry}: {name}").data_ptr()  # raises
+        elif how == 2:
+            if not isinstance(value, ctypes.Array):
+                raise TypeError(f"{entry}: {name} must be an array of pointers (kernels.pointer_array)")
+            value = ctypes.addressof(value)
+        values.append(value)
+    getattr(library(), entry)(*values)
+
+
+def checked(t: torch.Tensor, dtype: torch.dtype, what: str = "the fused kernels") -> torch.Tensor:
+    """``t`` if it is a contiguous CPU tensor of ``dtype`` (C++ reads it as a dense array), else ValueError."""
+    if not isinstance(t, torch.Tensor) or t.device.type != "cpu" or not t.is_contiguous() or t.dtype != dtype:
+        got = f"{t.dtype} {tuple(t.shape)} on {t.device} (contiguous: {t.is_contiguous()})" \
+            if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{what}: takes a contiguous {dtype} CPU tensor, got {got}")
+    return t
+
+
+def pointer_array(dtype: torch.dtype, tensors: list) -> ctypes.Array:
+    """The pointers of ``tensors`` (each checked as :func:`checked`; None: a null pointer) as a ctypes array, for an
+    argument of kind ``**``. The tensors must outlive the array's use."""
+    return (ctypes.c_void_p * len(tensors))(*(None if t is None else checked(t, dtype).data_ptr() for t in tensors))
 
 
 def sparse_paths() -> bool:
@@ -142,16 +231,6 @@ def padded_filters(filters: torch.Tensor, out: torch.Tensor | None = None) -> to
     return out
 
 
-def pointers(*tensors: torch.Tensor) -> list[int]:
-    """Raw pointers for the C++ side, which reads every tensor as a dense CPU array of its documented shape."""
-    for t in tensors:
-        if t.device.type != "cpu" or not t.is_contiguous() or t.dtype not in (torch.float32, torch.uint8, torch.int32,
-                                                                               torch.int64):
-            raise ValueError(f"the fused kernels take contiguous float32/uint8/int CPU tensors, got {t.dtype} "
-                             f"{tuple(t.shape)} on {t.device} (contiguous: {t.is_contiguous()})")
-    return [t.data_ptr() for t in tensors]
-
-
 def conv1_pool_forward(x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, idx: torch.Tensor) -> None:
     """Fill ``a`` (n, PH, PW, Cp) with relu(max_pool2d(conv1(x))) and ``idx`` (uint8, same shape) with the
     winning window positions; ``ft`` (C*9 + 1, Cp) from :func:`padded_filters` (padding channels come out 0)."""
@@ -160,7 +239,7 @@ def conv1_pool_forward(x: torch.Tensor, ft: torch.Tensor, a: torch.Tensor, idx: 
     if a.shape != (n, (h - 2) // 2, (w - 2) // 2, cp) or idx.shape != a.shape or ft.shape[0] != c * 9 + 1 \
             or cp % LANES:
         raise ValueError("conv1_pool_forward: shapes do not match")
-    library().conv1_pool_forward(*pointers(x, ft, a, idx), n, c, h, w, cp, threads())
+    call("conv1_pool_forward", x=x, ft=ft, a=a, idx=idx, n=n, C=c, H=h, W=w, Cp=cp, threads=threads())
 
 
 def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga: torch.Tensor,
@@ -171,7 +250,7 @@ def conv1_pool_backward(x: torch.Tensor, idx: torch.Tensor, a: torch.Tensor, ga:
     cp = a.shape[-1]
     if ga.shape != a.shape or idx.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64:
         raise ValueError("conv1_pool_backward: shapes do not match (or more than 7 input channels)")
-    library().conv1_pool_backward(*pointers(x, idx, a, ga, g), n, c, h, w, cp, threads())
+    call("conv1_pool_backward", x=x, idx=idx, a=a, ga=ga, g=g, n=n, C=c, H=h, W=w, Cp=cp, threads=threads())
 
 
 def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a2: torch.Tensor,
@@ -187,9 +266,8 @@ def conv2_pool_forward(a1: torch.Tensor, wt: torch.Tensor, bias: torch.Tensor, a
     if co != LANES or k % 9 or k // 9 * m > cs or bias.shape != (m, co) or a2.shape != (m, n, co * ph * pw) \
             or idx.shape != (n, ph, pw, m, co):
         raise ValueError("conv2_pool_forward: shapes do not match")
-    tp = _tapspointers(taps, m, k // 9, pw)
-    library().conv2_pool_forward(*pointers(a1, wt, bias, a2, idx), *tp, _cache_ptr(cache, tp, taps, a1), n, h, w, cs, m,
-                                 k // 9, threads())
+    call("conv2_pool_forward", a1=a1, wt=wt, bias=bias, a2=a2, idx=idx, **_taps_args(taps, m, k // 9, pw, cache, a1),
+         n=n, H=h, W=w, CS=cs, M=m, Ci=k // 9, threads=threads())
 
 
 def conv2_pool_backward(a1: torch.Tensor, wx: torch.Tensor, idx: torch.Tensor, ga2: torch.Tensor,
@@ -210,15 +288,14 @@ def conv2_pool_backward(a1: torch.Tensor, wx: torch.Tensor, idx: torch.Tensor, g
         scratch = torch.empty(m, n, h, w, ci)
     elif scratch.shape != (m, n, h, w, ci):
         raise ValueError("conv2_pool_backward: shapes do not match")
-    wt_ptr = pointers(wt)[0] if taps is not None else None
-    tp = _tapspointers(taps, m, ci, (w - 2) // 2)
-    library().conv2_pool_backward(*pointers(a1, wx), wt_ptr, *pointers(idx, ga2, gwt, gb, da1, scratch), *tp,
-                                  _cache_ptr(cache, tp, taps, a1), n, h, w, cs, m, ci, threads())
+    call("conv2_pool_backward", a1=a1, wx=wx, wt=wt if taps is not None else None, idx=idx, ga2=ga2, gwt=gwt, gb=gb,
+         da1=da1, dam=scratch, **_taps_args(taps, m, ci, (w - 2) // 2, cache, a1), n=n, H=h, W=w, CS=cs, M=m, Ci=ci,
+         threads=threads())
 
 
 class Conv2Taps:
-    """The surviving conv2 weights of the members that take the tap kernels (``kernels.cpp``: work proportional
-    to the surviving weights; forward bit for bit the dense kernel's, backward within float rounding).
+    """The surviving conv2 weights of the members that take the tap kernels (``kernels/conv2_taps.cpp``: work
+    proportional to the surviving weights; forward bit for bit the dense kernel's, backward within float rounding).
 
     ``mask`` (M, 16, Ci, 3, 3), nonzero where a weight survives; ``members``: the slots on the tap path. Built once
     per population (a member's mask does not change while it trains): ``op`` (M, 17) int64, for a member on the
@@ -249,20 +326,15 @@ class Conv2Taps:
         return (self.op.shape[0], -(-n // LANES), hw * self.ci * LANES)
 
 
-def _cache_ptr(cache: torch.Tensor | None, tp: list, taps: Conv2Taps | None, a1: torch.Tensor):
-    if cache is None or tp[0] is None:
-        return None
-    if cache.shape != taps.cache_shape(a1.shape[0], a1.shape[1] * a1.shape[2]):
-        raise ValueError("conv2 taps: the cache's shape does not match")
-    return pointers(cache)[0]
-
-
-def _tapspointers(taps: Conv2Taps | None, m: int, ci: int, pw: int) -> list:
+def _taps_args(taps: Conv2Taps | None, m: int, ci: int, pw: int, cache: torch.Tensor | None, a1: torch.Tensor) -> dict:
+    """The conv2 kernels' ``op``, ``taps`` and ``acache``: all None where no member takes the tap kernels."""
     if taps is None or not taps.members or pw != Conv2Taps.PW:
-        return [None, None]
+        return {"op": None, "taps": None, "acache": None}
     if taps.op.shape[0] != m or taps.ci != ci:
         raise ValueError("conv2 taps: shapes do not match")
-    return pointers(taps.op, taps.taps)
+    if cache is not None and cache.shape != taps.cache_shape(a1.shape[0], a1.shape[1] * a1.shape[2]):
+        raise ValueError("conv2 taps: the cache's shape does not match")
+    return {"op": taps.op, "taps": taps.taps, "acache": cache}
 
 
 def runs(slots: list[int]) -> list[tuple[int, int]]:
@@ -295,7 +367,7 @@ def placed_filters(w2: torch.Tensor, out: torch.Tensor | None = None) -> torch.T
 def masked_sgd(p: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor | None, mask: torch.Tensor | None, lr: float,
                momentum: float = 0.0, weight_decay: float = 0.0, first: bool = False) -> None:
     """One ``torch.optim.SGD`` step of ``p`` in place on the gradient of ``p * mask``, reading only the surviving
-    weights' blocks (``kernels.cpp``: blocks of 64 elements whose mask is all 0 are skipped; they stay 0).
+    weights' blocks (``kernels/sgd.cpp``: blocks of 64 elements whose mask is all 0 are skipped; they stay 0).
 
     ``mask``: uint8 of ``p``'s shape (nonzero: survives), or None; ``buf``: the momentum buffer (None without
     momentum), overwritten by the masked gradient when ``first``. ``grad`` is read, never written: its pruned
@@ -304,8 +376,5 @@ def masked_sgd(p: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor | None, ma
     if any(t.shape != p.shape for t in tensors) or (mask is not None and mask.dtype != torch.uint8) \
             or (buf is None) != (momentum == 0.0) or any(t.dtype != torch.float32 for t in tensors[:2 + (buf is not None)]):
         raise ValueError("masked_sgd: shapes or dtypes do not match")
-    ptrs = pointers(*tensors)
-    pp, pg = ptrs[:2]
-    pb = ptrs[2] if buf is not None else None
-    pm = ptrs[-1] if mask is not None else None
-    library().masked_sgd(pp, pg, pb, pm, p.numel(), lr, momentum, weight_decay, int(first), threads())
+    call("masked_sgd", p=p, grad=grad, buf=buf, mask=mask, n=p.numel(), lr=lr, momentum=momentum, wd=weight_decay,
+         first=int(first), threads=threads())

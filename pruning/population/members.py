@@ -1,9 +1,9 @@
 """Whole members on the sparse path: a member whose mask keeps few weights trains in one C++ call per step (issue 19).
 
-``kernels.cpp``'s ``member_step`` takes every such member through forward, loss, backward and its SGD update over
-its surviving weights only, with each activation kept as (units, batch): the batch in the SIMD lanes from the
-input to the logits, so no layer pays for moving data between layouts. Each layer's surviving weights are a CSR
-over the weight viewed as (out, in) (a conv filter's taps, a linear unit's inputs), built once from the mask: a
+``member_step`` (``kernels/member_step.cpp``) takes every such member through forward, loss, backward and its SGD
+update over its surviving weights only, with each activation kept as (units, batch): the batch in the SIMD lanes
+from the input to the logits, so no layer pays for moving data between layouts. Each layer's surviving weights are
+a CSR over the weight viewed as (out, in) (a conv filter's taps, a linear unit's inputs), built once from the mask: a
 member's mask does not change while it trains. A pruned filter or unit costs only its bias. The linear layers also
 get a CSC (their input gradient is summed input by input, no read-modify-write), and a linear layer that keeps
 more than 25% of its weights is multiplied densely (its pruned weights are exactly 0; blocks of 8 rows share each
@@ -20,11 +20,9 @@ float rounding (``tests/test_members.py``).
 """
 from __future__ import annotations
 
-import ctypes
-
 import torch
 
-from .kernels import library, pointers, threads
+from .kernels import call, pointer_array, threads
 
 LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
 # How often each layer's weights are applied per image in LeNet on 28x28 inputs: a conv tap at every conv position
@@ -74,14 +72,14 @@ class Members:
         self.inp = [t[0].numel() // t.shape[1] for t in w]
         self._dims: dict[tuple, torch.Tensor] = {}
         self.buffers: list[torch.Tensor] | None = None
-        arr = ctypes.c_void_p * 5
-        self._w = arr(*pointers(*w))  # the arrays of pointers are passed by address
-        self._b = arr(*pointers(*(params[f"{layer}.bias"] for layer in LAYERS)))
-        self._rp = arr(*pointers(*(r for r, _ in self.csr)))
-        self._cols = arr(*pointers(*(c for _, c in self.csr)))
-        self._cp = arr(None, None, *pointers(*(r for r, _ in self.csc)))
-        self._rows = arr(None, None, *pointers(*(c for _, c in self.csc)))
-        self._none = arr(*([None] * 5))
+        f32, i64, i32 = torch.float32, torch.int64, torch.int32
+        self._w = pointer_array(f32, w)  # one pointer per layer, the arrays passed by address
+        self._b = pointer_array(f32, [params[f"{layer}.bias"] for layer in LAYERS])
+        self._rp = pointer_array(i64, [r for r, _ in self.csr])
+        self._cols = pointer_array(i32, [c for _, c in self.csr])
+        self._cp = pointer_array(i64, [None, None, *(r for r, _ in self.csc)])  # conv1, conv2: no CSC
+        self._rows = pointer_array(i32, [None, None, *(c for _, c in self.csc)])
+        self._none = pointer_array(f32, [None] * 5)
         self._xt: torch.Tensor | None = None
 
     def _dims_of(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,9 +100,8 @@ class Members:
         x = x.contiguous().float()
         out = torch.empty(self.s, x.shape[0], self.out[4])
         xt = torch.empty(x[0].numel(), 32)
-        library().member_logits(*pointers(x), x.shape[0], *pointers(dims), ctypes.addressof(self._w),
-                                ctypes.addressof(self._b), ctypes.addressof(self._rp), ctypes.addressof(self._cols),
-                                *pointers(xt, out), self.s, threads())
+        call("member_logits", x=x, n=x.shape[0], dims=dims, w=self._w, b=self._b, rp=self._rp, cols=self._cols, xt=xt,
+             out=out, S=self.s, threads=threads())
         return out
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, momentum: float, weight_decay: float) -> torch.Tensor:
@@ -116,8 +113,8 @@ class Members:
         if momentum and self.buffers is None:
             self.buffers = [torch.zeros_like(self.params[f"{layer}.{kind}"]) for kind in ("weight", "bias")
                             for layer in LAYERS]
-            arr = ctypes.c_void_p * 5
-            self._bw, self._bb = arr(*pointers(*self.buffers[:5])), arr(*pointers(*self.buffers[5:]))
+            self._bw, self._bb = pointer_array(torch.float32, self.buffers[:5]), pointer_array(torch.float32,
+                                                                                               self.buffers[5:])
             first = True
         npad = -(-n // 16) * 16
         if self._xt is None or self._xt.shape != (c * h * w, npad):
@@ -125,8 +122,7 @@ class Members:
         x, y = x.contiguous().float(), y.contiguous().to(torch.int64)
         loss = torch.empty(self.s)
         bw, bb = (self._bw, self._bb) if momentum else (self._none, self._none)
-        addr = ctypes.addressof
-        library().member_step(*pointers(x, y), n, *pointers(dims), addr(self._w), addr(self._b), addr(bw), addr(bb),
-                              addr(self._rp), addr(self._cols), addr(self._cp), addr(self._rows),
-                              *pointers(self._xt, loss), self.s, lr, momentum, weight_decay, int(first), threads())
+        call("member_step", x=x, y=y, n=n, dims=dims, w=self._w, b=self._b, bw=bw, bb=bb, rp=self._rp, cols=self._cols,
+             cp=self._cp, rows=self._rows, xt=self._xt, loss=loss, S=self.s, lr=lr, momentum=momentum, wd=weight_decay,
+             first=int(first), threads=threads())
         return loss

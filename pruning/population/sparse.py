@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import LANES, library, pointers, threads
+from .kernels import LANES, call, threads
 
 
 class SparseRows:
@@ -57,8 +57,8 @@ class SparseRows:
         n = self._check(x, w, y)
         if b.shape != (w.shape[0], self.out):
             raise ValueError("linear_sparse: shapes do not match")
-        library().linear_sparse_forward(*pointers(x, w, b, y, self.members, self.rowptr, self.cols), len(self.members),
-                                        n, self.inp, self.out, threads())
+        call("linear_sparse_forward", x=x, w=w, bias=b, y=y, members=self.members, rowptr=self.rowptr, cols=self.cols,
+             nm=len(self.members), n=n, IN=self.inp, OUT=self.out, threads=threads())
 
     def backward(self, x: torch.Tensor, w: torch.Tensor, dz: torch.Tensor, gw: torch.Tensor,
                  dx: torch.Tensor | None) -> None:
@@ -67,10 +67,8 @@ class SparseRows:
         n = self._check(x, w, dz)
         if gw.shape != w.shape or (dx is not None and dx.shape != x.shape):
             raise ValueError("linear_sparse: shapes do not match")
-        ptrs = pointers(x, w, dz, gw, *(() if dx is None else (dx,)))
-        library().linear_sparse_backward(*ptrs[:4], ptrs[4] if dx is not None else None,
-                                         *pointers(self.members, self.rowptr, self.cols), len(self.members), n,
-                                         self.inp, self.out, threads())
+        call("linear_sparse_backward", x=x, w=w, dz=dz, gw=gw, dx=dx, members=self.members, rowptr=self.rowptr,
+             cols=self.cols, nm=len(self.members), n=n, IN=self.inp, OUT=self.out, threads=threads())
 
 
 class Conv1Live:
@@ -96,7 +94,8 @@ class Conv1Live:
                 or cp % LANES or ac.shape != (*a.shape[:3], max(self.packed, LANES)) or ic.shape != ac.shape \
                 or (self.nl and int(self.live[-1]) >= cp):
             raise ValueError("conv1_live_forward: shapes do not match")
-        library().conv1_live_forward(*pointers(x, ft, self.live, a, ac, ic), self.nl, n, c, h, w, cp, threads())
+        call("conv1_live_forward", x=x, ft=ft, live=self.live, a=a, ac=ac, ic=ic, nl=self.nl, n=n, C=c, H=h, W=w, Cp=cp,
+             threads=threads())
 
     def backward(self, x: torch.Tensor, ac: torch.Tensor, ic: torch.Tensor, a: torch.Tensor, ga: torch.Tensor,
                  g: torch.Tensor) -> None:
@@ -106,4 +105,5 @@ class Conv1Live:
         if ga.shape != a.shape or g.shape != (c * 9 + 1, cp) or c * 9 + 1 > 64 \
                 or ac.shape != (*a.shape[:3], max(self.packed, LANES)) or ic.shape != ac.shape:
             raise ValueError("conv1_live_backward: shapes do not match (or more than 7 input channels)")
-        library().conv1_live_backward(*pointers(x, ac, ic, a, ga, self.live, g), self.nl, n, c, h, w, cp, threads())
+        call("conv1_live_backward", x=x, ac=ac, ic=ic, a=a, ga=ga, live=self.live, g=g, nl=self.nl, n=n, C=c, H=h, W=w,
+             Cp=cp, threads=threads())
