@@ -202,47 +202,37 @@ def test_the_noise_paragraph_without_a_replicate_that_keeps_masks_says_how_to_me
 
 
 @pytest.mark.slow  # reads results/smoke, which the test command trains
-def test_the_noise_paragraph_tabulates_the_distances_and_applies_its_rule(monkeypatch):
-    """On the smoke store against itself (the same bits: distance 0), then on hand-made distances either side of
-    the rule (replicates at half the seeds' distance or more: noise decides much of the ticket)."""
+def test_the_noise_paragraph_tabulates_the_distances_and_says_what_they_support(monkeypatch):
+    """On the smoke store against itself (the same bits: a rerun distance of 0), then on hand-made distances either
+    side of the floor (two techniques farther apart than a rerun: beyond rounding; not farther: no evidence)."""
     from pruning import analysis
     from pruning.analysis import noise
 
     smoke = Path(__file__).resolve().parents[1] / "results" / "smoke"
     table = analysis.load(smoke)
     text = replicates.noise_section(table, [smoke])
-    frame = noise.mask_noise(table, table)
-    last = frame[frame["iteration"].isin(replicates.NOISE_ITERATIONS)].iloc[-1]
-    assert "| iteration | sparsity | replicates | seeds | random masks |" in text
-    assert f"At iteration {int(last['iteration'])} replicates are 0.000 apart and seeds {last['seeds']:.3f}" in text
-    assert "the rerun found the very same masks" in text and "`docs/replicates/smoke/` trained seeds 0, 1" in text
-    assert "random US and random S are left out" in text
-    assert "At iteration 1 the masks are the same in both sets: both prune the same dense training" in text
-    # the conclusion and the poster's sentence at the report's iteration where the table has it, else its last row
-    assert "At iteration 1 replicates are 0.000 apart" in replicates.noise_section(table, [smoke], iteration=1)
-    assert "masks at iteration 1 are 0.000 ± 0.000 apart" in replicates.noise_short(table, [smoke], iteration=1)
-    assert f"masks at iteration {int(last['iteration'])} are" in replicates.noise_short(table, [smoke], iteration=3)
+    assert "| iteration | sparsity | rerun |" in text and "Per layer at iteration" in text
+    assert "`docs/replicates/smoke/`" in text and "trained seeds 0, 1" in text
+    assert "| conv1 | 0.000 |" in text  # the smoke store against itself: every rerun distance is 0
 
-    def fake(replicate, seeds):
-        return lambda *a, **k: pd.DataFrame([{"iteration": 5, "sparsity": 0.67, "replicate": replicate,
-                                              "replicate_std": 0.0, "seeds": seeds, "seeds_std": 0.0, "random": 0.8,
-                                              "acc_replicate": 0.3, "acc_seeds": 0.5, "n_replicate": 18,
-                                              "n_seeds": 9}])
-    monkeypatch.setattr(noise, "mask_noise", fake(0.30, 0.50))
+    def fake(rerun, techniques, seeds, rnd_aligned):
+        rows = []
+        for layer in ("conv1", "fc1", "layers"):
+            for kind, v in (("rerun", rerun), ("techniques", techniques), ("seeds, aligned", seeds),
+                            ("random, aligned", rnd_aligned), ("random", 0.9)):
+                rows.append({"iteration": 5, "sparsity": 0.67, "kind": kind, "technique": "l1_us", "layer": layer,
+                             "distance": v, "std": 0.0, "n": 2})
+        return lambda *a, **k: pd.DataFrame(rows)
+    monkeypatch.setattr(noise, "noise_curve", fake(0.30, 0.50, 0.40, 0.80))
     text = replicates.noise_section(table, [smoke])
-    assert "replicates are 0.300 apart and seeds 0.500 (60% of it; random masks 0.800)" in text
-    assert "much of what finding 1 counts as different tickets is numerical noise" in text
-    assert "| 5 | 0.670 | 0.300 | 0.500 | 0.800 | 0.30 | 0.50 |" in text
-    assert "the masks are the same in both sets" not in text  # they differ at the first iteration shown
-    assert replicates.noise_short(table, [smoke]) == (
-        "**Noise.** Trained again with other float rounding (seeds 0, 1, rewind), a technique's masks at iteration 5 "
-        "are 0.300 ± 0.000 apart (mean ± std of the Jaccard distance over 18 pairs), against 0.500 ± 0.000 between "
-        "two seeds (60% of it) and 0.800 between random masks of the same densities: much of the tickets' variety is "
-        "float rounding.")
-    monkeypatch.setattr(noise, "mask_noise", fake(0.10, 0.50))
-    assert "the seeds' different tickets are mostly more than noise" in replicates.noise_section(table, [smoke])
-    assert replicates.noise_short(table, [smoke]).endswith("(20% of it) and 0.800 between random masks of the same "
-                                                           "densities.")
+    assert "| 5 | 0.670 | 0.300 | 0.500 | 0.400 | 0.800 | 0.900 |" in text
+    assert "two of these techniques on one seed are 0.50 apart, more than a rerun's 0.30" in text
+    assert "two seeds of one technique, hidden units aligned, are 0.40 apart against 0.80 for aligned random masks " \
+           "(50% of the way to unrelated masks)" in text
+    assert replicates.noise_short(table, [smoke]).startswith("**Noise.** At iteration 5, for L1 US, hybrid and fc-only")
+    monkeypatch.setattr(noise, "noise_curve", fake(0.60, 0.50, 0.40, 0.80))
+    assert "no more than a rerun's 0.60: their masks differ by no more than float rounding moves one" in \
+        replicates.noise_section(table, [smoke])
     assert replicates.noise_short(table, []).startswith("**Noise.** Whether a different ticket is more than float")
 
 

@@ -33,7 +33,9 @@ def has_records(table: pd.DataFrame) -> bool:
 
 def collapsed_flags(table: pd.DataFrame) -> pd.Series:
     """True per row for a training that collapsed or diverged (the table's ``collapsed`` column where it has one)."""
-    flag = table["collapsed"].astype(bool) if "collapsed" in table.columns else collapsed(table)
+    flag = collapsed(table)  # from the training loss, so that a table edited after loading is read right
+    if "collapsed" in table.columns:
+        flag = flag | table["collapsed"].astype(bool)
     if "diverged" in table.columns:
         flag = flag | table["diverged"].astype(bool)
     return flag

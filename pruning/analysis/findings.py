@@ -96,6 +96,10 @@ def finding_tickets(table, iteration: int, reinit: str, floors: dict | None = No
     floors = floors or {}
     floor = {t: float(floors.get(t, math.nan)) for t in maybe}
     mean = pairs.groupby(["technique_a", "technique_b"])["normalised"].mean().dropna()
+    if pairs.empty:
+        return Finding("tickets", claim, "multiple different winning tickets", rule, [], verdict=INCONCLUSIVE,
+                       note=f"Every pair of these techniques had a collapsed training ({n_all} pairs over seeds): "
+                            f"no two working masks to compare.")
 
     def threshold(a, b):
         return max([TICKET_DISTANCE] + [floor[t] for t in (a, b) if math.isfinite(floor[t])])
@@ -258,7 +262,8 @@ def finding_stability(table, iteration: int, reinit: str) -> Finding:
     acc = {t: _acc(table, t, reinit, iteration) for t in techs}
     values = confounds.stability_r(stab, acc, out)
     within = summarize(list(confounds.stability_r(stab, acc, out, confounds.unstructured(techs)).values()))
-    m = Measure(f"{len(techs)} techniques, "
+    used = {t for t, sd in zip(stab["technique"], stab["seed"]) if (t, int(sd)) not in out}
+    m = Measure(f"{len(used)} techniques, "
                 f"{_reinit_name(reinit)}, iteration {iteration}",
                 "Pearson r of mean |Δw| and accuracy", values, 0.0, above=False,
                 baseline=f"no relation: r = 0; {len(left_out)} collapsed run(s) (technique and seed) left out")

@@ -152,7 +152,7 @@ def report_iteration(table: pd.DataFrame) -> int:
 
 # ----------------------------------------------------------------------------- stored trainings
 
-RECORD_CACHE_SIZE = 512             # records kept in memory (a LeNet record is ~0.7 MB) ...
+RECORD_CACHE_SIZE = 4096            # records kept in memory (a LeNet record is ~0.7 MB) ...
 RECORD_CACHE_BYTES = 1 << 30        # ... and at most this many bytes of them (bigger models' records)
 _cache: OrderedDict = OrderedDict()
 _cache_bytes = 0

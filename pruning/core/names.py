@@ -18,10 +18,10 @@ NOTEBOOK_LABELS = {
     "ensembles": ("tbl-ensembles",),
     "weight_stability": ("fig-weight-drift", "fig-stability", "tbl-stability"),
     "filters": ("fig-filters", "fig-empty-kernels"),
-    "mask_similarity": ("fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune"),
+    "mask_similarity": ("fig-mask-distance", "fig-mask-drift", "fig-rewind-finetune", "fig-noise-curve"),
     "findings": ("tbl-verdicts", "tbl-verdicts-by-iteration", "fig-verdict-curve", "tbl-verdict-ranges", "tbl-verdict-spans",
                  "tbl-deviations", "tbl-poster", "tbl-ticket-test",
-                 "tbl-collapsed"),
+                 "tbl-collapsed", "fig-collapse-rates", "tbl-readings"),
     "sensitivity": ("tbl-sensitivity", "tbl-sensitivity-closest", "tbl-poster-readings",
                     "tbl-poster-nearer"),
 }

@@ -24,7 +24,6 @@ SHORT_MARKER = "<!-- replicates-short -->"  # the poster's one sentence
 NOISE_MARKER = "<!-- noise -->"  # the paper's Q1: is a different ticket just numerical noise?
 NOISE_SHORT_MARKER = "<!-- noise-short -->"  # the poster's sentence on it, under finding 1
 NOISE_ITERATIONS = (1, 5, 10, 15, 18, 20)  # the rows of its table, where the data have them
-NOISE_SHARE = 0.5  # replicate distance / seed distance from which rounding is said to decide much of the ticket
 KEY = ["technique", "reinit", "seed", "iteration"]  # one training
 RUN = KEY[:-1]  # one run
 
@@ -126,15 +125,10 @@ def sections(results, table: pd.DataFrame | None = None, docs: Path | None = Non
     reading the results table (when not given) once, and only when a replicate is stored."""
     found, table, it = _with_table(results, table, docs)
     keep = [rep for rep in found if store.published.is_published(rep)]
-    computed = {rep: _noise_rows(table, rep, "rewind") for rep in keep}  # once for both texts
+    computed = _noise_rows(table, keep, "rewind") if keep else None  # once for both texts
     return {MARKER: section(results, table, docs), SHORT_MARKER: short(results, table, docs),
             NOISE_MARKER: noise_section(table, keep, computed=computed, iteration=it),
             NOISE_SHORT_MARKER: noise_short(table, keep, computed=computed, iteration=it)}
-
-
-def _share(row: pd.Series) -> float:
-    """A noise row's replicate distance as a share of the seeds' (NaN where the seeds' is 0)."""
-    return row["replicate"] / row["seeds"] if row["seeds"] > 0 else float("nan")
 
 
 def _seeds(seeds: list[int], sep: str = ", ") -> str:
@@ -148,86 +142,102 @@ def _at(rows: pd.DataFrame, iteration: int | None) -> pd.Series:
     return (hit if not hit.empty else rows).iloc[-1]
 
 
-def _noise_rows(table: pd.DataFrame, rep: Path, reinit: str) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
-    """(``mask_noise`` of this set against the replicate in ``rep``, its rows at :data:`NOISE_ITERATIONS` (or
-    its last row), the seeds both sets have)."""
+NOISE_KINDS = {"rerun": "rerun", "techniques": "two techniques", "seeds, aligned": "two seeds, aligned",
+               "random, aligned": "random, aligned", "random": "random"}
+
+
+def _wide(frame: pd.DataFrame, layer: str = "layers") -> pd.DataFrame:
+    """One row per iteration: the mean distance of each kind (over techniques or pairs) at ``layer``."""
+    d = frame[frame["layer"] == layer]
+    wide = d.groupby(["iteration", "kind"])["distance"].mean().unstack()
+    wide = wide.reindex(columns=[k for k in NOISE_KINDS if k in wide.columns])
+    wide.insert(0, "sparsity", d.groupby("iteration")["sparsity"].first())
+    return wide.reset_index()
+
+
+def _noise_rows(table: pd.DataFrame, reps: list[Path], reinit: str) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
+    """(``noise.noise_curve`` of this set with the replicates in ``reps`` as reruns, its per-iteration means at
+    :data:`NOISE_ITERATIONS` (or its last row), the seeds a replicate shares with this set)."""
     from ..analysis import noise
 
-    other = store.load_results(rep)
-    frame = noise.mask_noise(table, other, reinit=reinit)
-    rows = frame[frame["iteration"].isin(NOISE_ITERATIONS)]
-    return frame, (frame.tail(1) if rows.empty else rows), sorted(set(table["seed"]) & set(other["seed"]))
+    others = [store.load_results(rep) for rep in reps]
+    frame = noise.noise_curve(table, others, reinit=reinit)
+    wide = _wide(frame)
+    rows = wide[wide["iteration"].isin(NOISE_ITERATIONS)]
+    seeds = sorted(set(table["seed"]) & set().union(*(set(o["seed"]) for o in others))) if others else []
+    return frame, (wide.tail(1) if rows.empty else rows), seeds
+
+
+def _said(last: pd.Series) -> str:
+    """What the distances at one iteration support, in one sentence."""
+    rerun, tech = last.get("rerun", float("nan")), last.get("techniques", float("nan"))
+    seeds, rnd = last.get("seeds, aligned", float("nan")), last.get("random, aligned", float("nan"))
+    parts = []
+    if pd.notna(rerun) and pd.notna(tech):
+        parts.append(f"two of these techniques on one seed are {tech:.2f} apart, "
+                     + (f"more than a rerun's {rerun:.2f}: their masks differ beyond float rounding, which supports "
+                        f"finding 1's \"many tickets\"" if tech > rerun else
+                        f"no more than a rerun's {rerun:.2f}: their masks differ by no more than float rounding moves "
+                        f"one, so this is no evidence of different tickets"))
+    if pd.notna(seeds) and pd.notna(rnd) and rnd > 0:
+        parts.append(f"two seeds of one technique, hidden units aligned, are {seeds:.2f} apart against {rnd:.2f} for "
+                     f"aligned random masks ({seeds / rnd:.0%} of the way to unrelated masks)")
+    return "; ".join(parts)
 
 
 def noise_short(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rewind",
-                computed: dict | None = None, iteration: int | None = None) -> str:
-    """The poster's sentence on numerical noise: at ``iteration`` (the report's; else the last of the paper's
-    noise table) how far a rerun's masks are from this set's, against two seeds' and two random masks'; or that
-    it is not measured. ``computed``: {rep: :func:`_noise_rows`} already computed for ``reinit``."""
+                computed: tuple | None = None, iteration: int | None = None) -> str:
+    """The poster's sentence on numerical noise at ``iteration`` (the report's; else the last of the paper's noise
+    table): a rerun's masks against two techniques' and two aligned seeds', for the ticket-capable techniques; or
+    that it is not measured. ``computed``: :func:`_noise_rows` already computed for ``reinit``."""
     if not reps:
         return ("**Noise.** Whether a different ticket is more than float rounding is not measured here (no rerun "
                 "keeps its masks).")
-    parts, shares = [], []
-    for rep in reps:
-        _, rows, seeds = (computed or {}).get(rep) or _noise_rows(table, rep, reinit)
-        last = _at(rows, iteration)
-        shares.append(_share(last))
-        parts.append(f"trained again with other float rounding ({_seeds(seeds)}, {reinit}), a technique's masks "
-                     f"at iteration {int(last['iteration'])} are {last['replicate']:.3f} ± {last['replicate_std']:.3f} apart "
-                     f"(mean ± std of the Jaccard distance over {int(last['n_replicate'])} pairs), against "
-                     f"{last['seeds']:.3f} ± {last['seeds_std']:.3f} between two seeds ({shares[-1]:.0%} of it) and "
-                     f"{last['random']:.3f} between random masks of the same densities")
-    text = "; ".join(parts)
-    much = all(share >= NOISE_SHARE for share in shares)
-    return ("**Noise.** " + text[0].upper() + text[1:]
-            + (": much of the tickets' variety is float rounding." if much else "."))
+    _, rows, seeds = computed or _noise_rows(table, reps, reinit)
+    last = _at(rows, iteration)
+    return (f"**Noise.** At iteration {int(last['iteration'])}, for L1 US, hybrid and fc-only L1 US (Jaccard "
+            f"distance, mean of layers; {_seeds(seeds)} trained again with other float rounding): " + _said(last) + ".")
 
 
 def noise_section(table: pd.DataFrame | None, reps: list[Path], reinit: str = "rewind",
-                  computed: dict | None = None, iteration: int | None = None) -> str:
-    """The paper's paragraph on numerical noise (finding 1): per iteration, how far the masks of a replicate that
-    keeps its data (same config and seed, other float rounding) are from this set's, against two seeds of one
-    technique and two random masks of the same densities (``analysis.noise.mask_noise``), with accuracy gaps;
-    its conclusion at ``iteration`` (the report's; else the table's last row)."""
+                  computed: tuple | None = None, iteration: int | None = None) -> str:
+    """The paper's paragraph on numerical noise (finding 1): per iteration, for the ticket-capable techniques, how far
+    a rerun's masks (same config and seed, other float rounding) are from this set's, against two techniques on one
+    seed, two seeds after aligning hidden units, and random masks (``analysis.noise.noise_curve``), averaged per
+    layer, and per layer at ``iteration`` (the report's; else the table's last row)."""
     head = "**Is a different ticket just numerical noise?** "
     if not reps:
         return (head + "Not measured: no replicate of this configuration keeps its masks (`docs/replicates/`). "
-                "`make noise` trains the rewound runs of seeds 0 and 1 again through the torch conv path, which differs from the fused "
-                "kernels only in float rounding, and keeps them as one; this paragraph then compares, per iteration, "
-                "the masks a rerun finds with those of another seed and of random masks.")
-    parts = []
-    for rep in reps:
-        frame, rows, seeds = (computed or {}).get(rep) or _noise_rows(table, rep, reinit)
-        last = _at(rows, iteration)
-        share = _share(last)
-        said = ("the rerun found the very same masks" if last["replicate"] == 0 else
-                f"float rounding alone moves a mask at least {NOISE_SHARE:.0%} as far as a new seed does, so much of "
-                f"what finding 1 counts as different tickets is numerical noise" if share >= NOISE_SHARE else
-                f"float rounding moves a mask less than {NOISE_SHARE:.0%} as far as a new seed does: the seeds' "
-                f"different tickets are mostly more than noise")
-        first = frame[frame["iteration"] > 0].head(1)
-        same_start = "" if first.empty or first.iloc[0]["replicate"] != 0 else (
-            f" At iteration {int(first.iloc[0]['iteration'])} the masks are the same in both sets: both prune the same "
-            f"dense training (iteration 0 is trained once per seed, outside the step whose arithmetic differs), so "
-            f"rounding acts from that iteration's training on.")
-        lines = ["| iteration | sparsity | replicates | seeds | random masks | accuracy gap, replicates | "
-                 "accuracy gap, seeds |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {int(r['iteration'])} | {r['sparsity']:.3f} | {r['replicate']:.3f} | {r['seeds']:.3f} | "
-                  f"{r['random']:.3f} | {r['acc_replicate']:.2f} | {r['acc_seeds']:.2f} |" for _, r in rows.iterrows()]
-        parts.append(
-            f"`docs/replicates/{rep.name}/` trained {_seeds(seeds)} of this configuration again "
-            f"(code version `{store.peek(rep).get('code_version', 'unknown')}`), with arithmetic that differs from "
-            f"this set's only in float rounding. Mean Jaccard distance of the {reinit} masks, all layers, over the "
-            f"techniques whose masks follow from training (random US and random S are left out: their masks come from "
-            f"the seed and the iteration alone, so a rerun draws the same ones): of one "
-            f"technique and seed in both sets (replicates, {int(last['n_replicate'])} pairs), of two seeds of one "
-            f"technique in this set (seeds, {int(last['n_seeds'])} pairs) and of two independent random masks of the "
-            f"replicate pairs' densities (random masks); then the mean absolute test-accuracy gap (points) of the "
-            f"same pairs.\n\n" + "\n".join(lines) + "\n\n"
-            f"At iteration {int(last['iteration'])} replicates are {last['replicate']:.3f} apart and seeds "
-            f"{last['seeds']:.3f} ({share:.0%} of it; random masks {last['random']:.3f}): {said} (the rule: "
-            f"{NOISE_SHARE:.0%} or more of the seeds' distance)." + same_start)
-    return head + "\n\n".join(parts)
+                "`make noise` trains the rewound runs of seeds 0 and 1 again through the torch conv path, which differs "
+                "from the fused kernels only in float rounding, and keeps them as one; this paragraph then compares, "
+                "per iteration, the masks a rerun finds with those of another technique, another seed and random masks.")
+    frame, rows, seeds = computed or _noise_rows(table, reps, reinit)
+    last = _at(rows, iteration)
+    it = int(last["iteration"])
+    kinds = [k for k in NOISE_KINDS if k in rows.columns]
+    lines = ["| iteration | sparsity | " + " | ".join(NOISE_KINDS[k] for k in kinds) + " |",
+             "|---|---|" + "---|" * len(kinds)]
+    lines += [f"| {int(r['iteration'])} | {r['sparsity']:.3f} | " + " | ".join(f"{r[k]:.3f}" for k in kinds) + " |"
+              for _, r in rows.iterrows()]
+    per = frame[(frame["iteration"] == it) & (frame["layer"] != "layers")]
+    per = per.groupby(["layer", "kind"], sort=False)["distance"].mean().unstack()
+    per = per.reindex(columns=[k for k in NOISE_KINDS if k in per.columns])
+    layer_lines = ["| layer | " + " | ".join(NOISE_KINDS[k] for k in per.columns) + " |",
+                   "|---|" + "---|" * len(per.columns)]
+    layer_lines += [f"| {layer} | " + " | ".join(f"{v:.3f}" for v in r.values) + " |" for layer, r in per.iterrows()]
+    names = ", ".join(f"`docs/replicates/{rep.name}/` (code version `{store.peek(rep).get('code_version', 'unknown')}`)"
+                      for rep in reps)
+    return (head + f"{names} trained {_seeds(seeds)} of this configuration again, with arithmetic that differs only in "
+            f"float rounding. For the three techniques that can keep the dense accuracy (L1 US, hybrid, fc-only L1 US), "
+            f"the Jaccard distance of their {reinit} masks, averaged over the layers so that fc1's weights do not "
+            f"outweigh the conv layers, with pairs that hold a collapsed training left out: a mask against its rerun's "
+            f"(rerun), two of these techniques on one seed (two techniques), two seeds of one technique after their "
+            f"hidden units are aligned by a linear assignment on the masks (two seeds, aligned: hidden units have no "
+            f"identity across seeds, so unaligned seeds are not compared), random "
+            f"masks of the same densities aligned the same way, and independent random masks (random).\n\n"
+            + "\n".join(lines) + f"\n\nPer layer at iteration {it}:\n\n" + "\n".join(layer_lines) + "\n\n"
+            f"At iteration {it}: {_said(last)}. Finding 1's rule uses the rerun distance as its noise floor "
+            f"(`analysis.noise.rerun_floors`).")
 
 
 def _with_table(results, table, docs):

@@ -174,7 +174,7 @@ def split_key(key) -> tuple[Path, int] | None:
     return Path(path), int(row)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=512)
 def _arrays(path: str, mtime_ns: int) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..core.errors import UserError
@@ -28,9 +29,10 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
+    """``pack_bits`` inverted: the bool tensor of ``shape`` (numpy's unpackbits: the first entry in the high bit)."""
     n = math.prod(shape)
-    bits = (packed.reshape(-1, 1) & _BITS) != 0
-    return bits.reshape(-1)[:n].reshape(tuple(shape))
+    bits = np.unpackbits(np.ascontiguousarray(packed.reshape(-1).numpy(), dtype=np.uint8), count=n).astype(bool)
+    return torch.from_numpy(bits).reshape(tuple(shape))
 
 
 def select(names, keep, what: str) -> list[str]:
