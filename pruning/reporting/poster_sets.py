@@ -93,11 +93,15 @@ def findings_block(docs: Path = paths.DOCS) -> str:
         spans_ = curve.finding_ranges(c)
         at = c.drop_duplicates(["finding", "iteration"]).set_index(["finding", "iteration"])["verdict"]
         parts.append(head + ":\n")
-        parts.append("| finding | at 18 steps | at 19 | supported at | not supported at | tie at |\n"
-                     "|---|---|---|---|---|---|")
+        parts.append("| finding | at 18 steps | at 19 | supported at | not supported at | tie at | its number at 18 steps, "
+                     "mean [95% CI] |\n|---|---|---|---|---|---|---|")
+        first = c[(c["measure"] == 0) & (c["iteration"] == 18)].set_index("finding")
         for _, r in spans_.iterrows():
-            parts.append(f"| {r['claim']} | {at.get((r['finding'], 18), 'n/a')} | {at.get((r['finding'], 19), 'n/a')} | "
-                         f"{r['supported']} | {r['not supported']} | {r['no difference']} |")
+            k = r["finding"]
+            number = (f"{first.loc[k, 'mean']:.2f} [{first.loc[k, 'low']:.2f}, {first.loc[k, 'high']:.2f}]: "
+                      f"{first.loc[k, 'quantity']}" if k in first.index else "n/a")
+            parts.append(f"| {r['claim']} | {at.get((k, 18), 'n/a')} | {at.get((k, 19), 'n/a')} | "
+                         f"{r['supported']} | {r['not supported']} | {r['no difference']} | {number} |")
     parts.append(FINDINGS_END)
     return "\n".join(parts)
 
