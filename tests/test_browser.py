@@ -186,3 +186,80 @@ def test_poster_reads_at_1920_and_1280(browser, pages, width, height):
     finally:
         screenshot(browser, f"poster-{width}")
         browser.set_window_size(1920, 1080)
+
+
+HEADER_ALIGNMENT_JS = """
+const out = [];
+document.querySelectorAll('table').forEach((t, ti) => {
+  const head = t.tHead ? t.tHead.rows[t.tHead.rows.length - 1] : null;
+  const body = t.tBodies.length ? [...t.tBodies[0].rows] : [];
+  if (!head || !body.length) return;
+  [...head.cells].forEach((th, j) => {
+    const td = body[0].cells[j];
+    if (!td || th.colSpan > 1) return;
+    const a = getComputedStyle(th).textAlign, b = getComputedStyle(td).textAlign;
+    const norm = x => (x === 'start' ? 'left' : x === 'end' ? 'right' : x);
+    if (norm(a) !== norm(b)) out.push(`table ${ti} (${(t.closest('[id]') || {}).id || 'no id'}), column ${j} ` +
+                                      `"${th.textContent.trim().slice(0, 30)}": header ${a}, values ${b}`);
+  });
+});
+return out;
+"""
+
+
+@pytest.mark.parametrize("which", ["smoke", "published"])
+def test_every_table_header_sits_over_its_values(browser, pages, which):
+    """A header aligned otherwise than its column's values sits over the next column's values in a wide table: each
+    header's text alignment is its values', on the smoke paper and on the published paper-scale paper."""
+    path = pages["paper"] if which == "smoke" else REPO / "docs" / "paper_lenet_mnist_cpu" / "paper.html"
+    open_page(browser, path)
+    assert browser.execute_script("return document.querySelectorAll('table').length") > 5
+    bad = browser.execute_script(HEADER_ALIGNMENT_JS)
+    assert not bad, "headers not aligned with their values:\n" + "\n".join(bad)
+
+
+PUBLISHED_POSTER = REPO / "docs" / "paper_lenet_mnist_cpu" / "poster.html"
+
+SMALL_TEXT_JS = """
+const out = [];
+for (const e of document.querySelectorAll('body *')) {
+  const own = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+  if (!own || e.getClientRects().length === 0) continue;
+  const px = parseFloat(getComputedStyle(e).fontSize);
+  if (px < arguments[0]) out.push(`${e.tagName}.${e.className} ${px.toFixed(1)} px: ${e.textContent.trim().slice(0, 40)}`);
+}
+return out;
+"""
+
+
+@pytest.mark.parametrize("width,height", SIZES)
+def test_the_published_poster_balances_its_columns_and_keeps_its_text_readable(browser, pages, width, height):
+    """The real poster (the paper-scale set's), not the smoke one: columns within 75% of each other's height, no
+    sideways overflow, no text under 12 px, headers over their values, at 1920 and at 1280 px."""
+    browser.set_window_size(width, height)
+    try:
+        open_page(browser, PUBLISHED_POSTER)
+        cols = browser.execute_script(
+            "return [...document.querySelectorAll('.poster-col')].map(c => { const k = [...c.children];"
+            "  return k[k.length - 1].getBoundingClientRect().bottom - k[0].getBoundingClientRect().top; });")
+        assert len(cols) == 3 and min(cols) >= 0.75 * max(cols), cols
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+        small = browser.execute_script(SMALL_TEXT_JS, 12)
+        assert not small, "text under 12 px:\n" + "\n".join(small[:10])
+        bad = browser.execute_script(HEADER_ALIGNMENT_JS)
+        assert not bad, "\n".join(bad)
+    finally:
+        screenshot(browser, f"published-poster-{width}")
+        browser.set_window_size(1920, 1080)
+
+
+def test_the_poster_prints_on_a0(browser):
+    """On paper (print CSS): A0 portrait sheets (841 x 1189 mm = 2384 x 3370 pt), at most two of them."""
+    open_page(browser, PUBLISHED_POSTER)
+    pdf = base64.b64decode(browser.execute_cdp_cmd("Page.printToPDF", {"preferCSSPageSize": True,
+                                                                      "printBackground": True})["data"])
+    boxes = re.findall(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)\s*\]", pdf)
+    assert boxes, "no page in the printed PDF"
+    for w, h in boxes:
+        assert abs(float(w) - 2383.94) < 2 and abs(float(h) - 3370.39) < 2, (w, h)
+    assert len(boxes) <= 2

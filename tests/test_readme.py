@@ -101,5 +101,5 @@ def test_every_readme_command_runs_in_a_copy_of_the_repository(tmp_path):
         done = subprocess.run([str(repo / ".venv" / "bin" / "python"), "-c", substituted(body)], cwd=repo,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"README Python block failed:\n{body}\n{done.stderr[-2000:]}"
-    assert (repo / "docs" / TINY / "paper.html").exists() and (repo / "notebooks" / "out.ipynb").exists()
+    assert (repo / "docs" / TINY / "paper.html").exists() and (repo / "out.ipynb").exists()  # papermill: cwd
     assert "<!-- findings:start -->" in (repo / "README.md").read_text()
