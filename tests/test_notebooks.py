@@ -243,10 +243,17 @@ def test_every_technique_has_its_own_colour_grouped_by_family():
     assert len(set(plots.COLORS.values())) == len(plots.COLORS)
     structured = ["l1_s", "l2_s", "linf_s", "lneginf_s", "random_s"]
     unstructured = ["l1_us", "random_us"]
-    assert all(190 <= hue(plots.COLORS[t]) <= 240 for t in structured)       # blues
+    assert all(170 <= hue(plots.COLORS[t]) <= 290 for t in structured)       # cool: teal, blues, purple
+
+    def rgb(c):
+        return [int(c[i:i + 2], 16) for i in (1, 3, 5)]
+    # told apart by colour, not only by marker: every two structured colours at least 60 apart in RGB
+    for i, a in enumerate(structured):
+        for b in structured[i + 1:]:
+            assert sum((x - y) ** 2 for x, y in zip(rgb(plots.COLORS[a]), rgb(plots.COLORS[b]))) ** 0.5 >= 60, (a, b)
     assert all(15 <= hue(plots.COLORS[t]) <= 45 for t in unstructured)       # orange / vermillion
     others = [hue(plots.COLORS[t]) for t in ("hybrid", "fc_only_l1_us")]
-    assert all(not 190 <= h <= 240 and not 15 <= h <= 45 for h in others)
+    assert all(not 170 <= h <= 290 and not 15 <= h <= 45 for h in others)
     # the structured norms differ by marker and line style too, not only by (similar, blue) colour
     looks = [(plots.style(t)["marker"], str(plots.style(t)["linestyle"])) for t in structured]
     assert len({m for m, _ in looks}) == len(looks) and len({ls for _, ls in looks}) == len(looks)

@@ -26,12 +26,12 @@ from ..nets import techniques as _techniques
 # ----------------------------------------------------------------------------- identity of a technique
 
 COLORS: dict[str, str] = {
-    # structured: blues, dark to light (random S: slate, dashed)
-    "l1_s": "#08306B",
-    "l2_s": "#2C7FB8",
+    # structured: cool hues (navy, blue, sky, purple, teal) far apart in colour, each with its own marker
+    "l1_s": "#0B2A6F",
+    "l2_s": "#0072B2",
     "linf_s": "#56B4E9",
-    "lneginf_s": "#7B86D6",
-    "random_s": "#8FA3B5",
+    "lneginf_s": "#6A3D9A",
+    "random_s": "#2A9D8F",
     # unstructured: vermillion / orange
     "l1_us": "#D55E00",
     "random_us": "#E69F00",

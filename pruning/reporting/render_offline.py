@@ -197,7 +197,7 @@ def render_pandoc(staged: Path, values: dict, resolved: dict, documents, quiet: 
         options = _meta(meta, "format.html") or {}
         css = options.get("css") or []
         args = [pandoc, str(source.relative_to(staged)), "--from=markdown", "--to=html5", "--standalone",
-                "--embed-resources", "--wrap=none", f"--resource-path=.{os.pathsep}{work.name}", "--variable=document-css",
+                "--embed-resources", "--mathml", "--wrap=none", f"--resource-path=.{os.pathsep}{work.name}", "--variable=document-css",
                 f"--output={Path(doc).stem}.html"]
         args += [f"--css={c}" for c in ([css] if isinstance(css, str) else css)]
         if options.get("toc"):
