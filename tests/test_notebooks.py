@@ -358,3 +358,17 @@ def test_a_companion_set_appearing_beside_a_lenet_set_changes_its_fingerprint(tm
     assert with_companion != alone
     (alexnet / "run_0" / "trainings" / "001.json").write_text("{}")
     assert notebooks.results_fingerprint(lenet) != with_companion  # the companion trained further
+
+
+def test_a_change_to_any_published_table_runs_the_notebooks_again(tmp_path):
+    """The sensitivity notebook reads the other published sets: a notebook cached on an older table of another set
+    would show stale numbers, so the cache key covers every published results.csv."""
+    from pruning.reporting import notebooks
+    (tmp_path / "a").mkdir()
+    (tmp_path / "sensitivity" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "results.csv").write_text("seed\n0\n")
+    (tmp_path / "sensitivity" / "b" / "results.csv").write_text("seed\n0\n")
+    before = notebooks.published_fingerprint(tmp_path)
+    assert notebooks.published_fingerprint(tmp_path) == before
+    (tmp_path / "sensitivity" / "b" / "results.csv").write_text("seed\n0\n1\n")
+    assert notebooks.published_fingerprint(tmp_path) != before

@@ -110,6 +110,17 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
+def published_fingerprint(docs: Path | None = None) -> str:
+    """sha256 of every published table under ``docs/`` (sets, variants, replicates): notebooks read other sets than
+    their own (the sensitivity study, the reruns of the noise floor, the output-exempt variant), so a notebook runs
+    again when any of them changes."""
+    root = Path(docs if docs is not None else paths.DOCS)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("results.csv")) if root.is_dir() else []:
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def inputs_hash(nb: dict, parameters: dict, results_fp: str, code_fp: str) -> str:
     cells = [[c.get("cell_type"), _source(c)] for c in nb.get("cells", [])]
     text = json.dumps({"cells": cells, "parameters": parameters, "results": results_fp, "code": code_fp},
@@ -181,7 +192,7 @@ def execute_all(results, force: bool = False, quiet: bool = False, notebooks=Non
 
     out_dir = output_folder(results)
     out_dir.mkdir(parents=True, exist_ok=True)
-    code_fp = code_fingerprint()
+    code_fp = code_fingerprint() + published_fingerprint()
     jobs = [(source, nb, out_dir / source.name, {"results": str(results), **{
         k: v for k, v in parameters.items() if k in declared[source]}}, results, None) for source, nb in loaded.items()]
     jobs += _companion_jobs(results, loaded, out_dir)

@@ -48,10 +48,13 @@ def tables(base: Path | None = None, docs: Path = paths.DOCS) -> dict[str, pd.Da
     return out
 
 
-def markdown(long: pd.DataFrame) -> str:
+def markdown(long: pd.DataFrame, rows=None) -> str:
     """The comparison as a Markdown table (:func:`poster.wide`, whose RMS column gives each reading's distance) and
-    one sentence naming the set and reading nearest the poster over all seven techniques."""
+    one sentence naming the set and reading nearest the poster over all seven techniques (over every set, also
+    those ``rows``, a filter on the set's name, leaves out of the table)."""
     w = poster.wide(long)
+    if rows is not None:
+        w = w[[rows(str(name)) for name in w["set"]]]
     head = "| " + " | ".join(w.columns) + " |\n|" + "---|" * len(w.columns) + "\n"
     body = "".join("| " + " | ".join(str(v) for v in r) + " |\n" for r in w.itertuples(index=False))
     r7 = poster.rms(long, [c for c, m in poster.COLUMNS if len(m) == 1])
@@ -69,7 +72,14 @@ def readme_block(docs: Path = paths.DOCS) -> str:
     """What the README holds between :data:`START` and :data:`END`."""
     long = poster.comparison(tables(docs=docs))
     return (f"{START}\nTest accuracy (%) under rewinding, mean over seeds; each set read at 18 and at 19 pruning "
-            f"steps (`python -m pruning readme` writes this block from `docs/`).\n\n{markdown(long)}{END}")
+            f"steps (`python -m pruning readme` writes this block from `docs/`). The sensitivity variants' rows are "
+            f"in the 10-seed paper's comparison table.\n\n"
+            f"{markdown(long, rows=lambda name: not name.startswith('sensitivity/'))}{END}")
+
+
+def _num(x) -> str:
+    """Two decimals, or n/a where the value is undefined (an interval of one seed)."""
+    return f"{x:.2f}" if pd.notna(x) else "n/a"
 
 
 def findings_block(docs: Path = paths.DOCS) -> str:
@@ -98,8 +108,8 @@ def findings_block(docs: Path = paths.DOCS) -> str:
         first = c[(c["measure"] == 0) & (c["iteration"] == 18)].set_index("finding")
         for _, r in spans_.iterrows():
             k = r["finding"]
-            number = (f"{first.loc[k, 'mean']:.2f} [{first.loc[k, 'low']:.2f}, {first.loc[k, 'high']:.2f}]: "
-                      f"{first.loc[k, 'quantity']}" if k in first.index else "n/a")
+            number = (f"{_num(first.loc[k, 'mean'])} [{_num(first.loc[k, 'low'])}, {_num(first.loc[k, 'high'])}]: "
+                      + str(first.loc[k, "quantity"]).replace("|", "\\|") if k in first.index else "n/a")
             parts.append(f"| {r['claim']} | {at.get((k, 18), 'n/a')} | {at.get((k, 19), 'n/a')} | "
                          f"{r['supported']} | {r['not supported']} | {r['no difference']} | {number} |")
     parts.append(FINDINGS_END)
