@@ -260,3 +260,18 @@ def test_the_paper_scale_set_is_published_with_its_data():
     assert exp["published_seeds"] == store.published.seeds(REPO / "docs" / "paper_lenet_mnist_cpu")
     sizes = store.published.sizes(REPO / "docs" / "paper_lenet_mnist_cpu")
     assert sizes["total"] <= 10e6 * len(exp["published_seeds"])  # the 100 MB budget for 10 seeds, seed by seed
+
+
+@pytest.mark.slow  # computes each LeNet set's findings at 18 pruning steps
+def test_the_committed_index_is_what_the_committed_sets_write(tmp_path):
+    """docs/index.html holds each set's findings in one line, its scale and wall time: written again here from the
+    committed sets alone, it says word for word what the committed page says (no number in it is typed)."""
+    from pruning.reporting import publish
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for entry in (REPO / "docs").iterdir():
+        if entry.name not in ("index.html", ".nojekyll"):
+            (docs / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    written = publish.write_index(docs)
+    assert _words(written) == _words(REPO / "docs" / "index.html")
