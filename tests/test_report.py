@@ -497,3 +497,12 @@ def test_techniques_tied_at_the_lowest_accuracy_are_all_named(synthetic):
     v = quoted._accuracy_variables(table, sel, 2, ["l1_us", "l2_s", "random_s", "random_us"], "rewind")
     assert v["worst_technique"] == "random S and random US (tied)" and v["worst_acc"] == "11.35"
     assert quoted._fmt(11.35) == "11.4" and quoted._fmt(1234.5, 0) == "1,235"  # half up, as the tables round
+
+
+def test_the_explanations_block_moves_to_the_first_column_only_beside_companion_figures():
+    text = ("col1\n<!-- explain:first-column -->\nend1\ncol3\n<!-- explain:start -->\nBLOCK\n<!-- explain:end -->\nend3")
+    moved = report._balance(text, True)
+    assert moved.index("BLOCK") < moved.index("end1") and "explain:" not in moved and moved.count("BLOCK") == 1
+    kept = report._balance(text, False)
+    assert kept.index("BLOCK") > kept.index("col3") and "explain:first-column" not in kept and kept.count("BLOCK") == 1
+    assert report._balance("no markers", True) == "no markers"

@@ -86,6 +86,7 @@ def stage(build: Path, values: dict, found: dict | None = None, sections: dict[s
         text = path.read_text(encoding="utf-8")
         if companions.MARKER in text:
             text = text.replace(companions.MARKER, companions.section(found or {}, doc.startswith("poster")))
+        text = _balance(text, bool(found))
         for marker, section in (sections or {}).items():
             text = text.replace(marker, section)
         path.write_text(text, encoding="utf-8")
@@ -93,6 +94,22 @@ def stage(build: Path, values: dict, found: dict | None = None, sections: dict[s
         "# Written by pruning/report.py from the results; every number the report quotes.\n"
         + yaml.safe_dump(values, sort_keys=True, allow_unicode=True, width=1000), encoding="utf-8")
     return staged
+
+
+EXPLAIN = ("<!-- explain:start -->", "<!-- explain:end -->", "<!-- explain:first-column -->")
+
+
+def _balance(text: str, companions_found: bool) -> str:
+    """The poster's explanations block sits under the third column's findings, unless companion figures (AlexNet,
+    VGG11) make that column the tallest: then it moves to the end of the first, so the columns stay within 75%."""
+    start, end, first = EXPLAIN
+    if start not in text or end not in text or first not in text:
+        return text
+    before, rest = text.split(start, 1)
+    block, after = rest.split(end, 1)
+    if companions_found:
+        return (before + after).replace(first, block.strip("\n") + "\n")
+    return (before + block + after).replace(first, "")
 
 
 # ============================================================================= renderer 1: Quarto
