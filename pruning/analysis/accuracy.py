@@ -115,11 +115,3 @@ def paired_difference(table: pd.DataFrame, a: tuple, b: tuple, metric: str = "te
 
     va, vb = per_seed(a), per_seed(b)
     return {s: va[s] - vb[s] for s in sorted(set(va) & set(vb))}
-
-
-def collapsed_runs(table, reinit: str, iteration: int) -> set[tuple[str, int]]:
-    """(technique, seed) of the runs of ``reinit`` with a collapsed training at any iteration up to ``iteration``
-    (:func:`collapsed`: final training loss within 0.01 of ln 10, a constant guess)."""
-    sel = table[(table["reinit"] == reinit) & (table["iteration"] <= iteration)]
-    bad = sel[collapsed(sel)]
-    return {(t, int(s)) for t, s in zip(bad["technique"], bad["seed"])}
