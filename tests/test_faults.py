@@ -124,6 +124,19 @@ def test_run_refuses_a_folder_that_is_no_results_folder(tmp_path):
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
 
 
+def test_a_store_another_command_is_starting_is_no_foreign_folder(tmp_path):
+    """Two commands started together: the second sees only what the first writes before ``experiment.json``
+    lands (its temporary copy, the lock folder) and trains beside it instead of refusing the folder."""
+    cfg = config.load_experiment(write_config(tmp_path / "a.yaml"))
+    store_dir = tmp_path / "store"
+    (store_dir / ".locks").mkdir(parents=True)
+    (store_dir / ".experiment.json.4242.tmp").write_text("{")
+    store.check_owner(store_dir, cfg)  # no error
+    (store_dir / "notes.txt").write_text("x")
+    with pytest.raises(store.StoreError, match="not a results folder"):
+        store.check_owner(store_dir, cfg)
+
+
 @pytest.mark.parametrize("name", ["/tmp/escaped-publish", "../escaped", "..", "a/b", "x" * 300, "café", "-rf",
                                   ".hidden", "", None, 7])
 def test_a_name_from_data_never_leaves_its_folder(tmp_path, name):

@@ -54,12 +54,18 @@ def check_owner(folder: Path, cfg: ExperimentConfig) -> None:
         name = exp.get("name") if isinstance(exp, dict) else folder.name
         raise StoreError(f"{folder} is the published set '{name}', not a run store for '{cfg.name}'; {fix}")
     if exp is None:
-        if any(folder.iterdir()):
+        if any(not _being_made(entry.name) for entry in folder.iterdir()):
             raise StoreError(f"{folder} is not empty and holds no experiment.json (not a results folder), so config "
                              f"'{cfg.name}' will not train into it; {fix}")
         return
     if exp.get("name") != cfg.name:
         raise StoreError(f"{folder} holds the experiment '{exp.get('name')}', not '{cfg.name}'; {fix}")
+
+
+def _being_made(name: str) -> bool:
+    """Whether ``name`` is what another process starting a run store here writes before its ``experiment.json``
+    lands: that file's temporary copy (``core.atomic``) or the lock folder. Two commands may start together."""
+    return name == layout.LOCKS or (name.startswith(f".{layout.EXPERIMENT}.") and name.endswith(".tmp"))
 
 
 def recorded_version(folder: Path) -> str | None:
