@@ -94,3 +94,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "smoke_set" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast-limit", type=float, default=None, metavar="SECONDS",
+                     help="fail a test without the slow mark whose call takes longer than SECONDS (the fast loop: "
+                          "`pytest -m 'not slow' --fast-limit 5`); off by default, so a loaded machine fails no test")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    limit = item.config.getoption("--fast-limit", default=None)
+    report = outcome.get_result()
+    if limit is None or report.when != "call" or not report.passed or item.get_closest_marker("slow"):
+        return
+    if call.duration > limit:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} took {call.duration:.1f} s, over --fast-limit {limit:g} s: make it "
+                           f"faster or mark it @pytest.mark.slow")

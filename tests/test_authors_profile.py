@@ -110,6 +110,7 @@ def test_structured_pruning_along_inputs_leaves_conv1_and_the_10_output_units_wh
         assert bool((masks["fc1"].any(dim=0) == masks["fc1"].all(dim=0)).all()), technique  # whole input columns
 
 
+@pytest.mark.slow
 def test_a_run_without_validation_stores_no_validation_accuracy(tmp_path):
     cfg = load_experiment(write_config(tmp_path / "whole.yaml", techniques=["l1_us"], reinit=["rewind"],
                                        iterations=1, data={"val_size": 0, "train_subset": 200, "val_subset": None,

@@ -155,9 +155,13 @@ def test_a_companion_set_publishes_a_page_of_figures_and_the_index_links_it(sets
 
     _, alex = sets
     target = publish.publish(alex, docs=tmp_path / "docs", quiet=True)
-    assert sorted(p.name for p in target.iterdir()) == ["data", "experiment.json", "figures.html", "results.csv"]
+    assert sorted(p.name for p in target.iterdir()) == ["data", "experiment.json", "figures", "figures.html",
+                                                        "results.csv"]
     page = (target / "figures.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 2
+    assert page.count('src="data:image/svg+xml;base64,') == 2
+    for label in ("fig-filters", "fig-empty-kernels"):  # each figure's numbers beside the page, linked
+        assert f'<a href="figures/{label}.csv">' in page
+        assert (target / "figures" / f"{label}.csv").read_text().startswith("panel,")
     assert "AlexNet features.3 (12,288 kernels) after 2 pruning steps" in page
     assert "KB a training" in page and 'href="data/README.md"' in page
     with np.load(target / "data" / "seed_0" / "l1_us.rewind.npz") as z:  # what its figures read: conv2 in float16

@@ -201,3 +201,17 @@ def test_relative_links_resolve():
                 elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
                     problems.append(f"{doc.name} line {number}: {target}: no such heading")
     assert not problems, "broken links:\n" + "\n".join(problems)
+
+
+def test_every_relative_link_of_the_markdown_docs_reaches_a_file():
+    """A link in README.md or docs/*.md (anchor aside) names a file or folder that exists, relative to its page."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+    assert not broken, broken

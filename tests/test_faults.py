@@ -238,6 +238,7 @@ def _sane(tmp_path):
     return out
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_is_one_line_and_the_resume_is_exact(tmp_path):
     path = write_config(tmp_path / "a.yaml", techniques=["l1_us"], reinit=["rewind"], iterations=1,
                         data={"train_subset": 200, "val_subset": 100, "test_subset": 200})

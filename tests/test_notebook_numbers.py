@@ -24,6 +24,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results" / "smoke"
+pytestmark = pytest.mark.slow  # reads (or trains) the smoke results
 EXECUTED = REPO / "build" / "smoke" / "notebooks"
 NOTEBOOKS = ("accuracy", "agreement", "ensembles", "filters", "findings", "mask_similarity", "sensitivity",
              "weight_stability")

@@ -217,8 +217,10 @@ def test_a_set_published_and_rendered_from_its_data_quotes_what_the_run_store_re
     monkeypatch.setattr(paths, "BUILD", tmp_path / "build")
     docs = tmp_path / "docs"
     target = publish.publish(RESULTS, docs=docs, quiet=True)
-    assert sorted(p.name for p in target.iterdir()) == ["data", "experiment.json", "paper.html", "poster.html",
-                                                         "results.csv"]
+    assert sorted(p.name for p in target.iterdir()) == ["data", "experiment.json", "figures", "paper.html",
+                                                         "poster.html", "results.csv"]
+    beside_store = REPO / "build" / "smoke" / "report" / "figures"
+    assert sorted(p.name for p in (target / "figures").iterdir()) == sorted(p.name for p in beside_store.iterdir())
     index = (docs / "index.html").read_text()
     assert 'href="smoke/paper.html"' in index and 'href="smoke/data/README.md"' in index
     n = len(store.load_results(RESULTS)) // 7  # runs: 7 trainings each
@@ -248,9 +250,25 @@ def test_a_committed_paper_and_poster_are_what_the_committed_data_renders(folder
     monkeypatch.setattr(notebooks, "BUILD_DIR", tmp_path / "build")
     monkeypatch.setattr(paths, "BUILD", tmp_path / "build")
     pages = publish._render(folder, "auto", quiet=True)
-    assert sorted(pages) == ["paper.html", "poster.html"]
+    tables = sorted(name for name in pages if name.endswith(".csv"))
+    assert sorted(set(pages) - set(tables)) == ["paper.html", "poster.html"]
+    assert tables == sorted(f"figures/{p.name}" for p in (folder / "figures").glob("*.csv"))  # none stale, none missing
     for name, rendered in pages.items():
-        assert _words(rendered) == _words(folder / name), name
+        if name in tables:
+            _same_table(rendered, folder / name)
+        else:
+            assert _words(rendered) == _words(folder / name), name
+
+
+def _same_table(a: Path, b: Path) -> None:
+    """Two CSV tables hold the same rows: words equal, numbers equal within float rounding (another CPU's sums)."""
+    x, y = pd.read_csv(a), pd.read_csv(b)
+    assert list(x.columns) == list(y.columns) and x.shape == y.shape, b
+    for column in x.columns:
+        if pd.api.types.is_numeric_dtype(x[column]) and pd.api.types.is_numeric_dtype(y[column]):
+            assert np.allclose(x[column], y[column], rtol=1e-4, atol=1e-6, equal_nan=True), (b, column)
+        else:
+            assert x[column].fillna("").astype(str).tolist() == y[column].fillna("").astype(str).tolist(), (b, column)
 
 
 def test_the_paper_scale_set_is_published_with_its_data():

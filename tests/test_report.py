@@ -70,7 +70,9 @@ def write_notebooks(folder: Path, contract=CONTRACT, figure_size=None) -> Path:
                 cell = nbformat.v4.new_code_cell(f'#| label: {label}\n#| fig-cap: "{caption_of(label)}"\nplot()')
                 w, h = figure_size or (40 + 10 * i + j, 20)
                 data = base64.b64encode(png(w, h)).decode()
-                cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": data, "text/plain": "<Figure>"})]
+                numbers = f"series,x,y\n{label},{i},{j}\n"  # what figure_data attaches to a drawn figure
+                cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": data, "text/csv": numbers,
+                                                                             "text/plain": "<Figure>"})]
             else:
                 cell = nbformat.v4.new_code_cell(f'#| label: {label}\n#| tbl-cap: "{caption_of(label)}"\ntable')
                 html_table = pd.DataFrame({"technique": ["L1 US", "hybrid"], "accuracy": [f"{label}-a", 81.8]}
@@ -267,6 +269,22 @@ def test_offline_render_writes_self_contained_paper_and_poster(rendered):
         assert srcs and all(s.startswith("data:image/") for s in srcs)
         assert not re.search(r'<link [^>]*href="(?!data:)', page)  # stylesheets inline too
     assert ".poster-grid" in out["poster"].read_text() and ".abstract" in out["paper"].read_text()
+
+
+def test_each_figure_has_its_plotted_numbers_beside_the_pages_linked_from_its_caption(rendered):
+    out, build = rendered
+    figures = [label for labels in CONTRACT.values() for label in labels if label.startswith("fig-")]
+    assert sorted(out["data"]) == sorted(f"figures/{label}.csv" for label in figures)
+    for name, path in out["data"].items():
+        assert path == build / "report" / name
+        label = Path(name).stem
+        assert path.read_text().splitlines()[1].startswith(f"{label},")  # this figure's own numbers
+    paper = out["paper"].read_text()
+    for label in figures:
+        if f'id="{label}"' in paper:
+            block = paper[paper.find(f'id="{label}"'):][:20000]
+            assert re.search(rf'<figcaption[^>]*>.*<a href="figures/{label}\.csv">The plotted numbers \(CSV\)</a>', block,
+                             flags=re.S), label
 
 
 @pytest.mark.parametrize("doc", report.DOCUMENTS)

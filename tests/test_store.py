@@ -62,6 +62,7 @@ def test_a_view_is_saved_with_its_own_elements_only(tmp_path):
     assert torch.equal(back["nested"][0]["x"], stacked[7, :10]) and back["n"] == 3
 
 
+@pytest.mark.slow
 def test_finished_runs_are_skipped_and_their_files_untouched(tmp_path, tiny_config):
     out = tmp_path / "res"
     run_ok("run", tiny_config, "--results", out, "--quiet")
@@ -247,6 +248,7 @@ def test_seeds_outside_the_config_or_malformed_are_one_line_errors(tmp_path, giv
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_pinned_numerics_reach_the_workers_and_are_recorded(tmp_path):
     """PRUNING_NUMERICS=pinned sets the libraries' code-path variables before torch loads, in the command and
     (inherited) in its worker processes; experiment.json records the mode, the variables and the CPU model."""

@@ -71,6 +71,39 @@ def cell_output(cell: dict, label: str) -> tuple[str, str] | None:
     return None
 
 
+DATA_FOLDER = "figures"  # beside the pages: the plotted numbers of each figure, <label>.csv
+
+
+def data_file(label: str) -> str:
+    """Where the page's folder keeps the plotted numbers of figure ``label``."""
+    return f"{DATA_FOLDER}/{label}.csv"
+
+
+def cell_data(cell: dict) -> str | None:
+    """The plotted numbers a figure cell's output carries (``figure_data``, mime text/csv), or None."""
+    for output in cell.get("outputs", []):
+        if _data(output, "text/csv"):
+            return _data(output, "text/csv")
+    return None
+
+
+def write_data(cells: dict[str, dict], folder: Path) -> dict[str, Path]:
+    """Write :func:`data_file` of every figure in ``cells`` ({label: cell}) that carries its numbers under ``folder``
+    (the folder is emptied first); returns {name relative to ``folder``: path}."""
+    target = Path(folder) / DATA_FOLDER
+    for old in target.glob("*.csv") if target.is_dir() else ():
+        old.unlink()
+    written = {}
+    for label, cell in cells.items():
+        data = cell_data(cell) if label.startswith("fig-") else None
+        if data:
+            path = Path(folder) / data_file(label)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(data, encoding="utf-8")
+            written[data_file(label)] = path
+    return written
+
+
 def check_embeds(documents, notebooks: Path, results) -> dict[tuple[str, str], tuple[dict, tuple[str, str]]]:
     """Every embed of ``documents`` resolved against the executed notebooks in ``notebooks``.
 

@@ -8,6 +8,7 @@ Images are embedded (base64), so the file stands alone.
 """
 from __future__ import annotations
 
+import base64
 import html
 from pathlib import Path
 
@@ -35,9 +36,12 @@ def _config_header(exp: dict) -> str:
 
 def _figure(cell: dict, label: str) -> str:
     mime, data = embeds.cell_output(cell, label)
-    caption = embeds.cell_options(cell).get("fig-cap", "")
-    return (f'<figure><img alt="{html.escape(label)}" src="data:{mime};base64,{data.strip()}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    data = base64.b64encode(data.encode()).decode() if mime == "image/svg+xml" else data.strip()
+    caption = html.escape(embeds.cell_options(cell).get("fig-cap", ""))
+    if embeds.cell_data(cell):
+        caption += f' <a href="{embeds.data_file(label)}">The plotted numbers (CSV)</a>'
+    return f'<figure><img alt="{html.escape(label)}" src="data:{mime};base64,{data}"><figcaption>{caption}</figcaption></figure>'
+
 
 
 def store_size(results: Path) -> dict:
@@ -84,9 +88,9 @@ def _table(results: Path, network: str) -> str:
     return pivot.reset_index().to_html(index=False, classes="data", border=0)
 
 
-def write(results, build_notebook: Path, target: Path) -> Path:
+def write(results, build_notebook: Path, target: Path) -> dict[str, Path]:
     """Write ``target`` (``figures.html``) for the companion results set ``results`` from its executed filters
-    notebook ``build_notebook``."""
+    notebook ``build_notebook``, and its figures' numbers beside it; returns {name beside the page: path} of those."""
     results = Path(results)
     exp = store.read_experiment(results)
     network = exp["config"]["arch"]
@@ -124,4 +128,4 @@ dates are in <a href="experiment.json">experiment.json</a>.</p>
 """
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
-    return target
+    return embeds.write_data({label: cells[label] for label in ("fig-filters", "fig-empty-kernels")}, target.parent)

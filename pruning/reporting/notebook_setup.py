@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import analysis
 from ..core import paths
-from . import plots
+from . import figure_data, plots
 
 NOTEBOOKS_DIR = paths.NOTEBOOKS
 
@@ -43,10 +43,14 @@ def setup(results, iteration=None, reinit="rewind", techniques=None, **checked):
     ``table``, ``iteration`` (None: the last iteration every run reached), ``selected`` (the techniques
     shown, in registry order when None) and ``n_seeds``.
     """
-    try:  # inside a kernel: inline PNG figures
+    try:  # inside a kernel: inline SVG figures (no date written: the same data draw the same bytes), each with its
+        # plotted numbers as CSV in the same output
         ip = get_ipython()  # noqa: F821  (defined by IPython)
         ip.run_line_magic("matplotlib", "inline")
-        ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
+        ip.run_line_magic("config", "InlineBackend.figure_formats = ['svg']")
+        ip.run_line_magic("config", "InlineBackend.print_figure_kwargs = "
+                                    "{'bbox_inches': 'tight', 'metadata': {'Date': None}}")
+        figure_data.register(ip)
     except NameError:
         pass
     plots.use_style()

@@ -8,6 +8,7 @@ from that data alone (``python -m pruning publish docs/<name>`` re-renders it; n
                               seed, immutable once written, and the data card ``data/README.md``
     paper.html, poster.html   the rendered report (self-contained); a LeNet report shows the AlexNet and
                               VGG11 conv2 figures of the companion sets found beside it (``companions``)
+    figures/<label>.csv       the numbers each figure of the pages plots (``figure_data``), linked from its caption
     figures.html              instead of paper and poster, for a companion set (AlexNet, VGG11): its
                               figures, numbers and every training (``figures_page``)
     results.csv               the tidy results table of every published seed, one row per training
@@ -32,6 +33,7 @@ from ..core.atomic import replacing
 from .. import store
 from ..store import layout, published
 from ..core.errors import ReportError
+from .embeds import DATA_FOLDER
 
 FILES = ("paper.html", "poster.html", "figures.html", "results.csv", layout.EXPERIMENT, "data/README.md")
 
@@ -63,8 +65,12 @@ def publish(results, docs: Path | None = None, renderer: str = "auto", quiet: bo
     export.write_derived(source, target)
     pages = _render(target, renderer, quiet)
     for name, path in pages.items():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
         with replacing(target / name) as tmp:
             shutil.copyfile(path, tmp)
+    for old in (target / DATA_FOLDER).glob("*.csv"):  # a figure the report no longer draws
+        if f"{DATA_FOLDER}/{old.name}" not in pages:
+            old.unlink()
     index = write_index(docs if source is not None else target.parent)
     if not quiet:
         print(f"published: {target}  (index: {index})")
@@ -79,11 +85,11 @@ def _render(target: Path, renderer: str, quiet: bool) -> dict[str, Path]:
         executed = notebooks.execute_all(target, quiet=quiet, notebooks=[companions.SOURCE_NOTEBOOK],
                                          parameters={"layer": layer})
         page = paths.build_folder(target) / "figures.html"
-        figures_page.write(target, executed[0], page)
-        return {"figures.html": page}
+        data = figures_page.write(target, executed[0], page)
+        return {"figures.html": page, **data}
     notebooks.execute_all(target, quiet=quiet)
     out = report.render(target, renderer=renderer, quiet=quiet)
-    return {"paper.html": out["paper"], "poster.html": out["poster"]}
+    return {"paper.html": out["paper"], "poster.html": out["poster"], **out["data"]}
 
 
 def _write_table(results: Path, folder: Path) -> None:

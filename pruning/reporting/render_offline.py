@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from .embeds import EMBED, IMAGE_MIMES, cell_options
+from .embeds import EMBED, IMAGE_MIMES, cell_data, cell_options, data_file
 from ..core.errors import ReportError
 
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
@@ -86,7 +86,8 @@ def _embed_block(label: str, number: int, cell: dict, output: tuple[str, str], a
         ext = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg"}[mime]
         path = assets / f"{label}.{ext}"
         path.write_bytes(data.encode() if ext == "svg" else base64.b64decode(data))
-        image = f"![{_caption_md(title)}]({assets.name}/{path.name})"
+        data = f" [The plotted numbers (CSV)]({data_file(label)})" if kind == "Figure" and cell_data(cell) else ""
+        image = f"![{_caption_md(title)}{data}]({assets.name}/{path.name})"
         if kind == "Figure":
             return f"\n\n{image}{{#{label}}}\n\n"
         return f"\n\n::: {{#{label} .table-float}}\n\n::: {{.table-caption}}\n{title}\n:::\n\n{image}\n\n:::\n\n"

@@ -29,7 +29,7 @@ from . import companions, replicates
 from ..core import paths
 from . import quoted
 from ..analysis import ParameterError
-from .embeds import check_embeds, run_notebooks_hint
+from .embeds import DATA_FOLDER, check_embeds, run_notebooks_hint, write_data
 from ..core.errors import ReportError
 from .render_offline import _front_matter, pandoc_version, preprocess, render_pandoc  # noqa: F401 (re-exported)
 
@@ -59,7 +59,7 @@ def stage(build: Path, values: dict, found: dict | None = None, sections: dict[s
     and each of ``sections`` ({marker: markdown}, e.g. the replicates' paragraph) where they hold its marker."""
     staged = build / "report"
     staged.mkdir(parents=True, exist_ok=True)
-    for old in ("paper.html", "poster.html", "_offline"):
+    for old in ("paper.html", "poster.html", "_offline", DATA_FOLDER):
         target = staged / old
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
@@ -160,7 +160,8 @@ def render(results, renderer: str = "auto", quiet: bool = False, build: Path | N
     else:
         render_pandoc(staged, values, resolved, DOCUMENTS, quiet)
         used = f"offline ({pandoc_version()})"
-    out = {"paper": staged / "paper.html", "poster": staged / "poster.html", "renderer": used}
+    out = {"paper": staged / "paper.html", "poster": staged / "poster.html", "renderer": used,
+           "data": write_data({label: cell for (_, label), (cell, _) in resolved.items()}, staged)}
     for key in ("paper", "poster"):
         if not out[key].exists():
             raise ReportError(f"{used} wrote no {out[key]}; see the messages above")

@@ -1,0 +1,62 @@
+"""``figure_data``: the numbers a figure plots, read back from the drawn figure, checked against what was drawn."""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pruning.reporting.figure_data import figure_data, to_csv  # noqa: E402
+
+
+def test_lines_bands_and_reference_lines_come_back_with_their_panel_axes_and_series():
+    fig, (left, right) = plt.subplots(1, 2)
+    left.plot([1, 2, 4], [10.0, 20.0, 40.0], label="L1 US")
+    left.fill_between([1, 2, 4], [9.0, 18.0, 35.0], [11.0, 22.0, 45.0], alpha=0.2)
+    left.axhline(10.0, label="chance")
+    left.set(title="rewind", xlabel="weights left (%)", ylabel="accuracy (%)")
+    right.errorbar([0, 1], [5.0, 6.0], yerr=[1.0, 2.0], label="hybrid", fmt="o")
+    t = figure_data(fig)
+    plt.close(fig)
+    line = t[(t.series == "L1 US") & (t.kind == "line")]
+    assert line[["x", "y"]].values.tolist() == [[1, 10], [2, 20], [4, 40]]
+    assert set(line.panel) == {"rewind"} and set(line.x_axis) == {"weights left (%)"}
+    band = t[t.kind == "band"].sort_values("x")
+    assert band[["x", "low", "high"]].values.tolist() == [[1, 9, 11], [2, 18, 22], [4, 35, 45]]
+    ref = t[t.series == "chance"]
+    assert ref.kind.tolist() == ["reference line"] and ref.y.tolist() == [10.0] and ref.x.isna().all()
+    bars = t[(t.kind == "error bar")].sort_values("x")
+    assert bars[["x", "low", "high"]].values.tolist() == [[0, 4, 6], [1, 4, 8]]
+    assert set(t[t.series == "hybrid"].panel) == {"panel 2"}
+
+
+def test_points_bars_with_named_categories_and_heat_maps():
+    fig, (a, b, c) = plt.subplots(1, 3)
+    a.scatter([0.5, 0.7], [0.1, 0.3], label="runs")
+    b.bar(["L1 US", "L2 S"], [3.0, 7.0], label="kept")
+    image = c.imshow(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    c.set_xticks([0, 1], ["A", "B"])
+    c.set_yticks([0, 1], ["A", "B"])
+    fig.colorbar(image, ax=c)
+    t = figure_data(fig)
+    plt.close(fig)
+    assert t[t.kind == "points"][["x", "y"]].values.tolist() == [[0.5, 0.1], [0.7, 0.3]]
+    bars = t[t.kind == "bar"]
+    assert bars.y.tolist() == [3.0, 7.0] and bars.x_label.tolist() == ["L1 US", "L2 S"]
+    heat = t[t.kind == "heat map"]
+    assert heat[["y_label", "x_label", "value"]].values.tolist() == [["A", "A", 1], ["A", "B", 2], ["B", "A", 3],
+                                                                     ["B", "B", 4]]
+    assert len(set(t.panel)) == 3  # the colour bar is no panel
+
+
+def test_the_csv_reads_back_as_the_table_and_unused_columns_are_left_out():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0.25, 0.5], label="a")
+    back = pd.read_csv(io.StringIO(to_csv(fig)))
+    plt.close(fig)
+    assert list(back.columns) == ["series", "kind", "x", "y"]
+    assert back.y.tolist() == [0.25, 0.5]
