@@ -139,11 +139,13 @@ def _cmd_publish(args) -> int:
 
 
 def _cmd_readme(args) -> int:
-    from .reporting import poster_sets
+    from .reporting import poster_sets, seed_times
 
     changed = poster_sets.write_readme()
+    timed = seed_times.write()
     if not args.quiet:
         print("README.md: the poster comparison " + ("rewritten from docs/" if changed else "already matches docs/"))
+        print("docs/benchmarks.md: the seeds' wall times " + ("rewritten" if timed else "already match docs/"))
     return 0
 
 

@@ -1,6 +1,8 @@
 """The poster comparison (analysis.poster) on hand-built tables, and the README's copy of it kept equal to the data."""
 from __future__ import annotations
 
+import json
+
 import math
 
 import pandas as pd
@@ -55,3 +57,25 @@ def test_the_readme_holds_the_findings_that_the_published_data_give():
 
     text = (REPO / "README.md").read_text()
     assert poster_sets.findings_block() in text, "run `python -m pruning readme` and commit README.md"
+
+
+def test_the_benchmarks_page_holds_the_seed_times_that_the_published_sets_record():
+    from pruning.reporting import seed_times
+
+    text = (REPO / "docs" / "benchmarks.md").read_text()
+    assert seed_times.block() in text, "run `python -m pruning readme` and commit docs/benchmarks.md"
+
+
+def test_seed_times_read_each_seeds_own_record_and_compare_with_the_target(tmp_path):
+    from pruning.reporting import seed_times
+
+    set_ = tmp_path / "authors_lenet_mnist"
+    for seed, record in {0: {"code_version": "aaa", "hardware": "m", "last_run_seconds": 1440.0, "seed_runs": [],
+                             "updated": "2026-01-02T00:00:00"},
+                         3: {"seed_runs": [{"code_version": "bbb", "hardware": "m", "seconds": 5760.0,
+                                            "seeds_together": [3, 4], "finished": "2026-01-03T00:00:00"}]}}.items():
+        (set_ / "data" / f"seed_{seed}").mkdir(parents=True)
+        (set_ / "data" / f"seed_{seed}" / "experiment.json").write_text(json.dumps(record))
+    table = seed_times.block(tmp_path)
+    assert "| 0 | `aaa` | m | 2026-01-02 | 0 | 1,440.0 s | 0.50x |" in table
+    assert "| 3 | `bbb` | m | 2026-01-03 | 3, 4 | 5,760.0 s | 2.00x |" in table
