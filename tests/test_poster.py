@@ -79,3 +79,28 @@ def test_seed_times_read_each_seeds_own_record_and_compare_with_the_target(tmp_p
     table = seed_times.block(tmp_path)
     assert "| 0 | `aaa` | m | 2026-01-02 | 0 | 1,440.0 s | 0.50x |" in table
     assert "| 3 | `bbb` | m | 2026-01-03 | 3, 4 | 5,760.0 s | 2.00x |" in table
+
+
+def test_the_comparison_holds_the_variants_of_every_published_lenet_set(tmp_path):
+    """A sensitivity variant of the released code's profile (the L1 US recipe: one field apart) is compared with the
+    poster beside the sets, as the CPU profile's variants are; a folder far from every set is not."""
+    import shutil
+
+    from pruning.reporting import poster_sets
+
+    docs = tmp_path / "docs"
+    for name in ("authors_lenet_mnist", "paper_lenet_mnist_cpu"):
+        (docs / name / "data").mkdir(parents=True)
+        for f in ("experiment.json", "results.csv"):
+            shutil.copyfile(REPO / "docs" / name / f, docs / name / f)
+    exp = json.loads((REPO / "docs" / "authors_lenet_mnist" / "experiment.json").read_text())
+    recipe = {**exp, "config": {**exp["config"], "training": {**exp["config"]["training"], "prune_from_epoch": 1}}}
+    far = {**exp, "config": {**exp["config"], "prune_fraction": 0.5, "iterations": 3, "structured_dim": 0,
+                             "training": {**exp["config"]["training"], "epochs": 2, "lr": 0.5}}}
+    for name, content in (("recipe", recipe), ("far", far)):
+        (docs / "sensitivity" / name).mkdir(parents=True)
+        (docs / "sensitivity" / name / "experiment.json").write_text(json.dumps(content))
+        shutil.copyfile(REPO / "docs" / "authors_lenet_mnist" / "results.csv", docs / "sensitivity" / name / "results.csv")
+    found = poster_sets.tables(docs=docs)
+    assert list(found) == ["authors_lenet_mnist", "paper_lenet_mnist_cpu", "sensitivity/recipe"]
+    assert list(poster_sets.tables(base=docs / "paper_lenet_mnist_cpu", docs=docs)) == list(found)[:2]

@@ -36,15 +36,17 @@ def lenet_sets(docs: Path = paths.DOCS) -> dict[str, Path]:
 
 
 def tables(base: Path | None = None, docs: Path = paths.DOCS) -> dict[str, pd.DataFrame]:
-    """The tables to compare: every published LeNet set, then the sensitivity variants of ``base`` (default: the
-    10-seed CPU profile), each named by its folder (variants as ``sensitivity/<name>``)."""
+    """The tables to compare: every published LeNet set, then the sensitivity variants of ``base`` (default: of
+    each published LeNet set, e.g. the released L1 US recipe beside the released code's profile), each named by
+    its folder (variants as ``sensitivity/<name>``), each variant once."""
     sets = lenet_sets(docs)
     out = {name: store.load_results(folder) for name, folder in sets.items()}
-    base = Path(base) if base is not None else sets.get("paper_lenet_mnist_cpu")
-    if base is not None and (Path(docs) / "sensitivity").is_dir():
-        config = store.read_experiment(base)["config"]
-        for v in sensitivity.variants(config, Path(docs) / "sensitivity"):
-            out[f"sensitivity/{v['name']}"] = v["table"]
+    bases = [Path(base)] if base is not None else list(sets.values())
+    if (Path(docs) / "sensitivity").is_dir():
+        for folder in bases:
+            config = store.read_experiment(folder)["config"]
+            for v in sensitivity.variants(config, Path(docs) / "sensitivity"):
+                out.setdefault(f"sensitivity/{v['name']}", v["table"])
     return out
 
 
