@@ -293,3 +293,27 @@ def test_the_committed_index_is_what_the_committed_sets_write(tmp_path):
             (docs / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     written = publish.write_index(docs)
     assert _words(written) == _words(REPO / "docs" / "index.html")
+
+
+def test_a_sensitivity_variant_publishes_only_its_finished_seeds(tmp_path):
+    """A variant published while a seed still trains keeps that seed's rows out; with none finished, one line."""
+    from conftest import write_config
+    from pruning.execution import runner
+    from pruning.nets import config
+    from pruning.reporting import publish
+
+    cfg = config.load_experiment(write_config(tmp_path / "variant.yaml", techniques=["l1_us"], reinit=["rewind"],
+                                              seeds=[0, 1], iterations=1,
+                                              data={"train_subset": 200, "val_subset": 100, "test_subset": 200}))
+    results = tmp_path / "results"
+    runner.run_experiment(cfg, results, quiet=True, device="cpu", workers=1)
+    unfinished = [r for r in store.read_experiment(results)["runs"] if r["seed"] == 1]
+    for run in unfinished:  # seed 1 as if still training: its rows are there, its done marks are not
+        (results / f"run_{run['hash']}" / "done.json").unlink()
+    target = publish.sensitivity(results, "variant", docs=tmp_path / "docs")
+    table = pd.read_csv(target / "results.csv")
+    assert sorted(set(table["seed"])) == [0] and len(table) == 2
+    for run in store.read_experiment(results)["runs"]:
+        (results / f"run_{run['hash']}" / "done.json").unlink(missing_ok=True)
+    with pytest.raises(ReportError, match="no seed whose runs are all finished"):
+        publish.sensitivity(results, "variant", docs=tmp_path / "docs")

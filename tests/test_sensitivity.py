@@ -92,7 +92,8 @@ def test_the_papers_sentence_says_what_each_variant_brings_within_reach_and_what
     # base: l1_us 92 (poster 32.4), l1_s 53.175 (37.8); variant: 34 and 38, both within 5 of the poster
     assert "1 variant of this set's config is published: exempt (output_layer exempt)" in text
     assert f"this set's row is {math.sqrt((59.6 ** 2 + 15.375 ** 2) / 2):.1f} points from the poster's" in text
-    assert f"the nearest variant row is exempt's, at {math.sqrt((1.6 ** 2 + 0.2 ** 2) / 2):.1f}" in text
+    assert f"the nearest variant row is exempt's, at {math.sqrt((1.6 ** 2 + 0.2 ** 2) / 2):.1f} (over the 2 techniques it has)" \
+        in text
     assert "already in this set: no technique; brought there by a variant: L1 S (exempt) and L1 US (exempt); " \
            "by neither: none." in text
     assert "nothing here explains" in quoted.sensitivity_summary(BASE, base, 19, folder=tmp_path)  # variant lacks 19

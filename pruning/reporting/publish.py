@@ -92,9 +92,19 @@ def _render(target: Path, renderer: str, quiet: bool) -> dict[str, Path]:
     return {"paper.html": out["paper"], "poster.html": out["poster"], **out["data"]}
 
 
-def _write_table(results: Path, folder: Path) -> None:
-    """``results.csv`` (the tidy table, without local paths) and ``experiment.json`` of ``results`` into ``folder``."""
+def finished_seeds(results: Path) -> list[int]:
+    """The seeds of the run store ``results`` whose runs are all finished."""
+    runs = store.read_experiment(results).get("runs", [])
+    seeds = sorted({int(r["seed"]) for r in runs})
+    return [s for s in seeds if all(store.run_done(results, r["hash"]) for r in runs if int(r["seed"]) == s)]
+
+
+def _write_table(results: Path, folder: Path, seeds: list[int] | None = None) -> None:
+    """``results.csv`` (the tidy table, without local paths; only ``seeds`` where given) and ``experiment.json`` of
+    ``results`` into ``folder``."""
     table = store.load_results(results)
+    if seeds is not None:
+        table = table[table["seed"].isin(seeds)]
     table = table.drop(columns=[c for c in published.UNWRITTEN if c in table.columns])
     table.to_csv(folder / "results.csv", index=False, float_format="%.6g")
     shutil.copyfile(Path(results) / layout.EXPERIMENT, folder / layout.EXPERIMENT)
@@ -118,12 +128,17 @@ def replicate(results, name: str, docs: Path | None = None) -> Path:
 def sensitivity(results, name: str, docs: Path | None = None) -> Path:
     """Keep ``results`` as a variant of the sensitivity study in ``docs/sensitivity/<name>/``: its table and
     ``experiment.json``, which ``analysis.sensitivity`` compares with the set a paper is rendered for. A variant
-    trained further is published again over its own files (the table grows; nothing else is kept there)."""
+    trained further is published again over its own files (the table grows; nothing else is kept there). Only
+    seeds whose runs are all finished go into the table."""
     target = paths.named_folder(Path(docs if docs is not None else paths.DOCS) / "sensitivity", name,
                                 "sensitivity variant name")
-    store.read_experiment(results)  # a missing results folder stops here with one line
+    exp = store.read_experiment(results)  # a missing results folder stops here with one line
+    seeds = finished_seeds(Path(results))
+    if not seeds:
+        raise ReportError(f"{results} has no seed whose runs are all finished; finish one (`python -m pruning run "
+                          f"{exp.get('config_file', 'configs/<name>.yaml')} --seeds N`) and publish again")
     target.mkdir(parents=True, exist_ok=True)
-    _write_table(Path(results), target)
+    _write_table(Path(results), target, seeds)  # a seed still training is left out until it finishes
     return target
 
 
