@@ -147,6 +147,7 @@ def test_the_data_card_lists_every_array_with_its_dtype_and_shape_and_the_size_o
     assert sum(v for k, v in sizes.items() if k != "total") == pytest.approx(total, rel=0.02)
 
 
+@pytest.mark.slow  # reads the smoke results
 def test_a_set_grows_seed_by_seed_and_never_rewrites_a_published_seed(tmp_path, monkeypatch):
     target = tmp_path / "docs" / "smoke"
     real = export.finished_seeds

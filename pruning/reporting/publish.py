@@ -92,13 +92,6 @@ def _render(target: Path, renderer: str, quiet: bool) -> dict[str, Path]:
     return {"paper.html": out["paper"], "poster.html": out["poster"], **out["data"]}
 
 
-def finished_seeds(results: Path) -> list[int]:
-    """The seeds of the run store ``results`` whose runs are all finished."""
-    runs = store.read_experiment(results).get("runs", [])
-    seeds = sorted({int(r["seed"]) for r in runs})
-    return [s for s in seeds if all(store.run_done(results, r["hash"]) for r in runs if int(r["seed"]) == s)]
-
-
 def _write_table(results: Path, folder: Path, seeds: list[int] | None = None) -> None:
     """``results.csv`` (the tidy table, without local paths; only ``seeds`` where given) and ``experiment.json`` of
     ``results`` into ``folder``."""
@@ -133,7 +126,7 @@ def sensitivity(results, name: str, docs: Path | None = None) -> Path:
     target = paths.named_folder(Path(docs if docs is not None else paths.DOCS) / "sensitivity", name,
                                 "sensitivity variant name")
     exp = store.read_experiment(results)  # a missing results folder stops here with one line
-    seeds = finished_seeds(Path(results))
+    seeds = export.finished_seeds(Path(results), exp)
     if not seeds:
         raise ReportError(f"{results} has no seed whose runs are all finished; finish one (`python -m pruning run "
                           f"{exp.get('config_file', 'configs/<name>.yaml')} --seeds N`) and publish again")
