@@ -118,7 +118,8 @@ def findings_block(docs: Path = paths.DOCS) -> str:
     return "\n".join(parts)
 
 
-def _replace(text: str, start: str, end: str, block: str, readme: Path) -> str:
+def replace_block(text: str, start: str, end: str, block: str, readme: Path) -> str:
+    """``text`` with what lies between ``start`` and ``end`` replaced by ``block``; one line if a marker is missing."""
     if start not in text or end not in text:
         raise store.StoreError(f"{readme} has no {start} ... {end} block; add the two markers where it goes")
     before, rest = text.split(start, 1)
@@ -128,8 +129,8 @@ def _replace(text: str, start: str, end: str, block: str, readme: Path) -> str:
 def write_readme(readme: Path = paths.REPO_ROOT / "README.md", docs: Path = paths.DOCS) -> bool:
     """Replace the README's two computed blocks (the findings, the poster comparison); True if it changed."""
     text = readme.read_text()
-    new = _replace(text, START, END, readme_block(docs), readme)
-    new = _replace(new, FINDINGS_START, FINDINGS_END, findings_block(docs), readme)
+    new = replace_block(text, START, END, readme_block(docs), readme)
+    new = replace_block(new, FINDINGS_START, FINDINGS_END, findings_block(docs), readme)
     if new == text:
         return False
     readme.write_text(new)

@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 from ..core import paths
-from ..store import StoreError, published
+from ..store import published
+from .poster_sets import replace_block
 
 START, END = "<!-- seed-times:start -->", "<!-- seed-times:end -->"
 # Seconds a seed may take, where an issue set a target: the released code's profile, 48 minutes on 2 CPU cores.
@@ -56,10 +57,7 @@ def block(docs: Path = paths.DOCS) -> str:
 def write(page: Path = paths.DOCS / "benchmarks.md", docs: Path = paths.DOCS) -> bool:
     """Replace the block in ``page``; True if it changed."""
     text = Path(page).read_text()
-    if START not in text or END not in text:
-        raise StoreError(f"{page} has no {START} ... {END} block; add the two markers where it goes")
-    before, rest = text.split(START, 1)
-    new = before + block(docs) + rest.split(END, 1)[1]
+    new = replace_block(text, START, END, block(docs), page)
     if new == text:
         return False
     Path(page).write_text(new)
