@@ -60,3 +60,16 @@ def test_the_csv_reads_back_as_the_table_and_unused_columns_are_left_out():
     plt.close(fig)
     assert list(back.columns) == ["series", "kind", "x", "y"]
     assert back.y.tolist() == [0.25, 0.5]
+
+
+def test_a_figure_not_drawn_says_why_and_carries_no_numbers(monkeypatch):
+    from pruning.reporting import plots
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(plt.gcf()))
+    plots.not_drawn("this figure needs fine-tune; this results set has L1 US with rewind.")
+    fig = shown[0]
+    words = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    plt.close(fig)
+    assert words.startswith("Not drawn: this figure needs fine-tune;") and "L1 US with rewind" in words.replace("\n", " ")
+    assert to_csv(fig) is None  # no CSV beside it, so no caption link to an empty table

@@ -226,6 +226,20 @@ def test_a_bad_parameter_stops_the_notebook_in_its_first_cells(bad_runs, case):
     assert len(params) == 1 and failing == [params[0] + 2]
 
 
+def test_a_figure_a_set_cannot_draw_is_named_with_what_the_set_has():
+    """The released L1 US recipe has one technique and only rewinding: a figure that needs more says so in one
+    sentence (shown in its place by ``plots.not_drawn``); a set that has what the figure needs gets None."""
+    import pandas as pd
+
+    recipe = pd.DataFrame({"technique": ["l1_us"] * 2, "reinit": ["rewind"] * 2})
+    both = pd.DataFrame({"technique": ["l1_s", "l1_us", "l1_us"], "reinit": ["rewind", "rewind", "finetune"]})
+    assert notebook_setup.lacks(recipe, reinits=["rewind", "finetune"]) == (
+        "this figure needs fine-tune; this results set has L1 US with rewind.")
+    assert notebook_setup.lacks(recipe, techniques=["l1_s"], n_techniques=2) == (
+        "this figure needs L1 S and at least 2 techniques; this results set has L1 US with rewind.")
+    assert notebook_setup.lacks(both, techniques=["l1_s"], reinits=["finetune"], n_techniques=2) is None
+
+
 # ----------------------------------------------------------------------------- plotting helpers
 
 def hue(hex_color: str) -> float:

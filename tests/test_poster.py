@@ -81,6 +81,21 @@ def test_seed_times_read_each_seeds_own_record_and_compare_with_the_target(tmp_p
     assert "| 3 | `bbb` | m | 2026-01-03 | 3, 4 | 5,760.0 s | 2.00x |" in table
 
 
+def test_the_index_sums_the_commands_that_trained_a_set_counting_a_shared_command_once(tmp_path):
+    """Seeds 3 and 4 trained in one 5,760-s command and seed 0 alone in 1,440 s: 7,200 s = 120 min over 2 commands."""
+    from pruning.reporting import publish
+
+    set_ = tmp_path / "authors_lenet_mnist"
+    run = {"code_version": "bbb", "hardware": "m", "seconds": 5760.0, "seeds_together": [3, 4],
+           "finished": "2026-01-03T00:00:00"}
+    for seed, record in {0: {"seed_runs": [{**run, "seconds": 1440.0, "seeds_together": [0]}]},
+                         3: {"seed_runs": [run]}, 4: {"seed_runs": [run]}}.items():
+        (set_ / "data" / f"seed_{seed}").mkdir(parents=True)
+        (set_ / "data" / f"seed_{seed}" / "experiment.json").write_text(json.dumps(record))
+    assert publish._wall(set_, {"last_run_seconds": 5760.0}) == "120 min wall over 2 training command(s)"
+    assert publish._wall(tmp_path / "none", {"last_run_seconds": 600.0}) == "10 min wall (last command)"
+
+
 def test_the_comparison_holds_the_variants_of_every_published_lenet_set(tmp_path):
     """A sensitivity variant of the released code's profile (the L1 US recipe: one field apart) is compared with the
     poster beside the sets, as the CPU profile's variants are; a folder far from every set is not."""
@@ -104,3 +119,41 @@ def test_the_comparison_holds_the_variants_of_every_published_lenet_set(tmp_path
     found = poster_sets.tables(docs=docs)
     assert list(found) == ["authors_lenet_mnist", "paper_lenet_mnist_cpu", "sensitivity/recipe"]
     assert list(poster_sets.tables(base=docs / "paper_lenet_mnist_cpu", docs=docs)) == list(found)[:2]
+    # published as a whole set too (data, paper, poster), the recipe is compared once, under its set's name
+    (docs / "recipe" / "data").mkdir(parents=True)
+    shutil.copyfile(docs / "sensitivity" / "recipe" / "experiment.json", docs / "recipe" / "experiment.json")
+    shutil.copyfile(docs / "sensitivity" / "recipe" / "results.csv", docs / "recipe" / "results.csv")
+    assert list(poster_sets.tables(docs=docs)) == ["authors_lenet_mnist", "paper_lenet_mnist_cpu", "recipe"]
+
+
+def test_a_set_of_one_technique_has_a_line_in_the_findings_block_not_a_table_of_verdicts(tmp_path):
+    """The released L1 US recipe holds L1 US alone: every finding compares techniques, so the README says so in one
+    line instead of listing seven verdicts that cannot be read."""
+    from pruning.reporting import poster_sets
+    from pruning.store import published
+
+    folder = tmp_path / "docs" / "recipe"
+    (folder / "data").mkdir(parents=True)
+    exp = json.loads((REPO / "docs" / "authors_lenet_mnist" / "experiment.json").read_text())
+    exp["config"]["techniques"] = ["l1_us"]
+    (folder / "experiment.json").write_text(json.dumps(exp))
+    table = pd.read_csv(REPO / "docs" / "authors_lenet_mnist" / "results.csv")
+    for seed, rows in table[table["technique"] == "l1_us"].groupby("seed"):
+        published.seed_folder(folder, seed).mkdir(parents=True)
+        rows.to_csv(published.seed_folder(folder, seed) / published.TABLE, index=False)
+    block = poster_sets.findings_block(docs=tmp_path / "docs")
+    assert "**recipe** (30 epochs" in block
+    assert "one technique (l1_us), so no finding about techniques can be read" in block
+    assert "| finding |" not in block
+
+
+def test_the_poster_l1_us_is_set_against_each_sets_interval_by_hand():
+    """t(0.975, 1) = 12.706: [30, 34] has mean 32, std 2.83, half-width 12.706 * 2 = 25.4 and holds the poster's 32.4;
+    [80, 82] has half-width 12.706 * 1 = 12.7 and does not."""
+    from pruning.reporting import poster_sets
+
+    long = poster.comparison({"a": _table({("l1_us", 18): [30.0, 34.0]}), "b": _table({("l1_us", 18): [80.0, 82.0]})})
+    sentence = poster_sets._interval_sentence(long, "L1 US")
+    assert ("The poster's L1 US (32.4) against each set at 18 steps, mean [95% CI]: a 32.0 [6.6, 57.4] (n = 2); "
+            "b 81.0 [68.3, 93.7] (n = 2). Intervals that hold it: a.") in sentence
+    assert poster_sets._interval_sentence(long, "hybrid") == ""

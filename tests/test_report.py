@@ -524,3 +524,17 @@ def test_the_explanations_block_moves_to_the_first_column_only_beside_companion_
     kept = report._balance(text, False)
     assert kept.index("BLOCK") > kept.index("col3") and "explain:first-column" not in kept and kept.count("BLOCK") == 1
     assert report._balance("no markers", True) == "no markers"
+
+
+def test_sentences_that_compare_techniques_are_dropped_for_a_set_of_one_technique():
+    start, end = report.SEVERAL
+    text = f"A.\n{start}\nThe closest pair is X.\n{end}\nB.\n{start}\nAgreement Y.\n{end}\nC.\n"
+    assert report._several_techniques(text, several=False) == "A.\n\nB.\n\nC.\n"
+    assert report._several_techniques(text, several=True) == "A.\n\nThe closest pair is X.\n\nB.\n\nAgreement Y.\n\nC.\n"
+    one, one_end = report.ONE
+    text = f"After 18 steps {start}the best is X and the worst Y.{end}{one}L1 US reaches Z.{one_end}\n"
+    assert report._several_techniques(text, several=False) == "After 18 steps L1 US reaches Z.\n"
+    assert report._several_techniques(text, several=True) == "After 18 steps the best is X and the worst Y.\n"
+    paper = (report.SOURCE / "paper.qmd").read_text()
+    assert paper.count(start) == paper.count(end) == 4  # abstract, masks, agreement, ensembles
+    assert paper.count(one) == paper.count(one_end) == 1

@@ -179,6 +179,11 @@ def finding_random(table, iteration: int, reinits) -> Finding:
                    "accuracy the claim is about) and is counted beside", ms, note=note)
 
 
+FUNCTIONS_CLAIM = ("Networks pruned via different iterative pruning techniques learn vastly different functions of "
+                   "their input, and similarly performing networks make different mistakes.")
+FUNCTIONS_SHORT = "sub-networks of different techniques compute different functions"
+
+
 def finding_functions(table, iteration: int, reinit: str) -> Finding:
     pairs = predictions.agreement_pairs(table, iteration, reinit)
     out = confounds.collapsed_at(table, reinit, iteration)
@@ -197,9 +202,7 @@ def finding_functions(table, iteration: int, reinit: str) -> Finding:
                  "possible", near.groupby("seed")["excess"].mean().to_dict(), DIFFERENT_FUNCTIONS, above=False,
                  baseline=f"{len(near)} of {len(pairs)} working pairs (over seeds); agreement "
                           f"{fmt(100 * near['agreement'].mean(), 1)}%, chance {fmt(100 * near['chance'].mean(), 1)}%")
-    return Finding("functions", "Networks pruned via different iterative pruning techniques learn vastly different "
-                   "functions of their input, and similarly performing networks make different mistakes.",
-                   "sub-networks of different techniques compute different functions",
+    return Finding("functions", FUNCTIONS_CLAIM, FUNCTIONS_SHORT,
                    f"per pair of techniques, (agreement − chance) / (most possible − chance), where chance = "
                    f"a1·a2 + (1−a1)(1−a2)/(K−1) (independent errors spread evenly over the K−1 wrong classes) and "
                    f"the most possible = 1 − |a1 − a2|, averaged over pairs, must be below {DIFFERENT_FUNCTIONS:g} "
@@ -259,6 +262,10 @@ def finding_stability(table, iteration: int, reinit: str) -> Finding:
     out = confounds.collapsed_upto(table, reinit, iteration)
     left_out = {(t, int(s)) for t, s in zip(stab["technique"], stab["seed"]) if (t, int(s)) in out}
     techs = sorted(set(stab["technique"]))
+    if len(techs) < 2:
+        return Finding("stability", claim, "stable weights go with accuracy", rule, [], verdict=INCONCLUSIVE,
+                       note=f"A correlation across techniques needs two or more; these results hold "
+                            f"{', '.join(_label(t) for t in techs) or 'none'}.")
     acc = {t: _acc(table, t, reinit, iteration) for t in techs}
     values = confounds.stability_r(stab, acc, out)
     within = summarize(list(confounds.stability_r(stab, acc, out, confounds.unstructured(techs)).values()))
@@ -337,6 +344,10 @@ def findings(table: pd.DataFrame, iteration: int, main_reinit: str = "rewind", r
                            [], verdict=INCONCLUSIVE, note="The results do not hold both random techniques."))
     if len(techs) > 1:
         out.append(finding_functions(table, iteration, main_reinit))
+    else:
+        out.append(Finding("functions", FUNCTIONS_CLAIM, FUNCTIONS_SHORT, "needs two or more techniques", [], verdict=INCONCLUSIVE,
+                           note=f"These results hold one technique ({_label(next(iter(techs)))}), so there are no "
+                                f"two sub-networks to compare."))
     out.append(finding_ensembles(table, iteration, main_reinit))
     out.append(finding_stability(table, iteration, main_reinit))
     out.append(finding_connectivity(table, iteration))

@@ -50,6 +50,8 @@ def _stability_rows(table, iteration, reinit) -> list[dict]:
         return rows
     out = confounds.collapsed_upto(table, reinit, iteration)
     techs = sorted(set(stab_all["technique"]))
+    if len(techs) < 2:  # a correlation across techniques needs two or more (findings.finding_stability)
+        return rows
     acc = {t: findings._acc(table, t, reinit, iteration) for t in techs}
     cut = stab_all[stab_all["iteration"] <= iteration]
     for name, group, used in (("all techniques", None, True),
@@ -76,10 +78,14 @@ def readings(table: pd.DataFrame, iteration: int, reinit: str = "rewind", reruns
     for name, f, used in (("rerun noise floor", with_floor, True), ("threshold 0.5 alone", without, not len(reruns))):
         if f.measures and (name != "rerun noise floor" or len(reruns)):
             rows.append(_row("tickets", f"{name} ({f.measures[0].condition.split(',')[0]})", f.measures[0], used))
-    rows += _random_rows(table, iteration, reinit, exempt)
-    fn = findings.finding_functions(table, iteration, reinit)
-    rows += [_row("functions", "all pairs of working networks", fn.measures[0], True),
-             _row("functions", f"working pairs within {confounds.SIMILAR_ACCURACY:g} points", fn.measures[1], True)]
+    techs = set(table["technique"])
+    if {"random_s", "random_us"} <= techs:  # as findings.findings: a set without both random techniques has no finding 3
+        rows += _random_rows(table, iteration, reinit, exempt)
+    if len(techs) > 1:  # finding 4 compares techniques
+        fn = findings.finding_functions(table, iteration, reinit)
+        rows += [_row("functions", "all pairs of working networks", fn.measures[0], True),
+                 _row("functions", f"working pairs within {confounds.SIMILAR_ACCURACY:g} points", fn.measures[1],
+                      True)]
     rows += _stability_rows(table, iteration, reinit)
     return pd.DataFrame(rows, columns=COLUMNS)
 

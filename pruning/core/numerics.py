@@ -8,9 +8,10 @@ decade has:
 
     MKL_CBWR=AVX2  ONEDNN_MAX_CPU_ISA=AVX2  ATEN_CPU_CAPABILITY=avx2
 
-The fused C++ kernels are not pinned: built for x86-64-v3 (AVX2) instead of this AVX-512 CPU they gave
-bit-identical results on 10 training steps (their vector code is element-wise, with FMA either way) and ran
-9x slower (GCC splits their 16-float vectors badly), so they stay ``-march=native``. Measured
+The fused C++ kernels are not pinned: they are built ``-march=native``, and their AVX-512 and AVX2 builds do
+not give the same bits (the whole-member sparse kernel sums in another order: 51 tensors differed in one
+comparison). An early probe of the dense kernels alone, built for x86-64-v3 (AVX2) on an AVX-512 CPU, gave the
+same bits on 10 training steps and ran 9x slower before the AVX2 path was written by hand. Measured
 (``benchmarks/numerics.py``, ``docs/benchmarks.md``): pinned costs about 9% of the population step, and it
 changes the bits (a pinned run is reproducible against other pinned runs, not against native ones); that it
 makes two different CPUs agree bit for bit is not verified (one CPU model was at hand), so the default stays

@@ -150,9 +150,13 @@ def figure_data(fig: Figure) -> pd.DataFrame:
     return table.loc[:, [c for c in table.columns if not (table[c].astype(str) == "").all()]]
 
 
-def to_csv(fig: Figure) -> str:
+def to_csv(fig: Figure) -> str | None:
+    """:func:`figure_data` as CSV text; None for a figure that plots no numbers (:func:`plots.not_drawn`)."""
+    data = figure_data(fig)
+    if data.empty:
+        return None
     buffer = io.StringIO()
-    figure_data(fig).to_csv(buffer, index=False, float_format="%.6g")
+    data.to_csv(buffer, index=False, float_format="%.6g")
     return buffer.getvalue()
 
 

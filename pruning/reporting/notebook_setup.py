@@ -61,4 +61,25 @@ def setup(results, iteration=None, reinit="rewind", techniques=None, **checked):
     analysis.check(table, reinit=reinit, techniques=techniques, iteration=iteration, **checked)
     selected = analysis.technique_order(table) if techniques is None else [str(t) for t in np.atleast_1d(techniques)]
     return SimpleNamespace(table=table, iteration=int(iteration), selected=selected,
-                           n_seeds=int(table["seed"].nunique()))
+                           n_seeds=int(table["seed"].nunique()), lacks=lambda **needs: lacks(table, **needs))
+
+
+def lacks(table, techniques=(), reinits=(), n_techniques: int = 0) -> str | None:
+    """Why ``table`` cannot draw a figure that needs ``techniques``, ``reinits`` and at least ``n_techniques``
+    techniques, in one sentence that names what the set has; None when it can.
+
+    For figures whose needs come from the notebook, not from a parameter the user gave: a results set with one
+    technique or one reinitialisation mode (the released L1 US recipe) then shows :func:`plots.not_drawn` in
+    their place. A parameter the user gave is checked by :func:`setup` and stops with a ParameterError.
+    """
+    have_t = analysis.technique_order(table)
+    have_r = sorted(table["reinit"].unique())
+    missing_t = [t for t in techniques if t not in have_t]
+    missing_r = [r for r in reinits if r not in have_r]
+    if not (missing_t or missing_r or len(have_t) < n_techniques):
+        return None
+    need = [", ".join(plots.label(t) for t in missing_t)] if missing_t else []
+    need += [" and ".join(plots.REINIT_LABELS.get(r, r) for r in missing_r)] if missing_r else []
+    need += [f"at least {n_techniques} techniques"] if len(have_t) < n_techniques else []
+    return (f"this figure needs {' and '.join(need)}; this results set has "
+            f"{', '.join(plots.label(t) for t in have_t)} with {' and '.join(plots.REINIT_LABELS.get(r, r) for r in have_r)}.")

@@ -153,6 +153,19 @@ def curve(ax, x, mean, std=None, technique: str = "", band: bool = True, **kwarg
     return line
 
 
+def not_drawn(reason: str, height: float = 1.4):
+    """Show a figure that says, in place of the plot, why this results set cannot draw it (``reason``: one
+    sentence naming what the figure needs and what the set has). It plots no numbers, so it has no CSV."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(WIDTH, height), layout="constrained")
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, textwrap.fill(f"Not drawn: {reason}", 64), ha="center", va="center", transform=ax.transAxes)
+    plt.show()
+
+
 def legend_below(fig, ax=None, ncol: int = 5, **kwargs):
     """One figure-level legend under the axes (figures made with ``layout="constrained"``)."""
     ax = ax if ax is not None else fig.axes[0]

@@ -46,7 +46,8 @@ def tables(base: Path | None = None, docs: Path = paths.DOCS) -> dict[str, pd.Da
         for folder in bases:
             config = store.read_experiment(folder)["config"]
             for v in sensitivity.variants(config, Path(docs) / "sensitivity"):
-                out.setdefault(f"sensitivity/{v['name']}", v["table"])
+                if v["name"] not in sets:  # a variant also published as a whole set is shown once, as that set
+                    out.setdefault(f"sensitivity/{v['name']}", v["table"])
     return out
 
 
@@ -61,6 +62,7 @@ def markdown(long: pd.DataFrame, rows=None) -> str:
     body = "".join("| " + " | ".join(str(v) for v in r) + " |\n" for r in w.itertuples(index=False))
     r7 = poster.rms(long, [c for c, m in poster.COLUMNS if len(m) == 1])
     r7 = r7[r7["columns"] == 7]
+    body += _interval_sentence(long if rows is None else long[long["set"].astype(str).map(rows).astype(bool)], "L1 US")
     if r7.empty:
         return head + body
     best = r7.loc[r7["rms"].idxmin()]
@@ -68,6 +70,23 @@ def markdown(long: pd.DataFrame, rows=None) -> str:
     return (head + body + f"\nNearest to the poster over all seven techniques: {best['set']} at {int(best['steps'])} "
             f"steps, RMS {float(best['rms']):.1f} points, with {seeds} seed{'s' * (seeds > 1)}"
             + (" (one seed: no interval, a lead rather than a result).\n" if seeds < 2 else ".\n"))
+
+
+def _interval_sentence(long: pd.DataFrame, column: str, steps: int = 18) -> str:
+    """One sentence: the poster's number for ``column`` (a label of :data:`poster.COLUMNS`) against each set's mean and 95% interval at ``steps``, and
+    which intervals hold it ("" when no set has the column)."""
+    d = long[(long["column"] == column) & (long["steps"] == steps)]
+    if d.empty:
+        return ""
+    target = float(d["poster"].iloc[0])
+    parts, inside = [], []
+    for r in d.itertuples(index=False):
+        interval = f"[{r.low:.1f}, {r.high:.1f}]" if pd.notna(r.low) else "[no interval]"
+        parts.append(f"{r.set} {r.mean:.1f} {interval} (n = {r.seeds})")
+        if pd.notna(r.low) and r.low <= target <= r.high:
+            inside.append(r.set)
+    return (f"\nThe poster's {column} ({target:.1f}) against each set at {steps} steps, mean "
+            f"[95% CI]: {'; '.join(parts)}. Intervals that hold it: {', '.join(inside) or 'none'}.\n")
 
 
 def readme_block(docs: Path = paths.DOCS) -> str:
@@ -96,7 +115,11 @@ def findings_block(docs: Path = paths.DOCS) -> str:
         cfg = exp["config"]
         seeds = exp.get("published_seeds", sorted(set(table["seed"])))
         head = (f"\n**{name}** ({cfg['training']['epochs']} epochs, seed{'s' * (len(seeds) > 1)} {curve.spans(seeds)}; "
-                f"[paper]({folder.relative_to(paths.REPO_ROOT)}/paper.html))")
+                f"[paper]({folder.relative_to(Path(docs).parent).as_posix()}/paper.html))")  # the README sits beside docs/
+        if len(set(table["technique"])) < 2:
+            parts.append(head + f": one technique ({', '.join(sorted(set(table['technique'])))}), so no finding about "
+                                "techniques can be read; its row is in the comparison with the poster below.")
+            continue
         if len(seeds) < 2:
             parts.append(head + ": one seed gives no 95% interval, so every verdict is inconclusive until a second "
                                 "seed is published.")

@@ -135,12 +135,24 @@ def sensitivity(results, name: str, docs: Path | None = None) -> Path:
     return target
 
 
+def _wall(folder: Path, exp: dict) -> str:
+    """The set's training wall time: the sum over the commands that trained its published seeds (a command that trained
+    several seeds together counted once), else the last command's."""
+    from . import seed_times
+
+    # one command recorded under each seed it trained: the same seconds on the same day are that one command
+    commands = {(r["seconds"], r["finished"]): r["seconds"] for r in seed_times.rows(folder)}
+    if commands:
+        return f"{sum(commands.values()) / 60:,.0f} min wall over {len(commands)} training command(s)"
+    seconds = exp.get("last_run_seconds")
+    return f"{seconds / 60:.0f} min wall (last command)" if isinstance(seconds, (int, float)) else "wall time n/a"
+
+
 def _row(folder: Path) -> str:
     exp = store.read_experiment(folder)
     n_rows = sum(1 for _ in (folder / "results.csv").open()) - 1
     cfg = exp.get("config", {})
-    seconds = exp.get("last_run_seconds")
-    wall = f"{seconds / 60:.0f} min" if isinstance(seconds, (int, float)) else "n/a"
+    wall = _wall(folder, exp)
     names = {"data/README.md": "data (what the notebooks read; its card)"}
     links = " · ".join(f'<a href="{folder.name}/{f}">{names.get(f, f.split(".")[0] if f.endswith("html") else f)}</a>'
                        for f in FILES if (folder / f).exists())
@@ -153,7 +165,7 @@ def _row(folder: Path) -> str:
             f"<td>{e(cfg.get('arch', ''))} / {e(cfg.get('dataset', ''))}</td>"
             f"<td>{done} of {planned} runs, {n_rows} trainings, {seeds}, "
             f"{cfg.get('iterations')} iterations, {cfg.get('training', {}).get('epochs')} epochs</td>"
-            f"<td>{e(exp.get('hardware', ''))}<br>{wall} wall ({e(str(exp.get('trainer', '')))} trainer"
+            f"<td>{e(exp.get('hardware', ''))}<br>{e(wall)} ({e(str(exp.get('trainer', '')))} trainer"
             + (f", conv blocks: {e(exp['population_convs'])}" if exp.get("population_convs") else "") + ")</td>"
             f"<td><code>{e(exp.get('code_version', ''))}</code><br>{e(exp.get('updated', exp.get('started', '')))}"
             f"</td><td>{links}</td></tr>")

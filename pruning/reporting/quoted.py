@@ -83,6 +83,7 @@ def variables(results) -> dict[str, str]:
         "arch": ARCH_NAMES.get(arch, arch),
         "dataset": DATASET_NAMES.get(dataset, dataset),
         "techniques_n": str(len(technique_order(table))),
+        "techniques_text": _plural(len(technique_order(table)), "pruning technique"),
         "techniques_list": _and([_label(t) for t in technique_order(table)]),
         "reinits": _and(reinits),
         "main_reinit": main,
@@ -352,6 +353,13 @@ def _ensemble_variables(sel, it: int, main: str) -> dict[str, str]:
     acc = sel[sel["iteration"] == it].groupby("technique")["test_acc"].mean()
     best = acc.idxmax()
     out["member_best"], out["member_best_acc"] = _label(best), _fmt(acc[best])
+    if out["ensemble_seven_acc"] == out["ensemble_nine_acc"] == "n/a":
+        out["ensemble_summary"] = (f"no ensemble of the poster's can be formed from "
+                                   f"{_and([_label(t) for t in present])}")
+    else:
+        out["ensemble_summary"] = (f"averaging softmax probabilities, the poster's seven {out['ensemble_seven_acc']}%, "
+                                   f"all nine {out['ensemble_nine_acc']}%; by majority vote "
+                                   f"{out['ensemble_seven_vote']}% and {out['ensemble_nine_vote']}%")
     return out
 
 
@@ -366,9 +374,10 @@ def _finding_variables(table, it: int, main: str) -> dict[str, str]:
         out[f"{f.key}_verdict"] = f.verdict
         out[f"{f.key}_headline"] = f.headline
         out[f"{f.key}_claim"] = f.claim
-        out[f"{f.key}_numbers"] = f.numbers or "n/a"
+        # a finding the results cannot measure says why in place of its numbers (its note), not "n/a"
+        out[f"{f.key}_numbers"] = f.numbers or (f.note.rstrip(".") if f.note else "n/a")
         out[f"{f.key}_rule"] = f.rule
-        out[f"{f.key}_note"] = f.note or ""
+        out[f"{f.key}_note"] = (f.note or "") if f.measures else ""
     for key in ("tickets", "variety", "random", "functions", "ensembles", "stability", "connectivity"):
         for part in ("verdict", "headline", "claim", "numbers", "rule", "note"):
             out.setdefault(f"{key}_{part}", "n/a" if part != "note" else "")

@@ -87,6 +87,7 @@ def stage(build: Path, values: dict, found: dict | None = None, sections: dict[s
         if companions.MARKER in text:
             text = text.replace(companions.MARKER, companions.section(found or {}, doc.startswith("poster")))
         text = _balance(text, bool(found))
+        text = _several_techniques(text, values.get("techniques_n") != "1")
         for marker, section in (sections or {}).items():
             text = text.replace(marker, section)
         path.write_text(text, encoding="utf-8")
@@ -94,6 +95,24 @@ def stage(build: Path, values: dict, found: dict | None = None, sections: dict[s
         "# Written by pruning/report.py from the results; every number the report quotes.\n"
         + yaml.safe_dump(values, sort_keys=True, allow_unicode=True, width=1000), encoding="utf-8")
     return staged
+
+
+SEVERAL = ("<!-- several-techniques:start -->", "<!-- several-techniques:end -->")
+ONE = ("<!-- one-technique:start -->", "<!-- one-technique:end -->")
+
+
+def _several_techniques(text: str, several: bool) -> str:
+    """Sentences between :data:`SEVERAL`'s markers compare techniques: a set of one technique (the released L1 US
+    recipe) drops them, since their figures say in one line what they need, and keeps those between :data:`ONE`'s
+    markers instead; other sets do the opposite. The markers themselves are removed."""
+    for (start, end), keep in ((SEVERAL, several), (ONE, not several)):
+        out = []
+        while start in text:
+            before, rest = text.split(start, 1)
+            block, text = rest.split(end, 1)
+            out.append(before + (block if keep else ""))
+        text = "".join(out) + text
+    return text
 
 
 EXPLAIN = ("<!-- explain:start -->", "<!-- explain:end -->", "<!-- explain:first-column -->")
