@@ -181,14 +181,10 @@ def sensitivity_summary(table, config: dict, it: int, folder: Path | None = None
     return (f"{len(found)} variant{'s' if len(found) != 1 else ''} of this set's config {'are' if len(found) != 1 else 'is'} "
             f"published: {names}. At iteration {it}, this set's row is {_fmt(rms['this set'])} points from the "
             f"poster's (RMS over the {frame[frame['set'] == 'this set'].shape[0]} techniques); the nearest variant row "
-            f"is {best}'s, at {_fmt(rms[best])} (over the {_n(frame[frame['set'] == best].shape[0], 'technique')} it has). Within {_fmt(sensitivity.WITHIN, 0)} points of the poster already in "
+            f"is {best}'s, at {_fmt(rms[best])} (over the {_plural(frame[frame['set'] == best].shape[0], 'technique')} it has). Within {_fmt(sensitivity.WITHIN, 0)} points of the poster already in "
             f"this set: {_and(already) if already else 'no technique'}; brought there by a variant: "
             f"{_and(brought) if brought else 'no technique'}; by neither: {_and(missed) if missed else 'none'}. "
             + _default_sentence(sensitivity.default(frame, found)))
-
-
-def _n(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
 
 
 def _default_sentence(choice: dict) -> str:
