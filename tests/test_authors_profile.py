@@ -202,3 +202,5 @@ def test_each_command_records_its_seeds_wall_time_code_version_and_machine(tmp_p
     entry = seed_runs["1"][0]
     assert entry["seeds_together"] == [1] and entry["seconds"] > 0 and entry["code_version"]
     assert entry["hardware"] == store.hardware("cpu")
+    assert entry["trainings"] == entry["seed_trainings"] == 2  # one run of 2 trainings (iterations 0 and 1)
+    assert 0 < entry["cpu_share"] <= 1.01  # CPU seconds over wall time x cores

@@ -159,7 +159,7 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
             for u in every_unit if any(rc in pending for rc in u)]
     n_workers = max(1, min(n_workers, len(work) or 1))
     say = (lambda *_: None) if quiet else (lambda msg: tqdm.write(msg, file=sys.stderr))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), store.provenance.cpu_seconds()
     # Shared dense trainings first, each its own unit under its own lock; then the runs (``executors``).
     phases = [[dataclasses.replace(u, threads=dense_threads) for u in dense_units(work)], work]
     total = sum(rc.iterations + 1 - len(store.RunStore(results, rc).completed()) for rc in pending)
@@ -197,7 +197,11 @@ def run_experiment(cfg: ExperimentConfig, results: Path, source: str = "", quiet
     if pending:
         trained_seeds = sorted({rc.seed for rc in pending})
         entry = {"seconds": round(seconds, 1), "seeds_together": trained_seeds, "code_version": version,
-                 "hardware": store.hardware(device), "workers": n_workers, "finished": store.provenance.now()}
+                 "hardware": store.hardware(device), "workers": n_workers, "finished": store.provenance.now(),
+                 "trainings": total, "seed_trainings": sum(rc.iterations + 1 for rc in runs if rc.seed in trained_seeds)}
+        if executor == "local" and device == "cpu" and seconds > 0:
+            # Ray's workers are not this process's children, so their CPU time is not counted here.
+            entry["cpu_share"] = round((store.provenance.cpu_seconds() - cpu_start) / (seconds * cores), 3)
         store.write_experiment(results, cfg, source, device, {
             "last_run_seconds": round(seconds, 1), "trainer": trainer, "workers": n_workers,
             "threads_per_worker": threads, "executor": executor, "numerics": numerics.describe(),

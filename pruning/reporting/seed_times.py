@@ -19,7 +19,8 @@ TARGETS = {"authors_lenet_mnist": 48 * 60}
 
 def rows(folder: Path) -> list[dict]:
     """One row per command that trained a seed of the published set ``folder``, from each seed's own
-    ``data/seed_<s>/experiment.json``: seed, code version, machine, seconds, seeds trained together, finished (date).
+    ``data/seed_<s>/experiment.json``: seed, code version, machine, seconds, seeds trained together, finished (date),
+    and where recorded the trainings the command did of the seed's and its share of the machine's CPU.
     A seed published before commands were listed (``seed_runs`` empty) gives its ``last_run_seconds``."""
     out = []
     for seed in published.seeds(folder):
@@ -32,24 +33,32 @@ def rows(folder: Path) -> list[dict]:
             out.append({"seed": int(seed), "code_version": run.get("code_version") or "?",
                         "hardware": run.get("hardware") or "?", "seconds": float(run["seconds"]),
                         "together": run.get("seeds_together", [int(seed)]),
-                        "finished": str(run.get("finished") or "")[:10]})
+                        "finished": str(run.get("finished") or "")[:10],
+                        "trainings": (run.get("trainings"), run.get("seed_trainings")),
+                        "cpu_share": run.get("cpu_share")})
     return out
 
 
 def block(docs: Path = paths.DOCS) -> str:
-    """The markdown between the markers: a table per set with a target in :data:`TARGETS`."""
+    """The markdown between the markers: a table per set with a target in :data:`TARGETS`. "trainings" is what the
+    command trained of its seeds' trainings (fewer after a resume); "CPU share" is the CPU seconds of the command and
+    its workers over wall time x cores (about 100% when nothing else shared the machine)."""
     parts = [START]
     for name, target in sorted(TARGETS.items()):
         folder = Path(docs) / name
         if not published.seeds(folder):
             continue
         parts += ["", f"`{name}`, against a target of {target / 60:.0f} minutes ({target:,} s) a seed:", "",
-                  "| seed | code version | machine | finished | seeds trained together | wall time | against the target |",
-                  "|---|---|---|---|---|---:|---:|"]
+                  "| seed | code version | machine | finished | seeds trained together | trainings | CPU share "
+                  "| wall time | against the target |",
+                  "|---|---|---|---|---|---:|---:|---:|---:|"]
         for r in rows(folder):
             together = ", ".join(str(s) for s in r["together"])
+            done, of = r["trainings"]
+            trainings = "not recorded" if done is None else f"{done:,} of {of:,}"
+            share = "not recorded" if r["cpu_share"] is None else f"{r['cpu_share']:.0%}"
             parts.append(f"| {r['seed']} | `{r['code_version']}` | {r['hardware']} | {r['finished']} | {together} | "
-                         f"{r['seconds']:,.1f} s | {r['seconds'] / target:.2f}x |")
+                         f"{trainings} | {share} | {r['seconds']:,.1f} s | {r['seconds'] / target:.2f}x |")
     parts += ["", END]
     return "\n".join(parts)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import resource
 import subprocess
 
 import torch
@@ -45,3 +46,11 @@ def hardware(device: str | None = None) -> str:
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) used by this process and its children that have ended. Over a command, their
+    difference divided by wall time and cores is the share of the machine the command had: near 1 on a quiet
+    machine with every core busy, lower when other work shared the cores."""
+    own, ended = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
