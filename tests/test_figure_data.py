@@ -73,3 +73,32 @@ def test_a_figure_not_drawn_says_why_and_carries_no_numbers(monkeypatch):
     plt.close(fig)
     assert words.startswith("Not drawn: this figure needs fine-tune;") and "L1 US with rewind" in words.replace("\n", " ")
     assert to_csv(fig) is None  # no CSV beside it, so no caption link to an empty table
+
+
+def test_a_kernel_marks_a_figure_not_drawn_and_the_pages_caption_says_so(monkeypatch, tmp_path):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from pruning.reporting import embeds, figure_data, plots
+    from pruning.reporting.render_offline import _embed_block
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda: shown.append(plt.gcf()))
+    plots.not_drawn("this figure needs 2 techniques; this results set has l1_us.")
+    drawn, ax = plt.subplots()
+    ax.plot([0, 1], [1, 2])
+    shell = InteractiveShell.instance()
+    figure_data.register(shell)
+    absent, _ = shell.display_formatter.format(shown[0])
+    present, _ = shell.display_formatter.format(drawn)
+    plt.close("all")
+    assert absent[figure_data.NOT_DRAWN_MIME] == "this figure needs 2 techniques; this results set has l1_us."
+    assert figure_data.MIME not in absent and figure_data.NOT_DRAWN_MIME not in present and figure_data.MIME in present
+
+    cell = {"source": '#| label: fig-x\n#| fig-cap: "Agreement between techniques."\n',
+            "outputs": [{"output_type": "display_data", "data": {"image/png": "iVBORw0KGgo=", **absent}}]}
+    assert embeds.caption(cell) == ("Not drawn for these results (the reason is in its place). Where drawn: "
+                                    "Agreement between techniques.")
+    drawn_cell = {**cell, "outputs": [{"output_type": "display_data", "data": {"image/png": "iVBORw0KGgo="}}]}
+    assert embeds.caption(drawn_cell) == "Agreement between techniques."
+    block = _embed_block("fig-x", 3, cell, ("image/png", "iVBORw0KGgo="), tmp_path)
+    assert "Figure 3: Not drawn for these results" in block and "Agreement between techniques." in block

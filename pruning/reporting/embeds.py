@@ -71,6 +71,24 @@ def cell_output(cell: dict, label: str) -> tuple[str, str] | None:
     return None
 
 
+def not_drawn(cell: dict) -> str | None:
+    """Why a figure cell's figure is not drawn for these results (``plots.not_drawn``), or None."""
+    from .figure_data import NOT_DRAWN_MIME
+
+    for output in cell.get("outputs", []):
+        if _data(output, NOT_DRAWN_MIME):
+            return _data(output, NOT_DRAWN_MIME)
+    return None
+
+
+def caption(cell: dict, kind: str = "fig") -> str:
+    """The cell's ``fig-cap`` (or ``tbl-cap``); a figure that is not drawn for these results says so first."""
+    text = cell_options(cell).get(f"{kind}-cap") or ""
+    if kind == "fig" and not_drawn(cell):
+        return "Not drawn for these results (the reason is in its place). Where drawn: " + text
+    return text
+
+
 DATA_FOLDER = "figures"  # beside the pages: the plotted numbers of each figure, <label>.csv
 
 

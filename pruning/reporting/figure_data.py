@@ -18,6 +18,9 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 MIME = "text/csv"
+# A figure drawn by ``plots.not_drawn`` carries its reason under this mime, so that a page can say so in its caption.
+NOT_DRAWN_MIME = "text/x-pruning-not-drawn"
+NOT_DRAWN_ATTR = "_pruning_not_drawn"
 COLUMNS = ("panel", "x_axis", "y_axis", "series", "kind", "x", "y", "low", "high", "value", "x_label", "y_label")
 
 
@@ -160,16 +163,22 @@ def to_csv(fig: Figure) -> str | None:
     return buffer.getvalue()
 
 
+def not_drawn_reason(fig: Figure) -> str | None:
+    """The sentence :func:`plots.not_drawn` put in place of a figure, or None for a drawn figure."""
+    return getattr(fig, NOT_DRAWN_ATTR, None)
+
+
 def register(ip) -> None:
-    """Make the IPython shell ``ip`` add :func:`to_csv` (mime ``text/csv``) to every figure it displays."""
+    """Make the IPython shell ``ip`` add :func:`to_csv` (mime ``text/csv``) to every figure it displays, and
+    :func:`not_drawn_reason` (``NOT_DRAWN_MIME``) to a figure that is not drawn."""
     formatters = ip.display_formatter.formatters
-    if MIME not in formatters:
-        from IPython.core.formatters import BaseFormatter
-        from traitlets import ObjectName, Unicode
+    from IPython.core.formatters import BaseFormatter
+    from traitlets import ObjectName, Unicode
 
-        class CSVFormatter(BaseFormatter):
-            format_type = Unicode(MIME)
-            print_method = ObjectName("_repr_csv_")
-
-        formatters[MIME] = CSVFormatter(parent=ip.display_formatter)
-    formatters[MIME].for_type(Figure, to_csv)
+    for mime, method, function in ((MIME, "_repr_csv_", to_csv),
+                                   (NOT_DRAWN_MIME, "_repr_not_drawn_", not_drawn_reason)):
+        if mime not in formatters:
+            formatter = type(f"Formatter_{method.strip('_')}", (BaseFormatter,),
+                             {"format_type": Unicode(mime), "print_method": ObjectName(method)})
+            formatters[mime] = formatter(parent=ip.display_formatter)
+        formatters[mime].for_type(Figure, function)

@@ -37,7 +37,7 @@ def _config_header(exp: dict) -> str:
 def _figure(cell: dict, label: str) -> str:
     mime, data = embeds.cell_output(cell, label)
     data = base64.b64encode(data.encode()).decode() if mime == "image/svg+xml" else data.strip()
-    caption = html.escape(embeds.cell_options(cell).get("fig-cap", ""))
+    caption = html.escape(embeds.caption(cell))
     if embeds.cell_data(cell):
         caption += f' <a href="{embeds.data_file(label)}">The plotted numbers (CSV)</a>'
     return f'<figure><img alt="{html.escape(label)}" src="data:{mime};base64,{data}"><figcaption>{caption}</figcaption></figure>'

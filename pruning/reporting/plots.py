@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib import patches, ticker
 
 from ..nets import techniques as _techniques
+from . import figure_data
 
 # ----------------------------------------------------------------------------- identity of a technique
 
@@ -163,6 +164,7 @@ def not_drawn(reason: str, height: float = 1.4):
     fig, ax = plt.subplots(figsize=(WIDTH, height), layout="constrained")
     ax.set_axis_off()
     ax.text(0.5, 0.5, textwrap.fill(f"Not drawn: {reason}", 64), ha="center", va="center", transform=ax.transAxes)
+    setattr(fig, figure_data.NOT_DRAWN_ATTR, reason)  # the pages' captions say that it is not drawn
     plt.show()
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from .embeds import EMBED, IMAGE_MIMES, cell_data, cell_options, data_file
+from .embeds import EMBED, IMAGE_MIMES, caption as _cell_caption, cell_data, data_file
 from ..core.errors import ReportError
 
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
@@ -78,9 +78,8 @@ def _caption_md(text: str) -> str:
 def _embed_block(label: str, number: int, cell: dict, output: tuple[str, str], assets: Path) -> str:
     """Markdown for one embedded output: a numbered figure with its caption, or a numbered table."""
     mime, data = output
-    options = cell_options(cell)
     kind = KIND[label.split("-", 1)[0]]
-    caption = options.get("fig-cap" if kind == "Figure" else "tbl-cap") or ""
+    caption = _cell_caption(cell, "fig" if kind == "Figure" else "tbl")
     title = f"{kind} {number}" + (f": {caption}" if caption else "")
     if mime in IMAGE_MIMES:
         ext = {"image/png": "png", "image/jpeg": "jpg", "image/svg+xml": "svg"}[mime]
