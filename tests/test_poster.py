@@ -74,12 +74,16 @@ def test_seed_times_read_each_seeds_own_record_and_compare_with_the_target(tmp_p
                              "updated": "2026-01-02T00:00:00"},
                          3: {"seed_runs": [{"code_version": "bbb", "hardware": "m", "seconds": 5760.0,
                                             "seeds_together": [3, 4], "finished": "2026-01-03T00:00:00",
-                                            "trainings": 441, "seed_trainings": 882, "cpu_share": 0.934}]}}.items():
+                                            "trainings": 441, "seed_trainings": 882, "cpu_share": 0.934}]},
+                         5: {"seed_runs": [{"code_version": "ccc", "hardware": "m", "seconds": 2880.0,
+                                            "seeds_together": [5], "finished": "2026-01-04T00:00:00",
+                                            "trainings": 441, "seed_trainings": 441, "cpu_share": 0.991}]}}.items():
         (set_ / "data" / f"seed_{seed}").mkdir(parents=True)
         (set_ / "data" / f"seed_{seed}" / "experiment.json").write_text(json.dumps(record))
     table = seed_times.block(tmp_path)
     assert "| 0 | `aaa` | m | 2026-01-02 | 0 | not recorded | not recorded | 1,440.0 s | 0.50x |" in table
-    assert "| 3 | `bbb` | m | 2026-01-03 | 3, 4 | 441 of 882 | 93% | 5,760.0 s | 2.00x |" in table
+    assert "| 3 | `bbb` | m | 2026-01-03 | 3, 4 | 441 of 882 | 93% | 5,760.0 s | 2.00x for 50% of its trainings |" in table
+    assert "| 5 | `ccc` | m | 2026-01-04 | 5 | 441 of 441 | 99% | 2,880.0 s | 1.00x |" in table
 
 
 def test_the_index_sums_the_commands_that_trained_a_set_counting_a_shared_command_once(tmp_path):

@@ -57,8 +57,9 @@ def block(docs: Path = paths.DOCS) -> str:
             done, of = r["trainings"]
             trainings = "not recorded" if done is None else f"{done:,} of {of:,}"
             share = "not recorded" if r["cpu_share"] is None else f"{r['cpu_share']:.0%}"
+            part = f" for {done / of:.0%} of its trainings" if done is not None and of and done < of else ""
             parts.append(f"| {r['seed']} | `{r['code_version']}` | {r['hardware']} | {r['finished']} | {together} | "
-                         f"{trainings} | {share} | {r['seconds']:,.1f} s | {r['seconds'] / target:.2f}x |")
+                         f"{trainings} | {share} | {r['seconds']:,.1f} s | {r['seconds'] / target:.2f}x{part} |")
     parts += ["", END]
     return "\n".join(parts)
 
