@@ -55,6 +55,14 @@ def _data(output: dict, mime: str):
     return "".join(value) if isinstance(value, list) else value
 
 
+def _first(cell: dict, mime: str) -> str | None:
+    """The first of the cell's outputs under ``mime``, or None."""
+    for output in cell.get("outputs", []):
+        if _data(output, mime):
+            return _data(output, mime)
+    return None
+
+
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/svg+xml")
 TABLE_MIMES = ("text/html", "text/markdown")
 
@@ -75,10 +83,7 @@ def not_drawn(cell: dict) -> str | None:
     """Why a figure cell's figure is not drawn for these results (``plots.not_drawn``), or None."""
     from .figure_data import NOT_DRAWN_MIME
 
-    for output in cell.get("outputs", []):
-        if _data(output, NOT_DRAWN_MIME):
-            return _data(output, NOT_DRAWN_MIME)
-    return None
+    return _first(cell, NOT_DRAWN_MIME)
 
 
 def caption(cell: dict, kind: str = "fig") -> str:
@@ -99,10 +104,7 @@ def data_file(label: str) -> str:
 
 def cell_data(cell: dict) -> str | None:
     """The plotted numbers a figure cell's output carries (``figure_data``, mime text/csv), or None."""
-    for output in cell.get("outputs", []):
-        if _data(output, "text/csv"):
-            return _data(output, "text/csv")
-    return None
+    return _first(cell, "text/csv")
 
 
 def write_data(cells: dict[str, dict], folder: Path) -> dict[str, Path]:
