@@ -171,14 +171,11 @@ def not_drawn_reason(fig: Figure) -> str | None:
 def register(ip) -> None:
     """Make the IPython shell ``ip`` add :func:`to_csv` (mime ``text/csv``) to every figure it displays, and
     :func:`not_drawn_reason` (``NOT_DRAWN_MIME``) to a figure that is not drawn."""
-    formatters = ip.display_formatter.formatters
     from IPython.core.formatters import BaseFormatter
-    from traitlets import ObjectName, Unicode
 
+    formatters = ip.display_formatter.formatters
     for mime, method, function in ((MIME, "_repr_csv_", to_csv),
                                    (NOT_DRAWN_MIME, "_repr_not_drawn_", not_drawn_reason)):
         if mime not in formatters:
-            formatter = type(f"Formatter_{method.strip('_')}", (BaseFormatter,),
-                             {"format_type": Unicode(mime), "print_method": ObjectName(method)})
-            formatters[mime] = formatter(parent=ip.display_formatter)
+            formatters[mime] = BaseFormatter(parent=ip.display_formatter, format_type=mime, print_method=method)
         formatters[mime].for_type(Figure, function)
